@@ -1,0 +1,190 @@
+// Package pskstore owns external pre-shared keys: the Store interface the
+// gateway resolves identities through, the Key record, the RFC 9257 policy
+// checks (rule IDs R1–R10 of DESIGN.md §3) and the keyed identity tag used in
+// logs (R9). Backends live in subpackages (memory, file) and all pass the
+// conformance suite in pskstoretest.
+//
+// It does not own DTLS, sessions or configuration files of the gateway; it
+// imports nothing of this module.
+package pskstore
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+)
+
+// ErrUnknownIdentity is returned by Lookup when no key exists for an identity.
+// The gateway answers it exactly like a wrong key, so an attacker learns
+// nothing about which identities exist.
+var ErrUnknownIdentity = errors.New("pskstore: unknown identity")
+
+// ErrUnavailable is returned when a backend cannot answer (database down,
+// lookup timeout). The handshake fails like for an unknown identity.
+var ErrUnavailable = errors.New("pskstore: store unavailable")
+
+// Store resolves a PSK identity. Safe for concurrent use; Lookup is on the
+// handshake path, so it must be fast and honour ctx.
+type Store interface {
+	// Lookup returns the key for identity, or ErrUnknownIdentity.
+	// The returned Key is a copy the caller may keep.
+	Lookup(ctx context.Context, identity []byte) (Key, error)
+}
+
+// Watcher is an optional Store capability: it reports revocations and
+// rotations so live sessions can be closed (R10).
+type Watcher interface {
+	// Watch returns a channel of changes that is closed when ctx is done.
+	Watch(ctx context.Context) (<-chan Change, error)
+}
+
+// ChangeKind says what happened to an identity.
+type ChangeKind uint8
+
+const (
+	// Added: a new identity exists.
+	Added ChangeKind = iota + 1
+	// Revoked: the identity no longer exists; its sessions must close.
+	Revoked
+	// Rotated: the identity has a new key; sessions under the old key must close.
+	Rotated
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case Added:
+		return "added"
+	case Revoked:
+		return "revoked"
+	case Rotated:
+		return "rotated"
+	}
+	return fmt.Sprintf("ChangeKind(%d)", uint8(k))
+}
+
+// Change is one event reported by a Watcher.
+type Change struct {
+	Kind     ChangeKind
+	Identity []byte
+}
+
+// Versions is a set of DTLS protocol versions an identity may use.
+type Versions uint8
+
+const (
+	// DTLS12 allows DTLS 1.2 (RFC 6347, RFC 7925 profile).
+	DTLS12 Versions = 1 << iota
+	// DTLS13 allows DTLS 1.3 (RFC 9147).
+	DTLS13
+)
+
+// Has reports whether every version in v is in s.
+func (s Versions) Has(v Versions) bool { return s&v == v && v != 0 }
+
+func (s Versions) String() string {
+	switch s {
+	case DTLS12:
+		return "dtls1.2"
+	case DTLS13:
+		return "dtls1.3"
+	case DTLS12 | DTLS13:
+		return "dtls1.2,dtls1.3"
+	}
+	return "none"
+}
+
+// Modes is a set of DTLS 1.3 PSK key-exchange modes (RFC 8446 §4.2.9).
+type Modes uint8
+
+const (
+	// ModeDHE is psk_dhe_ke: the PSK combined with an ephemeral (EC)DHE
+	// exchange, which gives forward secrecy (R3, RFC 9257 §6).
+	ModeDHE Modes = 1 << iota
+	// ModeKE is psk_ke: PSK only, no forward secrecy. Allowed only for keys
+	// that say so (R3) and never for low-entropy keys (R2).
+	ModeKE
+)
+
+// Has reports whether every mode in m is in s.
+func (s Modes) Has(m Modes) bool { return s&m == m && m != 0 }
+
+func (s Modes) String() string {
+	switch s {
+	case ModeDHE:
+		return "psk_dhe_ke"
+	case ModeKE:
+		return "psk_ke"
+	case ModeDHE | ModeKE:
+		return "psk_dhe_ke,psk_ke"
+	}
+	return "none"
+}
+
+// Key is an external PSK and everything bound to it. The zero values of the
+// policy fields are the secure defaults: DTLS 1.3 only is NOT implied; a Key
+// with Versions == 0 is normalised by Normalize to DTLS12|DTLS13 and Modes == 0
+// to ModeDHE.
+type Key struct {
+	// Identity is the PSK identity exactly as sent on the wire (R7: compared
+	// byte by byte). Never log it; log Tagger.Tag(Identity) instead (R9).
+	Identity []byte
+	// Secret is the key material, at least 16 bytes (R1).
+	Secret Secret
+	// Hash is the hash the key is bound to in DTLS 1.3: crypto.SHA256
+	// (default when zero) or crypto.SHA384.
+	Hash crypto.Hash
+	// Endpoint is the LwM2M endpoint name this identity may register as (L1).
+	Endpoint string
+	// ServerName is the SNI this identity is bound to (R5); empty means unbound.
+	ServerName string
+	// Backend names the backend LwM2M server the device's traffic goes to;
+	// empty means the gateway's default backend.
+	Backend string
+	// Versions are the DTLS versions the identity may use.
+	Versions Versions
+	// Modes are the DTLS 1.3 key-exchange modes the identity may use (R3).
+	Modes Modes
+	// Legacy allows DTLS 1.2 plain-PSK suites (no ECDHE) for this identity (R3).
+	Legacy bool
+	// AllowLowEntropy accepts a key that fails the entropy screen (R2); such a
+	// key is then never used with psk_ke or DTLS 1.2 plain PSK.
+	AllowLowEntropy bool
+	// Group marks a PSK knowingly shared by a group (R4).
+	Group bool
+}
+
+// Normalize fills the documented defaults of zero fields.
+func (k *Key) Normalize() {
+	if k.Hash == 0 {
+		k.Hash = crypto.SHA256
+	}
+	if k.Versions == 0 {
+		k.Versions = DTLS12 | DTLS13
+	}
+	if k.Modes == 0 {
+		k.Modes = ModeDHE
+	}
+}
+
+// Clone returns a deep copy of k, so a caller can keep it while the store
+// changes underneath.
+func (k Key) Clone() Key {
+	c := k
+	c.Identity = append([]byte(nil), k.Identity...)
+	c.Secret = append(Secret(nil), k.Secret...)
+	return c
+}
+
+// Secret is PSK key material. Its String, GoString and Format never show the
+// bytes, so a key cannot leak through fmt, %v, %#v or zap (R9).
+type Secret []byte
+
+// String redacts the secret.
+func (s Secret) String() string { return fmt.Sprintf("[redacted %d-byte key]", len(s)) }
+
+// GoString redacts the secret for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// Format redacts the secret for every fmt verb, including %x and %q.
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String())) }
