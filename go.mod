@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/dsnet/golib/memfile v1.0.0 // indirect
+	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/pion/dtls/v3 v3.1.15 // indirect
 	github.com/pion/dtls/v4 v4.0.1 // indirect
 	github.com/pion/logging v0.2.4 // indirect
