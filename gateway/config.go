@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
+	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
+	"go.uber.org/zap"
+)
+
+// KeyStore is what the gateway needs from a PSK store: one lookup on the
+// handshake path. pskstore backends implement it; if a store also implements
+// pskstore.Watcher, revocations and rotations close live sessions (R10).
+type KeyStore interface {
+	Lookup(ctx context.Context, identity []byte) (pskstore.Key, error)
+}
+
+// SNIPolicy says what a listener does with a ClientHello that carries no
+// server_name while the identity is bound to one (R5).
+type SNIPolicy uint8
+
+const (
+	// SNIAllow accepts a missing server_name; a present but different one is
+	// still refused.
+	SNIAllow SNIPolicy = iota
+	// SNIRequire refuses a handshake without server_name for identities bound
+	// to a server name.
+	SNIRequire
+)
+
+// Listener is one UDP address the gateway serves.
+type Listener struct {
+	// Address is a UDP host:port ("127.0.0.1:0" picks a free port).
+	Address string
+	// MissingSNI is the policy for ClientHellos without server_name (R5).
+	// Zero value: SNIAllow.
+	MissingSNI SNIPolicy
+}
+
+// DefaultCipherSuites are the suites offered when Config.CipherSuites is nil:
+// the three DTLS 1.3 suites and the RFC 7925 DTLS 1.2 PSK suites, CCM_8 being
+// the IoT mandatory one. Plain-PSK DTLS 1.2 suites are only granted to keys
+// marked Legacy (R3); TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256 gives DTLS 1.2
+// forward secrecy.
+var DefaultCipherSuites = []ciphersuite.ID{
+	ciphersuite.TLS_AES_128_GCM_SHA256,
+	ciphersuite.TLS_AES_256_GCM_SHA384,
+	ciphersuite.TLS_CHACHA20_POLY1305_SHA256,
+	ciphersuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
+	ciphersuite.TLS_PSK_WITH_AES_128_CCM_8,
+	ciphersuite.TLS_PSK_WITH_AES_128_CCM,
+	ciphersuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
+}
+
+// Config configures a Server. Build it as a literal; New applies defaults.
+type Config struct {
+	// Listeners are the UDP addresses served. Default: one on ":5684".
+	Listeners []Listener
+	// Store resolves PSK identities. Required.
+	Store KeyStore
+	// Backends maps a backend name to its UDP host:port. Required, non-empty.
+	Backends map[string]string
+	// DefaultBackend serves keys that name no backend. Empty: the only
+	// backend when there is exactly one.
+	DefaultBackend string
+	// Versions are the DTLS versions served. Zero: DTLS 1.2 and 1.3.
+	Versions pskstore.Versions
+	// Groups are the DTLS 1.3 (EC)DHE groups, in preference order. Nil:
+	// X25519 only. The stack's default would put the hybrid X25519MLKEM768
+	// first, which costs pion clients a HelloRetryRequest and a 1.8 KB
+	// ClientHello; add it explicitly to offer it.
+	Groups []elliptic.Curve
+	// CipherSuites served. Nil: DefaultCipherSuites.
+	CipherSuites []ciphersuite.ID
+	// CIDLength is the length in bytes of the Connection IDs the gateway
+	// issues (RFC 9146, RFC 9147 §9). Zero: 8. Negative: CIDs disabled.
+	CIDLength int
+	// MTU is the largest DTLS datagram the gateway sends, in bytes. Zero: 1200.
+	MTU int
+	// HandshakeTimeout bounds a handshake. Zero: 10 s.
+	HandshakeTimeout time.Duration
+	// LookupTimeout bounds one Store.Lookup. Zero: 2 s.
+	LookupTimeout time.Duration
+	// IdleTimeout closes a session without traffic in either direction for
+	// this long. Zero: 75 min, longer than a one-hour LwM2M registration
+	// lifetime so a device that updates hourly keeps its session.
+	IdleTimeout time.Duration
+	// AllowParallelSessions keeps older sessions of an identity alive when a
+	// new handshake for it completes. Zero value (false): the new session
+	// replaces the old one, so a rebooted device is never locked out.
+	AllowParallelSessions bool
+	// MaxDatagram is the largest datagram accepted from a device or backend,
+	// in bytes; larger ones are dropped. Zero: 65535 (no limit below UDP's).
+	MaxDatagram int
+	// Logger receives the gateway's logs. Nil: no logging.
+	Logger *zap.Logger
+	// IdentityTag turns an identity into the keyed tag that logs carry (R9).
+	// Nil: a pskstore.Tagger with a random per-process secret.
+	IdentityTag func(identity []byte) string
+	// LogIdentities logs raw identities next to their tag. Operator opt-in;
+	// zero value (false) logs tags only (R9).
+	LogIdentities bool
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+// ErrNoBackend is returned when a key names a backend that is not configured.
+var ErrNoBackend = errors.New("gateway: no such backend")
+
+func (c *Config) setDefaults() error {
+	if c.Store == nil {
+		return errors.New("gateway: config: Store is required")
+	}
+	if len(c.Listeners) == 0 {
+		c.Listeners = []Listener{{Address: ":5684"}}
+	}
+	if len(c.Backends) == 0 {
+		return errors.New("gateway: config: at least one backend is required")
+	}
+	for name, addr := range c.Backends {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("gateway: config: backend %q address %q: %w", name, addr, err)
+		}
+	}
+	if c.DefaultBackend == "" && len(c.Backends) == 1 {
+		for name := range c.Backends {
+			c.DefaultBackend = name
+		}
+	}
+	if c.DefaultBackend != "" {
+		if _, ok := c.Backends[c.DefaultBackend]; !ok {
+			return fmt.Errorf("gateway: config: default backend %q: %w", c.DefaultBackend, ErrNoBackend)
+		}
+	}
+	if c.Versions == 0 {
+		c.Versions = pskstore.DTLS12 | pskstore.DTLS13
+	}
+	if c.Groups == nil {
+		c.Groups = []elliptic.Curve{elliptic.X25519}
+	}
+	if c.CipherSuites == nil {
+		c.CipherSuites = DefaultCipherSuites
+	}
+	if c.CIDLength == 0 {
+		c.CIDLength = 8
+	}
+	if c.CIDLength > 32 {
+		return fmt.Errorf("gateway: config: CIDLength %d above 32", c.CIDLength)
+	}
+	if c.MTU == 0 {
+		c.MTU = 1200
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.LookupTimeout == 0 {
+		c.LookupTimeout = 2 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 75 * time.Minute
+	}
+	if c.MaxDatagram == 0 {
+		c.MaxDatagram = 65535
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.IdentityTag == nil {
+		c.IdentityTag = pskstore.NewTagger(nil).Tag
+	}
+	return nil
+}
+
+// keyHash is the DTLS 1.3 hash of a key, SHA-256 when unset.
+func keyHash(k pskstore.Key) crypto.Hash {
+	if k.Hash == 0 {
+		return crypto.SHA256
+	}
+	return k.Hash
+}

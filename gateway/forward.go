@@ -1,0 +1,217 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/pion/dtls/v4"
+	"go.uber.org/zap"
+)
+
+// run drives the session: handshake, policy (inside the handshake), upstream
+// socket, then the device→backend direction until the session ends.
+func (s *session) run() {
+	srv := s.srv
+	defer srv.wg.Done()
+	ctx, cancel := context.WithTimeout(srv.ctx, srv.cfg.HandshakeTimeout)
+	err := s.conn.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.handshakeFailed(err)
+		return
+	}
+	if err := s.establish(); err != nil {
+		s.close("upstream setup failed")
+		srv.log.Error("cannot open upstream socket", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+		return
+	}
+	s.fromDevice()
+}
+
+func (s *session) handshakeFailed(err error) {
+	s.mu.Lock()
+	reason := s.failure
+	s.mu.Unlock()
+	switch {
+	case reason != "":
+	case errors.Is(err, context.DeadlineExceeded):
+		reason = "timeout"
+	case errors.Is(err, context.Canceled), errors.Is(err, net.ErrClosed):
+		reason = "closed"
+	default:
+		// A wrong key shows up as a binder or Finished mismatch; pion
+		// does not tell it apart from other protocol errors in a stable way.
+		reason = "bad_key_or_protocol"
+	}
+	s.srv.stats.handshakeFailed(reason)
+	fields := []zap.Field{zap.Stringer("remote", s.srv.table.peerAddr(s)), zap.String("reason", reason), zap.Error(err)}
+	if tag := s.identityTag(); tag != "" {
+		fields = append(fields, zap.String("identity_tag", tag))
+	}
+	s.srv.warn.Warn("handshake failed", fields...)
+	s.close("handshake failed")
+}
+
+// establish opens the upstream socket, enforces one session per identity
+// and starts the backend→device direction.
+func (s *session) establish() error {
+	srv := s.srv
+	s.mu.Lock()
+	key, pskOnly := s.key, s.pskOnly
+	s.mu.Unlock()
+	name := key.Backend
+	if name == "" {
+		name = srv.cfg.DefaultBackend
+	}
+	addr, ok := srv.cfg.Backends[name]
+	if !ok {
+		return ErrNoBackend
+	}
+	// One connected socket per session (DESIGN §1): the backend sees one
+	// address per device, and only this device reads what arrives on it (L3).
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	up := c.(*net.UDPConn)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = up.Close()
+		return net.ErrClosed
+	}
+	s.upstream = up
+	s.mu.Unlock()
+
+	if !srv.cfg.AllowParallelSessions {
+		if old := srv.table.claimIdentity(s, key.Identity); old != nil {
+			old.close("replaced by a new session of the same identity")
+		}
+	}
+	s.idle = time.AfterFunc(srv.cfg.IdleTimeout, s.checkIdle)
+	srv.stats.handshakeOK()
+	state, _ := s.conn.ConnectionState()
+	mode := "psk_dhe_ke"
+	if pskOnly {
+		mode = "psk_ke"
+	}
+	if state.NegotiatedVersion() == versionDTLS12 {
+		mode = "dtls1.2"
+	}
+	fields := []zap.Field{
+		zap.Stringer("remote", srv.table.peerAddr(s)),
+		zap.String("identity_tag", s.identityTag()),
+		zap.String("version", versionName(state.NegotiatedVersion())),
+		zap.String("suite", state.CipherSuiteID.String()),
+		zap.String("mode", mode),
+		zap.String("backend", name),
+		zap.Stringer("upstream", up.LocalAddr()),
+	}
+	if srv.cfg.LogIdentities {
+		fields = append(fields, zap.ByteString("identity", key.Identity))
+	}
+	srv.log.Info("session established", fields...)
+	srv.wg.Add(1)
+	go s.fromBackend(up)
+	return nil
+}
+
+// fromDevice forwards decrypted datagrams to the backend, byte for byte (L4).
+func (s *session) fromDevice() {
+	buf := make([]byte, s.srv.cfg.MaxDatagram)
+	up := s.upstreamConn()
+	for {
+		n, err := s.conn.Read(buf)
+		if err != nil {
+			s.close(closeReason(err, "device closed the session"))
+			return
+		}
+		s.touch()
+		s.srv.stats.toBackend(n)
+		if _, err := up.Write(buf[:n]); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.srv.stats.upstreamErrors.Add(1)
+			s.srv.warn.Warn("write to backend", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+		}
+	}
+}
+
+// fromBackend forwards the backend's datagrams to this session's device only
+// (L3: the socket is connected and owned by one session).
+func (s *session) fromBackend(up *net.UDPConn) {
+	defer s.srv.wg.Done()
+	buf := make([]byte, s.srv.cfg.MaxDatagram)
+	for {
+		n, err := up.Read(buf)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// The backend's port was closed when we last wrote; a
+				// restarted backend must still reach the device.
+				s.srv.stats.upstreamErrors.Add(1)
+				continue
+			}
+			return
+		}
+		s.touch()
+		s.srv.stats.toDevice(n)
+		if _, err := s.conn.Write(buf[:n]); err != nil {
+			s.close(closeReason(err, "write to device failed"))
+			return
+		}
+	}
+}
+
+func (s *session) upstreamConn() *net.UDPConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upstream
+}
+
+// checkIdle closes the session after IdleTimeout without traffic, or re-arms.
+func (s *session) checkIdle() {
+	idle := s.srv.cfg.IdleTimeout
+	left := time.Until(time.Unix(0, s.lastActive.Load()).Add(idle))
+	if left > 0 {
+		s.idle.Reset(left)
+		return
+	}
+	s.close("idle timeout")
+}
+
+// close ends the session once: close_notify to an established peer, upstream
+// socket closed, every route removed.
+func (s *session) close(reason string) {
+	s.closeOnce.Do(func() {
+		srv := s.srv
+		srv.table.remove(s)
+		s.mu.Lock()
+		s.closed = true
+		up, established := s.upstream, s.upstream != nil
+		s.mu.Unlock()
+		if s.idle != nil {
+			s.idle.Stop()
+		}
+		_ = s.conn.Close() // sends close_notify once established
+		_ = s.pc.Close()
+		if up != nil {
+			_ = up.Close()
+		}
+		if established {
+			srv.stats.sessionClosed()
+			srv.log.Info("session closed", zap.String("identity_tag", s.identityTag()), zap.String("reason", reason))
+		}
+		close(s.done)
+	})
+}
+
+func closeReason(err error, fallback string) string {
+	if errors.Is(err, dtls.ErrConnClosed) || errors.Is(err, net.ErrClosed) {
+		return "closed"
+	}
+	return fallback + ": " + err.Error()
+}

@@ -1,0 +1,204 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/pion/dtls/v4"
+	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
+	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
+	"github.com/pion/dtls/v4/pkg/protocol"
+	"github.com/pion/dtls/v4/pkg/protocol/extension"
+	extension13 "github.com/pion/dtls/v4/pkg/protocol/extension/dtls13"
+	"github.com/pion/dtls/v4/pkg/protocol/handshake"
+)
+
+// mapStore is a test double of KeyStore with an optional failure.
+type mapStore struct {
+	mu   sync.Mutex
+	keys map[string]pskstore.Key
+	err  error
+}
+
+func newMapStore(keys ...pskstore.Key) *mapStore {
+	m := &mapStore{keys: map[string]pskstore.Key{}}
+	for _, k := range keys {
+		m.keys[string(k.Identity)] = k
+	}
+	return m
+}
+
+func (m *mapStore) Lookup(_ context.Context, id []byte) (pskstore.Key, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return pskstore.Key{}, m.err
+	}
+	k, ok := m.keys[string(id)]
+	if !ok {
+		return pskstore.Key{}, pskstore.ErrUnknownIdentity
+	}
+	return k.Clone(), nil
+}
+
+func testKey(id string, fill byte) pskstore.Key {
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = fill ^ byte(i*37+11)
+	}
+	return pskstore.Key{Identity: []byte(id), Secret: secret, Versions: pskstore.DTLS12 | pskstore.DTLS13, Modes: pskstore.ModeDHE}
+}
+
+// echoBackend answers every datagram with "echo:" + datagram and records the
+// source addresses it saw.
+type echoBackend struct {
+	pc   *net.UDPConn
+	mu   sync.Mutex
+	seen []*net.UDPAddr
+}
+
+func newEchoBackend(t *testing.T) *echoBackend {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &echoBackend{pc: pc}
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.seen = append(b.seen, from)
+			b.mu.Unlock()
+			_, _ = pc.WriteToUDP(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+	t.Cleanup(func() { _ = pc.Close() })
+	return b
+}
+
+func (b *echoBackend) sources() []*net.UDPAddr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*net.UDPAddr(nil), b.seen...)
+}
+
+// startServer runs a gateway on 127.0.0.1:0 in front of backend.
+func startServer(t *testing.T, cfg Config) (*Server, *net.UDPAddr) {
+	t.Helper()
+	if cfg.Listeners == nil {
+		cfg.Listeners = []Listener{{Address: "127.0.0.1:0"}}
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-errc
+	})
+	return srv, srv.Addrs()[0].(*net.UDPAddr)
+}
+
+// client describes a test DTLS client.
+type client struct {
+	id, key    []byte
+	hash       crypto.Hash
+	version    protocol.Version
+	pskKEOnly  bool
+	suites     []ciphersuite.ID
+	serverName string
+	noCID      bool
+}
+
+func (c client) dial(ctx context.Context, addr *net.UDPAddr) (*dtls.Conn, error) {
+	suites := c.suites
+	if suites == nil {
+		if c.version == protocol.Version1_2 {
+			suites = []ciphersuite.ID{ciphersuite.TLS_PSK_WITH_AES_128_CCM_8}
+		} else {
+			suites = []ciphersuite.ID{ciphersuite.TLS_AES_128_GCM_SHA256}
+		}
+	}
+	version := c.version
+	if version == 0 {
+		version = protocol.Version1_3
+	}
+	opts := []dtls.ClientOption{
+		dtls.WithPSK(func() ([]dtls.PSK, error) {
+			return []dtls.PSK{{Identity: c.id, Key: c.key, Hash: c.hash}}, nil
+		}, nil),
+		dtls.WithCipherSuites(suites...),
+		dtls.WithEllipticCurves(elliptic.X25519),
+		dtls.WithMinVersion(version),
+		dtls.WithMaxVersion(version),
+	}
+	if c.serverName != "" {
+		opts = append(opts, dtls.WithServerName(c.serverName))
+	}
+	if !c.noCID {
+		opts = append(opts, dtls.WithConnectionID(dtls.RandomCIDGenerator(4), dtls.CIDPathMigrationUnsafe))
+	}
+	if c.pskKEOnly {
+		opts = append(opts, dtls.WithClientHelloMessageHook(offerOnlyPSKKE))
+	}
+	conn, err := dtls.Dial("udp", addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// offerOnlyPSKKE rewrites the psk_key_exchange_modes extension to psk_ke only
+// (R3 tests); pion computes the binders after this hook.
+func offerOnlyPSKKE(h handshake.MessageClientHello) handshake.Message {
+	out := make([]extension.Value, 0, len(h.Extensions))
+	for _, e := range h.Extensions {
+		if e.ExtensionType() == extension.TypePSKKeyExchangeModes {
+			e = &extension13.PSKKeyExchangeModes{Modes: []extension13.PSKKeyExchangeMode{extension13.PSKKE}}
+		}
+		out = append(out, e)
+	}
+	h.Extensions = out
+	return &h
+}
+
+// roundTrip writes msg and expects the echo backend's answer.
+func roundTrip(t *testing.T, conn *dtls.Conn, msg []byte) {
+	t.Helper()
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 70000)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if want := append([]byte("echo:"), msg...); !bytes.Equal(buf[:n], want) {
+		t.Fatalf("got %q, want %q", buf[:n], want)
+	}
+}

@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// listener is one bound UDP socket and the read loop that routes its
+// datagrams to sessions.
+type listener struct {
+	srv        *Server
+	pc         *net.UDPConn
+	missingSNI SNIPolicy
+	bufPool    *sync.Pool
+}
+
+func newListener(srv *Server, pc *net.UDPConn, missingSNI SNIPolicy) *listener {
+	size := srv.cfg.MaxDatagram
+	return &listener{
+		srv:        srv,
+		pc:         pc,
+		missingSNI: missingSNI,
+		bufPool: &sync.Pool{New: func() any {
+			b := make([]byte, size)
+			return &b
+		}},
+	}
+}
+
+// serve reads datagrams until the socket is closed.
+func (l *listener) serve() error {
+	// One byte more than the limit tells an oversized datagram from a full one.
+	buf := make([]byte, l.srv.cfg.MaxDatagram+1)
+	for {
+		n, from, err := l.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			l.srv.warn.Warn("read from listener", zap.Error(err))
+			continue
+		}
+		if n > l.srv.cfg.MaxDatagram || n == 0 {
+			l.srv.stats.dropped.Add(1)
+			continue
+		}
+		l.route(buf[:n], from)
+	}
+}
+
+// route delivers one datagram: by Connection ID, then by address, and a new
+// session only for a ClientHello (see the package doc).
+func (l *listener) route(p []byte, from netip.AddrPort) {
+	srv := l.srv
+	if cid := recordCID(p, srv.cfg.CIDLength); cid != nil {
+		if s := srv.table.byCID(cid); s != nil && s.l == l {
+			if !s.pc.deliver(p, from) {
+				srv.stats.dropped.Add(1)
+			}
+			return
+		}
+		// A CID record that names no session cannot start one.
+		srv.stats.dropped.Add(1)
+		return
+	}
+	if s := srv.table.byAddr(l, from); s != nil {
+		if !s.pc.deliver(p, from) {
+			srv.stats.dropped.Add(1)
+		}
+		return
+	}
+	if !isClientHello(p) {
+		srv.stats.dropped.Add(1)
+		return
+	}
+	s, err := srv.newSession(l, from)
+	if err != nil {
+		srv.stats.dropped.Add(1)
+		if !errors.Is(err, ErrServerClosed) {
+			srv.warn.Warn("cannot start session", zap.Stringer("remote", from), zap.Error(err))
+		}
+		return
+	}
+	s.pc.deliver(p, from)
+}
