@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/gateway"
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"go.uber.org/zap"
+)
+
+func serveCmd(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *path == "" || fs.NArg() != 0 {
+		return usageError{"serve needs --config FILE and no other arguments"}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	tagger, err := newTagger(cfg.Store)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(cfg, tagger, log)
+	if err != nil {
+		return fmt.Errorf("key store: %w", err)
+	}
+	srv, err := gateway.New(gatewayConfig(cfg, store, tagger, log))
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if fs, ok := store.(*file.Store); ok {
+		// Edits of the key file take effect without a restart; revocations
+		// reach live sessions through the store's Watch (R10).
+		if err := fs.WatchFile(ctx, log); err != nil {
+			log.Error("cannot watch the key file; edits need a restart", zap.Error(err))
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(context.Background()) }()
+	log.Info("gateway started", zap.Int("listeners", len(srv.Addrs())), zap.Strings("backends", cfg.BackendNames()))
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	stop() // a second signal kills the process the default way
+	drain := time.Duration(cfg.Sessions.DrainTimeout)
+	log.Info("shutting down", zap.Duration("drain_timeout", drain))
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if err := <-errc; err != nil && !errors.Is(err, gateway.ErrServerClosed) {
+		return err
+	}
+	st := srv.Stats()
+	log.Info("stopped", zap.Uint64("handshakes_ok", st.HandshakesOK), zap.Uint64("datagrams_to_backend", st.DatagramsToBackend), zap.Uint64("datagrams_to_device", st.DatagramsToDevice))
+	return nil
+}
+
+func checkConfigCmd(args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return usageError{"check-config needs exactly one FILE"}
+	}
+	cfg, err := config.Load(args[0])
+	if err != nil {
+		return err
+	}
+	tagger, err := newTagger(cfg.Store)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(cfg, tagger, zap.NewNop())
+	if err != nil {
+		return fmt.Errorf("key store: %w", err)
+	}
+	n := 0
+	if ks, ok := store.(interface{ Keys() []pskstore.Key }); ok {
+		n = len(ks.Keys())
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d backends, %s store with %d keys)\n", args[0], len(cfg.Listeners), len(cfg.Backends), cfg.Store.Type, n)
+	return nil
+}

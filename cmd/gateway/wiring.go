@@ -1,0 +1,128 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/gateway"
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"github.com/lwm2m-gateway/gateway/pskstore/memory"
+	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
+	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// newLogger builds the zap logger the configuration asks for.
+func newLogger(c config.Log) (*zap.Logger, error) {
+	var zc zap.Config
+	if c.Format == config.FormatConsole {
+		zc = zap.NewDevelopmentConfig()
+		zc.DisableStacktrace = true
+	} else {
+		zc = zap.NewProductionConfig()
+		zc.Sampling = nil // the gateway samples its attacker-triggerable logs itself
+	}
+	lvl, err := zapcore.ParseLevel(string(c.Level))
+	if err != nil {
+		return nil, err
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.EncoderConfig.TimeKey = "ts"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zc.Build()
+}
+
+// newTagger reads the identity-tag secret (R9), or makes a random one.
+func newTagger(c config.Store) (*pskstore.Tagger, error) {
+	if c.TagKeyFile == "" {
+		return pskstore.NewTagger(nil), nil
+	}
+	secret, err := os.ReadFile(c.TagKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("store.tag_key_file: %w", err)
+	}
+	secret = []byte(strings.TrimSpace(string(secret)))
+	if len(secret) < 16 {
+		return nil, fmt.Errorf("store.tag_key_file %s: secret shorter than 16 bytes", c.TagKeyFile)
+	}
+	return pskstore.NewTagger(secret), nil
+}
+
+// openStore opens the configured key store.
+func openStore(c *config.Config, tagger *pskstore.Tagger, log *zap.Logger) (gateway.KeyStore, error) {
+	policy := pskstore.Options{MaxIdentityLen: c.DTLS.MaxIdentityLength, Tagger: tagger}
+	switch c.Store.Type {
+	case config.StoreMemory:
+		return memory.NewWithOptions(policy)
+	default:
+		return file.Open(c.Store.Path, file.WithPolicy(policy), file.WithLogger(log))
+	}
+}
+
+var groupIDs = map[config.Group]elliptic.Curve{
+	config.GroupX25519:         elliptic.X25519,
+	config.GroupX25519MLKEM768: elliptic.X25519MLKEM768,
+	config.GroupP256:           elliptic.P256,
+	config.GroupP384:           elliptic.P384,
+}
+
+var suiteIDs = map[config.CipherSuite]ciphersuite.ID{
+	config.TLS_AES_128_GCM_SHA256:                ciphersuite.TLS_AES_128_GCM_SHA256,
+	config.TLS_AES_256_GCM_SHA384:                ciphersuite.TLS_AES_256_GCM_SHA384,
+	config.TLS_CHACHA20_POLY1305_SHA256:          ciphersuite.TLS_CHACHA20_POLY1305_SHA256,
+	config.TLS_PSK_WITH_AES_128_CCM_8:            ciphersuite.TLS_PSK_WITH_AES_128_CCM_8,
+	config.TLS_PSK_WITH_AES_128_CCM:              ciphersuite.TLS_PSK_WITH_AES_128_CCM,
+	config.TLS_PSK_WITH_AES_128_GCM_SHA256:       ciphersuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	config.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256: ciphersuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
+}
+
+// gatewayConfig translates a validated configuration file into a
+// gateway.Config; config never imports gateway, so the mapping lives here.
+func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Tagger, log *zap.Logger) gateway.Config {
+	gc := gateway.Config{
+		Store:                 store,
+		Backends:              map[string]string{},
+		DefaultBackend:        c.DefaultBackend,
+		MTU:                   c.DTLS.MTU,
+		HandshakeTimeout:      time.Duration(c.DTLS.HandshakeTimeout),
+		IdleTimeout:           time.Duration(c.Sessions.IdleTimeout),
+		AllowParallelSessions: !c.Sessions.OnePerIdentity,
+		Logger:                log,
+		IdentityTag:           tagger.Tag,
+		LogIdentities:         c.Log.Identities == config.IdentitiesClear,
+		CIDLength:             c.DTLS.ConnectionIDLength,
+	}
+	if gc.CIDLength == 0 {
+		gc.CIDLength = -1 // config: 0 disables; gateway: 0 means the default
+	}
+	for _, l := range c.Listeners {
+		policy := gateway.SNIAllow
+		if l.MissingSNI == config.SNIRequire {
+			policy = gateway.SNIRequire
+		}
+		gc.Listeners = append(gc.Listeners, gateway.Listener{Address: l.Address, MissingSNI: policy})
+	}
+	for name, b := range c.Backends {
+		gc.Backends[name] = b.Address
+	}
+	for _, v := range c.DTLS.Versions {
+		switch v {
+		case config.DTLS12:
+			gc.Versions |= pskstore.DTLS12
+		case config.DTLS13:
+			gc.Versions |= pskstore.DTLS13
+		}
+	}
+	for _, g := range c.DTLS.Groups {
+		gc.Groups = append(gc.Groups, groupIDs[g])
+	}
+	for _, s := range c.DTLS.CipherSuites {
+		gc.CipherSuites = append(gc.CipherSuites, suiteIDs[s])
+	}
+	return gc
+}
