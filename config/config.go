@@ -1,0 +1,235 @@
+// Package config owns the typed configuration of the gateway: the YAML file
+// format, its defaults and its validation with precise, line-numbered errors.
+//
+// It parses and checks; it does no I/O beyond reading the file in Load (it
+// neither opens the key store nor binds sockets) and imports nothing of this
+// module. The command (cmd/gateway) turns a Config into the gateway.Config,
+// pskstore and logger it wires together.
+//
+// The zero value of a string choice or a list means its default; numbers and
+// durations are taken literally, so Parse starts from Default and an omitted
+// field keeps its default while an explicit 0 or false stays 0 or false.
+package config
+
+import (
+	"slices"
+	"time"
+)
+
+// Config is the whole gateway configuration. Build one with Default, Parse or
+// Load; a Config from Parse or Load has its defaults filled in and is valid.
+type Config struct {
+	// Listeners are the UDP sockets the gateway accepts DTLS on.
+	// Empty means the default: one listener on ":5684".
+	Listeners []Listener `yaml:"listeners"`
+
+	// Backends maps a backend name to the LwM2M server it designates.
+	// Required: at least one. A name is 1..63 letters, digits, '-' or '_';
+	// store entries refer to backends by these names.
+	Backends map[string]Backend `yaml:"backends"`
+
+	// DefaultBackend names the backend for identities that name none.
+	// Empty means the only backend when exactly one is declared (Parse fills
+	// it in); with several backends it is required. It must name a declared
+	// backend.
+	DefaultBackend string `yaml:"default_backend"`
+
+	// Store says where PSK identities and keys come from.
+	Store Store `yaml:"store"`
+
+	// DTLS tunes the handshake and record layer.
+	DTLS DTLS `yaml:"dtls"`
+
+	// Sessions tunes the lifetime of DTLS sessions.
+	Sessions Sessions `yaml:"sessions"`
+
+	// Log tunes logging.
+	Log Log `yaml:"log"`
+}
+
+// Listener is one UDP socket the gateway accepts DTLS handshakes on.
+type Listener struct {
+	// Address is the UDP host:port to bind, IPv4 or IPv6 ("[::1]:5684").
+	// An empty host binds every interface; port 0 picks an ephemeral port
+	// (for tests). Required.
+	Address string `yaml:"address"`
+
+	// MissingSNI is the policy for a ClientHello without server_name
+	// (RFC 9257, rule R5). Empty means SNIAllow.
+	MissingSNI SNIPolicy `yaml:"missing_sni"`
+}
+
+// Backend is an LwM2M server the gateway forwards device traffic to.
+type Backend struct {
+	// Address is the UDP host:port of the server; the host is an IP address
+	// or a DNS name. Required; port 1..65535.
+	Address string `yaml:"address"`
+}
+
+// Store says where PSK identities and keys come from.
+type Store struct {
+	// Type is StoreFile or StoreMemory. Empty means StoreFile.
+	Type StoreType `yaml:"type"`
+
+	// Path is the key file of a StoreFile store; ignored by StoreMemory.
+	// Default "keys.yaml"; empty is invalid for a file store. Load resolves a
+	// relative path against the directory of the configuration file.
+	Path string `yaml:"path"`
+
+	// TagKeyFile is a file holding the secret that keys identity tags in logs
+	// (R9), so tags are stable across restarts and replicas. Empty means a
+	// random secret per process. Load resolves a relative path like Path.
+	TagKeyFile string `yaml:"tag_key_file"`
+}
+
+// DTLS tunes the handshake and record layer.
+type DTLS struct {
+	// Versions are the DTLS versions accepted, each DTLS12 or DTLS13, no
+	// duplicates. Empty means both.
+	Versions []Version `yaml:"versions"`
+
+	// Groups are the (EC)DHE groups offered for DTLS 1.3 psk_dhe_ke (R3), in
+	// order of preference, no duplicates. Empty means [GroupX25519].
+	Groups []Group `yaml:"groups"`
+
+	// CipherSuites restricts the cipher suites, by IANA name (see
+	// CipherSuites for the supported list), no duplicates. Each enabled
+	// version needs at least one of its suites. Empty means all supported.
+	CipherSuites []CipherSuite `yaml:"cipher_suites"`
+
+	// ConnectionIDLength is the length in bytes of the Connection IDs the
+	// gateway issues (RFC 9146, RFC 9147 §9), 0..32. 0 disables Connection
+	// IDs. Default 8.
+	ConnectionIDLength int `yaml:"connection_id_length"`
+
+	// MTU is the largest datagram the gateway sends, in bytes, 256..9000.
+	// Default 1200 (fits the IPv6 minimum MTU with room for tunnels).
+	MTU int `yaml:"mtu"`
+
+	// HandshakeTimeout bounds a handshake from the first ClientHello to
+	// Finished; must be > 0. Default 10s.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+
+	// MaxIdentityLength is the longest PSK identity accepted, in bytes,
+	// 1..65535 (R7). Default 128.
+	MaxIdentityLength int `yaml:"max_identity_length"`
+}
+
+// Sessions tunes the lifetime of DTLS sessions.
+type Sessions struct {
+	// IdleTimeout closes a session after this long without traffic in either
+	// direction; must be > 0. Default 75m, longer than the one-hour LwM2M
+	// registration lifetime so queue-mode devices keep their session.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+
+	// OnePerIdentity makes a new handshake for an identity replace that
+	// identity's old session. Default true; an explicit false keeps both.
+	OnePerIdentity bool `yaml:"one_per_identity"`
+
+	// DrainTimeout bounds graceful shutdown: sessions still open after it are
+	// closed. Must be >= 0; 0 closes them at once. Default 5s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Log tunes logging.
+type Log struct {
+	// Level is the minimum level logged. Empty means LevelInfo.
+	Level Level `yaml:"level"`
+
+	// Format is the encoding of log lines. Empty means FormatJSON.
+	Format Format `yaml:"format"`
+
+	// Identities says how PSK identities appear in logs (R9). Empty means
+	// IdentitiesTag; IdentitiesClear is an explicit operator opt-in.
+	Identities IdentityLogging `yaml:"identities"`
+}
+
+// Defaults of the fields whose zero value is meaningful or invalid.
+const (
+	DefaultListenAddress      = ":5684"
+	DefaultStorePath          = "keys.yaml"
+	DefaultConnectionIDLength = 8
+	DefaultMTU                = 1200
+	DefaultHandshakeTimeout   = Duration(10 * time.Second)
+	DefaultMaxIdentityLength  = 128
+	DefaultIdleTimeout        = Duration(75 * time.Minute)
+	DefaultDrainTimeout       = Duration(5 * time.Second)
+)
+
+// Default returns a Config with every default filled in and no backends; it
+// does not validate until at least one backend is added. Each call returns a
+// fresh value the caller may modify.
+func Default() *Config {
+	return &Config{
+		Listeners: []Listener{{Address: DefaultListenAddress, MissingSNI: SNIAllow}},
+		Store:     Store{Type: StoreFile, Path: DefaultStorePath},
+		DTLS: DTLS{
+			Versions:           []Version{DTLS12, DTLS13},
+			Groups:             []Group{GroupX25519},
+			ConnectionIDLength: DefaultConnectionIDLength,
+			MTU:                DefaultMTU,
+			HandshakeTimeout:   DefaultHandshakeTimeout,
+			MaxIdentityLength:  DefaultMaxIdentityLength,
+		},
+		Sessions: Sessions{
+			IdleTimeout:    DefaultIdleTimeout,
+			OnePerIdentity: true,
+			DrainTimeout:   DefaultDrainTimeout,
+		},
+		Log: Log{Level: LevelInfo, Format: FormatJSON, Identities: IdentitiesTag},
+	}
+}
+
+// BackendNames returns the names of the declared backends, sorted.
+func (c *Config) BackendNames() []string {
+	names := make([]string, 0, len(c.Backends))
+	for name := range c.Backends {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// applyDefaults replaces the zero values that mean a default by that default
+// and fills in DefaultBackend when exactly one backend is declared. Numbers
+// and durations are left alone: Parse starts from Default for them.
+func (c *Config) applyDefaults() {
+	d := Default()
+	if len(c.Listeners) == 0 {
+		c.Listeners = d.Listeners
+	}
+	for i := range c.Listeners {
+		if c.Listeners[i].MissingSNI == "" {
+			c.Listeners[i].MissingSNI = SNIAllow
+		}
+	}
+	if len(c.Backends) == 0 {
+		c.Backends = nil
+	}
+	if c.DefaultBackend == "" && len(c.Backends) == 1 {
+		for name := range c.Backends {
+			c.DefaultBackend = name
+		}
+	}
+	if c.Store.Type == "" {
+		c.Store.Type = StoreFile
+	}
+	if len(c.DTLS.Versions) == 0 {
+		c.DTLS.Versions = d.DTLS.Versions
+	}
+	if len(c.DTLS.Groups) == 0 {
+		c.DTLS.Groups = d.DTLS.Groups
+	}
+	if len(c.DTLS.CipherSuites) == 0 {
+		c.DTLS.CipherSuites = nil
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = LevelInfo
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = FormatJSON
+	}
+	if c.Log.Identities == "" {
+		c.Log.Identities = IdentitiesTag
+	}
+}

@@ -1,0 +1,264 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestParseFull(t *testing.T) {
+	got, err := Parse(readTestdata(t, "full.yaml"))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := &Config{
+		Listeners: []Listener{
+			{Address: ":5684", MissingSNI: SNIAllow},
+			{Address: "[::1]:5685", MissingSNI: SNIRequire},
+		},
+		Backends: map[string]Backend{
+			"bootstrap": {Address: "10.0.0.2:5683"},
+			"dm":        {Address: "lwm2m-server.example.com:5683"},
+		},
+		DefaultBackend: "dm",
+		Store:          Store{Type: StoreFile, Path: "keys.yaml", TagKeyFile: "/etc/gateway/tag.key"},
+		DTLS: DTLS{
+			Versions:           []Version{DTLS13},
+			Groups:             []Group{GroupX25519MLKEM768, GroupX25519, GroupP256, GroupP384},
+			CipherSuites:       []CipherSuite{TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256},
+			ConnectionIDLength: 0,
+			MTU:                1400,
+			HandshakeTimeout:   Duration(15 * time.Second),
+			MaxIdentityLength:  256,
+		},
+		Sessions: Sessions{
+			IdleTimeout:    Duration(150 * time.Minute),
+			OnePerIdentity: false,
+			DrainTimeout:   0,
+		},
+		Log: Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Parse(full.yaml) =\n%+v\nwant\n%+v", got, want)
+	}
+	if names := got.BackendNames(); !reflect.DeepEqual(names, []string{"bootstrap", "dm"}) {
+		t.Errorf("BackendNames() = %q", names)
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	withDM := func(mod func(c *Config)) *Config {
+		c := Default()
+		c.Backends = map[string]Backend{"dm": {Address: "127.0.0.1:5683"}}
+		c.DefaultBackend = "dm"
+		if mod != nil {
+			mod(c)
+		}
+		return c
+	}
+	const dm = "backends: {dm: {address: \"127.0.0.1:5683\"}}\n"
+	tests := []struct {
+		name string
+		yaml string
+		want *Config
+	}{
+		{"minimal file", string(readTestdata(t, "minimal.yaml")), withDM(nil)},
+		{"empty values mean defaults", dm + `
+listeners: []
+store: {type: ""}
+dtls: {versions: [], groups: [], cipher_suites: []}
+log: {level: "", format: "", identities: ""}
+`, withDM(nil)},
+		{"null values mean defaults", dm + `
+listeners:
+dtls: {mtu: ~, handshake_timeout: ~}
+sessions:
+`, withDM(nil)},
+		{"listener without missing_sni", dm + `listeners: [{address: "127.0.0.1:0"}]`,
+			withDM(func(c *Config) { c.Listeners = []Listener{{Address: "127.0.0.1:0", MissingSNI: SNIAllow}} })},
+		{"explicit zero and false stay", dm + `
+dtls: {connection_id_length: 0}
+sessions: {one_per_identity: false, drain_timeout: 0s}
+`, withDM(func(c *Config) {
+			c.DTLS.ConnectionIDLength = 0
+			c.Sessions.OnePerIdentity = false
+			c.Sessions.DrainTimeout = 0
+		})},
+		{"unquoted versions", dm + `dtls: {versions: [1.3, 1.2]}`,
+			withDM(func(c *Config) { c.DTLS.Versions = []Version{DTLS13, DTLS12} })},
+		{"trailing document separator", dm + "---\n", withDM(nil)},
+		{"memory store ignores path", dm + `store: {type: memory}`,
+			withDM(func(c *Config) { c.Store.Type = StoreMemory })},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.yaml))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n%+v\nwant\n%+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	var es FieldErrors
+	if err := c.Validate(); !errors.As(err, &es) || len(es) != 1 || es[0].Field != "backends" {
+		t.Errorf("Default().Validate() = %v, want only a backends error", err)
+	}
+	c.Backends = map[string]Backend{"dm": {Address: "[2001:db8::1]:5683"}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Default() with one backend: Validate() = %v", err)
+	}
+	c.Listeners[0].Address = "[::]:1"
+	if Default().Listeners[0].Address != DefaultListenAddress {
+		t.Error("Default shares its listeners between calls")
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.yaml")
+	data := `
+backends: {dm: {address: "127.0.0.1:5683"}}
+store: {path: keys/keys.yaml, tag_key_file: tag.key}
+`
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if want := filepath.Join(dir, "keys", "keys.yaml"); c.Store.Path != want {
+		t.Errorf("store.path = %q, want %q", c.Store.Path, want)
+	}
+	if want := filepath.Join(dir, "tag.key"); c.Store.TagKeyFile != want {
+		t.Errorf("store.tag_key_file = %q, want %q", c.Store.TagKeyFile, want)
+	}
+
+	if err := os.WriteFile(path, []byte("store: {path: /abs/keys.yaml}\nbackends: {dm: {address: \"h:1\"}}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Load(path); err != nil || c.Store.Path != "/abs/keys.yaml" || c.Store.TagKeyFile != "" {
+		t.Errorf("Load with absolute path = %+v, %v", c, err)
+	}
+
+	if err := os.WriteFile(path, []byte("dtls: {mtu: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(path)
+	var fe *FieldError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), path) {
+		t.Errorf("Load(invalid) = %v, want a *FieldError naming the file", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want os.ErrNotExist", err)
+	}
+}
+
+// TestExample guards the example shipped for operators.
+func TestExample(t *testing.T) {
+	c, err := Load("../deploy/examples/gateway.yaml")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	// The example documents every field: the file names each yaml key.
+	data, err := os.ReadFile("../deploy/examples/gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range yamlKeys(reflect.TypeFor[Config]()) {
+		if !strings.Contains(string(data), key+":") {
+			t.Errorf("example does not mention %q", key)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Duration
+		out  string
+	}{
+		{"10s", Duration(10 * time.Second), "10s"},
+		{"75m", Duration(75 * time.Minute), "1h15m0s"},
+		{"1h30m", Duration(90 * time.Minute), "1h30m0s"},
+		{"250ms", Duration(250 * time.Millisecond), "250ms"},
+		{"0s", 0, "0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			var d Duration
+			if err := yaml.Unmarshal([]byte(tt.in), &d); err != nil {
+				t.Fatal(err)
+			}
+			if d != tt.want {
+				t.Errorf("unmarshal = %v, want %v", d, tt.want)
+			}
+			out, err := yaml.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(out)); got != tt.out {
+				t.Errorf("marshal = %q, want %q", got, tt.out)
+			}
+		})
+	}
+	for _, bad := range []string{"10", "soon", "{a: 1}", "[1s]"} {
+		var d Duration
+		if err := yaml.Unmarshal([]byte(bad), &d); err == nil {
+			t.Errorf("unmarshal %q: no error", bad)
+		}
+	}
+}
+
+func TestCipherSuites(t *testing.T) {
+	for _, s := range CipherSuites() {
+		if s.Version() == "" {
+			t.Errorf("%s has no version", s)
+		}
+	}
+	if v := CipherSuite("TLS_NULL").Version(); v != "" {
+		t.Errorf("unknown suite has version %q", v)
+	}
+}
+
+// yamlKeys returns the yaml keys of every field reachable from t.
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	switch t.Kind() {
+	case reflect.Slice, reflect.Map, reflect.Pointer:
+		return yamlKeys(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if tag := f.Tag.Get("yaml"); tag != "" {
+				keys = append(keys, strings.Split(tag, ",")[0])
+			}
+			keys = append(keys, yamlKeys(f.Type)...)
+		}
+	}
+	return keys
+}

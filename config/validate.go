@@ -1,0 +1,254 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Bounds checked by Validate.
+const (
+	MinMTU                = 256
+	MaxMTU                = 9000
+	MaxConnectionIDLength = 32
+	MaxIdentityLength     = 65535 // the wire limit of a PSK identity (R7)
+	maxBackendName        = 63
+)
+
+// Validate checks every field and returns nil or a FieldErrors holding every
+// problem found. It does no I/O (files named in Store are not opened) and
+// does not modify c. Lines are 0: Parse and Load add them.
+func (c *Config) Validate() error {
+	var es FieldErrors
+	c.validateListeners(&es)
+	c.validateBackends(&es)
+	c.validateStore(&es)
+	c.validateDTLS(&es)
+	c.validateSessions(&es)
+	c.validateLog(&es)
+	return es.err()
+}
+
+func (c *Config) validateListeners(es *FieldErrors) {
+	seen := make(map[string]int)
+	for i, l := range c.Listeners {
+		field := fmt.Sprintf("listeners[%d]", i)
+		checkAddress(es, field+".address", l.Address, true)
+		if j, ok := seen[l.Address]; ok && l.Address != "" {
+			es.add(field+".address", l.Address, "duplicate of listeners[%d].address", j)
+		} else {
+			seen[l.Address] = i
+		}
+		switch l.MissingSNI {
+		case "", SNIAllow, SNIRequire:
+		default:
+			es.add(field+".missing_sni", string(l.MissingSNI), "must be %q or %q", SNIAllow, SNIRequire)
+		}
+	}
+}
+
+func (c *Config) validateBackends(es *FieldErrors) {
+	names := c.BackendNames()
+	if len(names) == 0 {
+		es.add("backends", "", "at least one backend is required")
+	}
+	for _, name := range names {
+		field := "backends." + name
+		if !validBackendName(name) {
+			es.add(field, name, "backend name must be 1..%d letters, digits, '-' or '_'", maxBackendName)
+		}
+		checkAddress(es, field+".address", c.Backends[name].Address, false)
+	}
+	switch {
+	case c.DefaultBackend != "":
+		if _, ok := c.Backends[c.DefaultBackend]; !ok && len(names) > 0 {
+			es.add("default_backend", c.DefaultBackend, "names no declared backend (declared: %s)", strings.Join(names, ", "))
+		} else if !ok {
+			es.add("default_backend", c.DefaultBackend, "names no declared backend")
+		}
+	case len(names) > 1:
+		es.add("default_backend", "", "required when several backends are declared (declared: %s)", strings.Join(names, ", "))
+	}
+}
+
+func (c *Config) validateStore(es *FieldErrors) {
+	s := c.Store
+	switch s.Type {
+	case "", StoreFile:
+		if s.Path == "" {
+			es.add("store.path", "", "required for store type %q", StoreFile)
+		}
+	case StoreMemory:
+	default:
+		es.add("store.type", string(s.Type), "must be %q or %q", StoreFile, StoreMemory)
+	}
+}
+
+func (c *Config) validateDTLS(es *FieldErrors) {
+	d := c.DTLS
+	checkChoices(es, "dtls.versions", d.Versions, []Version{DTLS12, DTLS13}, "dtls version")
+	checkChoices(es, "dtls.groups", d.Groups,
+		[]Group{GroupX25519, GroupX25519MLKEM768, GroupP256, GroupP384}, "group")
+	checkChoices(es, "dtls.cipher_suites", d.CipherSuites, CipherSuites(), "cipher suite")
+	if len(d.CipherSuites) > 0 {
+		versions := d.Versions
+		if len(versions) == 0 {
+			versions = []Version{DTLS12, DTLS13}
+		}
+		for _, v := range versions {
+			if v != DTLS12 && v != DTLS13 {
+				continue // reported above
+			}
+			if !slices.ContainsFunc(d.CipherSuites, func(s CipherSuite) bool { return s.Version() == v }) {
+				es.add("dtls.cipher_suites", "", "no cipher suite for enabled dtls version %s", v)
+			}
+		}
+	}
+	if d.ConnectionIDLength < 0 || d.ConnectionIDLength > MaxConnectionIDLength {
+		es.add("dtls.connection_id_length", strconv.Itoa(d.ConnectionIDLength),
+			"must be between 0 (disabled) and %d bytes", MaxConnectionIDLength)
+	}
+	if d.MTU < MinMTU || d.MTU > MaxMTU {
+		es.add("dtls.mtu", strconv.Itoa(d.MTU), "must be between %d and %d bytes", MinMTU, MaxMTU)
+	}
+	if d.HandshakeTimeout <= 0 {
+		es.add("dtls.handshake_timeout", d.HandshakeTimeout.String(), "must be greater than 0")
+	}
+	if d.MaxIdentityLength < 1 || d.MaxIdentityLength > MaxIdentityLength {
+		es.add("dtls.max_identity_length", strconv.Itoa(d.MaxIdentityLength),
+			"must be between 1 and %d bytes", MaxIdentityLength)
+	}
+}
+
+func (c *Config) validateSessions(es *FieldErrors) {
+	s := c.Sessions
+	if s.IdleTimeout <= 0 {
+		es.add("sessions.idle_timeout", s.IdleTimeout.String(), "must be greater than 0")
+	}
+	if s.DrainTimeout < 0 {
+		es.add("sessions.drain_timeout", s.DrainTimeout.String(), "must not be negative")
+	}
+}
+
+func (c *Config) validateLog(es *FieldErrors) {
+	l := c.Log
+	switch l.Level {
+	case "", LevelDebug, LevelInfo, LevelWarn, LevelError:
+	default:
+		es.add("log.level", string(l.Level), "must be one of %s, %s, %s, %s", LevelDebug, LevelInfo, LevelWarn, LevelError)
+	}
+	switch l.Format {
+	case "", FormatJSON, FormatConsole:
+	default:
+		es.add("log.format", string(l.Format), "must be %q or %q", FormatJSON, FormatConsole)
+	}
+	switch l.Identities {
+	case "", IdentitiesTag, IdentitiesClear:
+	default:
+		es.add("log.identities", string(l.Identities), "must be %q or %q", IdentitiesTag, IdentitiesClear)
+	}
+}
+
+// checkChoices reports the elements of list that are not in allowed, and
+// duplicates, one error per element ("dtls.groups[1]").
+func checkChoices[T ~string](es *FieldErrors, field string, list, allowed []T, what string) {
+	names := make([]string, len(allowed))
+	for j, a := range allowed {
+		names[j] = string(a)
+	}
+	seen := make(map[T]bool, len(list))
+	for i, v := range list {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case !slices.Contains(allowed, v):
+			es.add(f, string(v), "unknown %s (supported: %s)", what, strings.Join(names, ", "))
+		case seen[v]:
+			es.add(f, string(v), "duplicate %s", what)
+		}
+		seen[v] = true
+	}
+}
+
+// checkAddress checks a UDP host:port. A listener may leave the host empty
+// (all interfaces) and use port 0 (ephemeral); a backend may not.
+func checkAddress(es *FieldErrors, field, addr string, listen bool) {
+	if addr == "" {
+		es.add(field, "", "required (host:port)")
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		es.add(field, addr, `must be host:port, with an ipv6 host in brackets like "[::1]:5684"`)
+		return
+	}
+	switch {
+	case host == "" && !listen:
+		es.add(field, addr, "host is required")
+	case host != "" && !validHost(host):
+		es.add(field, addr, "host %q is neither an ip address nor a dns name", host)
+	}
+	n, err := strconv.Atoi(port)
+	lowest := 1
+	if listen {
+		lowest = 0
+	}
+	switch {
+	case err != nil && !isDigits(port):
+		es.add(field, addr, "port %q must be a number", port)
+	case err != nil || n < lowest || n > 65535:
+		es.add(field, addr, "port %s out of range %d..65535", port, lowest)
+	}
+}
+
+// validHost reports whether host is an IP address (with an optional IPv6
+// zone) or a syntactically valid DNS name.
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !isAlnum(r) && r != '-' && r != '_' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func validBackendName(name string) bool {
+	if len(name) == 0 || len(name) > maxBackendName {
+		return false
+	}
+	for _, r := range name {
+		if !isAlnum(r) && r != '-' && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
