@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lwm2m-gateway/gateway/lwm2m"
 	"github.com/pion/dtls/v4"
 	"go.uber.org/zap"
 )
@@ -85,6 +86,7 @@ func (s *session) establish() error {
 	}
 	s.upstream = up
 	s.mu.Unlock()
+	s.binding = lwm2m.NewBinding(key.Endpoint)
 
 	if !srv.cfg.AllowParallelSessions {
 		if old := srv.table.claimIdentity(s, key.Identity); old != nil {
@@ -119,7 +121,8 @@ func (s *session) establish() error {
 	return nil
 }
 
-// fromDevice forwards decrypted datagrams to the backend, byte for byte (L4).
+// fromDevice forwards decrypted datagrams to the backend, byte for byte
+// (L4), after the LwM2M binding checks (L1, L2).
 func (s *session) fromDevice() {
 	buf := make([]byte, s.srv.cfg.MaxDatagram)
 	up := s.upstreamConn()
@@ -130,6 +133,9 @@ func (s *session) fromDevice() {
 			return
 		}
 		s.touch()
+		if !s.admit(buf[:n]) {
+			continue
+		}
 		s.srv.stats.toBackend(n)
 		if _, err := up.Write(buf[:n]); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 			if errors.Is(err, net.ErrClosed) {
@@ -158,6 +164,7 @@ func (s *session) fromBackend(up *net.UDPConn) {
 			return
 		}
 		s.touch()
+		s.learn(buf[:n])
 		s.srv.stats.toDevice(n)
 		if _, err := s.conn.Write(buf[:n]); err != nil {
 			s.close(closeReason(err, "write to device failed"))

@@ -186,9 +186,17 @@ func offerOnlyPSKKE(h handshake.MessageClientHello) handshake.Message {
 	return &h
 }
 
-// roundTrip writes msg and expects the echo backend's answer.
-func roundTrip(t *testing.T, conn *dtls.Conn, msg []byte) {
+// coapNON wraps payload in a CoAP NON POST without options: an LwM2M "other"
+// request that the gateway forwards unchanged (L4).
+func coapNON(payload []byte) []byte {
+	return append([]byte{0x50, 0x02, byte(len(payload)), 0x01, 0xff}, payload...)
+}
+
+// roundTrip sends payload as a CoAP message and expects the echo backend's
+// answer, byte for byte.
+func roundTrip(t *testing.T, conn *dtls.Conn, payload []byte) {
 	t.Helper()
+	msg := coapNON(payload)
 	if _, err := conn.Write(msg); err != nil {
 		t.Fatalf("write: %v", err)
 	}

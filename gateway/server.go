@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lwm2m-gateway/gateway/lwm2m"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/pion/logging"
 	"go.uber.org/zap"
@@ -19,12 +20,13 @@ import (
 // bind with Listen (or let Serve do it), run with Serve, stop with Shutdown
 // or Close. Safe for concurrent use.
 type Server struct {
-	cfg     Config
-	log     *zap.Logger
-	warn    *zap.Logger // sampled: for events an attacker can trigger
-	pionLog logging.LoggerFactory
-	table   *table
-	stats   counters
+	cfg       Config
+	log       *zap.Logger
+	warn      *zap.Logger // sampled: for events an attacker can trigger
+	pionLog   logging.LoggerFactory
+	table     *table
+	stats     counters
+	inspector lwm2m.Inspector
 
 	ctx    context.Context // ends every session on Close
 	cancel context.CancelFunc

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lwm2m-gateway/gateway/lwm2m"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/protocol/extension"
@@ -38,6 +39,10 @@ type session struct {
 	failure  string // why the handshake failed, for logs and counters
 	upstream *net.UDPConn
 	closed   bool
+
+	// bmu serialises the LwM2M binding between the two directions.
+	bmu     sync.Mutex
+	binding *lwm2m.Binding // L1/L2 state, set once established
 
 	lastActive atomic.Int64 // unix nanoseconds
 	idle       *time.Timer

@@ -208,8 +208,9 @@ func retryRoundTrip(t *testing.T, conn interface {
 	Write([]byte) (int, error)
 	Read([]byte) (int, error)
 	SetReadDeadline(time.Time) error
-}, msg []byte) {
+}, payload []byte) {
 	t.Helper()
+	msg := coapNON(payload)
 	want := append([]byte("echo:"), msg...)
 	buf := make([]byte, 2000)
 	for attempt := 0; attempt < 20; attempt++ {

@@ -17,6 +17,9 @@ type Stats struct {
 	BytesToDevice      uint64
 	Dropped            uint64 // datagrams dropped before reaching a session
 	UpstreamErrors     uint64
+	// Refused counts device datagrams the gateway did not forward, by
+	// rule: "L1", "L2", or "CoAP" for datagrams that are not valid CoAP.
+	Refused map[string]uint64
 }
 
 type counters struct {
@@ -29,8 +32,18 @@ type counters struct {
 	dropped        atomic.Uint64
 	upstreamErrors atomic.Uint64
 
-	mu     sync.Mutex
-	failed map[string]uint64
+	mu      sync.Mutex
+	failed  map[string]uint64
+	refusal map[string]uint64
+}
+
+func (c *counters) refused(rule string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refusal == nil {
+		c.refusal = make(map[string]uint64)
+	}
+	c.refusal[rule]++
 }
 
 func (c *counters) handshakeOK() {
@@ -73,10 +86,14 @@ func (srv *Server) Stats() Stats {
 		Dropped:            c.dropped.Load(),
 		UpstreamErrors:     c.upstreamErrors.Load(),
 		HandshakesFailed:   map[string]uint64{},
+		Refused:            map[string]uint64{},
 	}
 	c.mu.Lock()
 	for k, v := range c.failed {
 		st.HandshakesFailed[k] = v
+	}
+	for k, v := range c.refusal {
+		st.Refused[k] = v
 	}
 	c.mu.Unlock()
 	return st
