@@ -69,6 +69,11 @@ type Config struct {
 	// DefaultBackend serves keys that name no backend. Empty: the only
 	// backend when there is exactly one.
 	DefaultBackend string
+	// BootstrapBackend names the LwM2M bootstrap server: Bootstrap-Requests
+	// (POST /bs) go there on their own upstream socket, everything else to
+	// the identity's backend. Empty: bootstrap goes to the identity's
+	// backend too.
+	BootstrapBackend string
 	// Versions are the DTLS versions served. Zero: DTLS 1.2 and 1.3.
 	Versions pskstore.Versions
 	// Groups are the DTLS 1.3 (EC)DHE groups, in preference order. Nil:
@@ -137,6 +142,11 @@ func (c *Config) setDefaults() error {
 	if c.DefaultBackend != "" {
 		if _, ok := c.Backends[c.DefaultBackend]; !ok {
 			return fmt.Errorf("gateway: config: default backend %q: %w", c.DefaultBackend, ErrNoBackend)
+		}
+	}
+	if c.BootstrapBackend != "" {
+		if _, ok := c.Backends[c.BootstrapBackend]; !ok {
+			return fmt.Errorf("gateway: config: bootstrap backend %q: %w", c.BootstrapBackend, ErrNoBackend)
 		}
 	}
 	if c.Versions == 0 {

@@ -67,27 +67,11 @@ func (s *session) establish() error {
 	if name == "" {
 		name = srv.cfg.DefaultBackend
 	}
-	addr, ok := srv.cfg.Backends[name]
-	if !ok {
-		return ErrNoBackend
-	}
-	// One connected socket per session (DESIGN §1): the backend sees one
-	// address per device, and only this device reads what arrives on it (L3).
-	c, err := net.Dial("udp", addr)
+	s.binding = lwm2m.NewBinding(key.Endpoint)
+	up, err := s.dialUpstream(name)
 	if err != nil {
 		return err
 	}
-	up := c.(*net.UDPConn)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = up.Close()
-		return net.ErrClosed
-	}
-	s.upstream = up
-	s.mu.Unlock()
-	s.binding = lwm2m.NewBinding(key.Endpoint)
-
 	if !srv.cfg.AllowParallelSessions {
 		if old := srv.table.claimIdentity(s, key.Identity); old != nil {
 			old.close("replaced by a new session of the same identity")
@@ -110,14 +94,12 @@ func (s *session) establish() error {
 		zap.String("suite", state.CipherSuiteID.String()),
 		zap.String("mode", mode),
 		zap.String("backend", name),
-		zap.Stringer("upstream", up.LocalAddr()),
+		zap.Stringer("upstream", up.conn.LocalAddr()),
 	}
 	if srv.cfg.LogIdentities {
 		fields = append(fields, zap.ByteString("identity", key.Identity))
 	}
 	srv.log.Info("session established", fields...)
-	srv.wg.Add(1)
-	go s.fromBackend(up)
 	return nil
 }
 
@@ -125,7 +107,6 @@ func (s *session) establish() error {
 // (L4), after the LwM2M binding checks (L1, L2).
 func (s *session) fromDevice() {
 	buf := make([]byte, s.srv.cfg.MaxDatagram)
-	up := s.upstreamConn()
 	for {
 		n, err := s.conn.Read(buf)
 		if err != nil {
@@ -133,27 +114,28 @@ func (s *session) fromDevice() {
 			return
 		}
 		s.touch()
-		if !s.admit(buf[:n]) {
+		up := s.admit(buf[:n])
+		if up == nil {
 			continue
 		}
 		s.srv.stats.toBackend(n)
-		if _, err := up.Write(buf[:n]); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+		if _, err := up.conn.Write(buf[:n]); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			s.srv.stats.upstreamErrors.Add(1)
-			s.srv.warn.Warn("write to backend", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+			s.srv.warn.Warn("write to backend", zap.String("identity_tag", s.identityTag()), zap.String("backend", up.name), zap.Error(err))
 		}
 	}
 }
 
-// fromBackend forwards the backend's datagrams to this session's device only
-// (L3: the socket is connected and owned by one session).
-func (s *session) fromBackend(up *net.UDPConn) {
+// fromBackend forwards one backend's datagrams to this session's device
+// only (L3: the socket is connected and owned by one session).
+func (s *session) fromBackend(up *upstream) {
 	defer s.srv.wg.Done()
 	buf := make([]byte, s.srv.cfg.MaxDatagram)
 	for {
-		n, err := up.Read(buf)
+		n, err := up.conn.Read(buf)
 		if err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				// The backend's port was closed when we last wrote; a
@@ -164,19 +146,13 @@ func (s *session) fromBackend(up *net.UDPConn) {
 			return
 		}
 		s.touch()
-		s.learn(buf[:n])
+		s.learn(buf[:n], up)
 		s.srv.stats.toDevice(n)
 		if _, err := s.conn.Write(buf[:n]); err != nil {
 			s.close(closeReason(err, "write to device failed"))
 			return
 		}
 	}
-}
-
-func (s *session) upstreamConn() *net.UDPConn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.upstream
 }
 
 // checkIdle closes the session after IdleTimeout without traffic, or re-arms.
@@ -198,15 +174,15 @@ func (s *session) close(reason string) {
 		srv.table.remove(s)
 		s.mu.Lock()
 		s.closed = true
-		up, established := s.upstream, s.upstream != nil
+		ups, established := s.ups, len(s.ups) > 0
 		s.mu.Unlock()
 		if s.idle != nil {
 			s.idle.Stop()
 		}
 		_ = s.conn.Close() // sends close_notify once established
 		_ = s.pc.Close()
-		if up != nil {
-			_ = up.Close()
+		for _, up := range ups {
+			_ = up.conn.Close()
 		}
 		if established {
 			srv.stats.sessionClosed()

@@ -10,14 +10,25 @@ import (
 // for another endpoint (L1) or an Update/De-register of a registration this
 // session did not create (L2) is answered by the gateway itself (4.03, or
 // 4.00 without ep) and never forwarded; a datagram that is not CoAP is
-// dropped. Everything else passes unchanged (L4).
-func (s *session) admit(p []byte) bool {
+// dropped. Everything else passes unchanged (L4). It returns the backend
+// the datagram goes to, or nil.
+func (s *session) admit(p []byte) *upstream {
 	m, _ := s.srv.inspector.Inspect(p) // FromDevice refuses what Inspect flagged
 	s.bmu.Lock()
 	v := s.binding.FromDevice(m)
+	var up *upstream
+	var err error
+	if v.Action == lwm2m.Forward {
+		up, err = s.route(m)
+	}
 	s.bmu.Unlock()
 	if v.Action == lwm2m.Forward {
-		return true
+		if err != nil {
+			s.srv.stats.upstreamErrors.Add(1)
+			s.srv.warn.Warn("cannot reach backend", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+			return nil
+		}
+		return up
 	}
 	s.srv.stats.refused(v.Rule)
 	fields := []zap.Field{zap.String("identity_tag", s.identityTag()), zap.String("rule", v.Rule),
@@ -31,18 +42,22 @@ func (s *session) admit(p []byte) bool {
 		}
 	}
 	s.srv.warn.Warn("request refused", fields...)
-	return false
+	return nil
 }
 
 // learn lets the binding see what the backend sends (the Location of the
 // 2.01 that answers this session's Register, the 2.02 of its De-register).
-// Backend datagrams are always forwarded (L3, L4).
-func (s *session) learn(p []byte) {
+// Backend datagrams are always forwarded (L3, L4). Requests are remembered
+// so the device's answers go back to the backend that asked.
+func (s *session) learn(p []byte, from *upstream) {
 	m, err := s.srv.inspector.Inspect(p)
 	if err != nil {
 		return
 	}
 	s.bmu.Lock()
+	if m.Kind.IsRequest() {
+		s.origins.record(m, from)
+	}
 	s.binding.FromBackend(m)
 	s.bmu.Unlock()
 }

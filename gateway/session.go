@@ -31,18 +31,20 @@ type session struct {
 	routeAddr netip.AddrPort
 	cids      [][]byte
 
-	mu       sync.Mutex
-	key      pskstore.Key // chosen by the PSK callback
-	hasKey   bool
-	tag      string
-	pskOnly  bool   // DTLS 1.3 ServerHello without key_share: psk_ke
-	failure  string // why the handshake failed, for logs and counters
-	upstream *net.UDPConn
-	closed   bool
+	mu      sync.Mutex
+	key     pskstore.Key // chosen by the PSK callback
+	hasKey  bool
+	tag     string
+	pskOnly bool        // DTLS 1.3 ServerHello without key_share: psk_ke
+	failure string      // why the handshake failed, for logs and counters
+	ups     []*upstream // ups[0] is the identity's backend; guarded by mu
+	closed  bool
 
-	// bmu serialises the LwM2M binding between the two directions.
+	// bmu serialises the LwM2M binding and the origin table between the
+	// device's goroutine and the backends' goroutines.
 	bmu     sync.Mutex
 	binding *lwm2m.Binding // L1/L2 state, set once established
+	origins origins        // which backend asked what, to route answers
 
 	lastActive atomic.Int64 // unix nanoseconds
 	idle       *time.Timer

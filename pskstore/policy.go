@@ -1,7 +1,7 @@
 package pskstore
 
 import (
-	"crypto"
+	"errors"
 	"fmt"
 )
 
@@ -11,39 +11,134 @@ type Rule string
 // MinKeyLen is the shortest key accepted, in bytes (R1: 128 bits).
 const MinKeyLen = 16
 
+// Identity length limits (R7). On the wire an identity is 1 to 65535 bytes
+// (RFC 8446 §4.2.11); the store accepts at most Options.MaxIdentityLen,
+// DefaultMaxIdentityLen unless configured, because constrained DTLS stacks
+// often cannot send longer identities.
+const (
+	DefaultMaxIdentityLen = 128
+	MaxWireIdentityLen    = 65535
+)
+
+// ResumptionPrefix starts every identity reserved for resumption tickets
+// (R8, RFC 9257 §6.1.2). Should the gateway ever issue tickets, their
+// identities will start with it, and the store refuses external identities
+// that do, so the two kinds can never collide. It begins with 0xff, which
+// never starts valid UTF-8, so no text identity is affected.
+const ResumptionPrefix = "\xffres\x00"
+
+// Severity says whether a finding refuses a key.
+type Severity uint8
+
+const (
+	// SeverityMust is a violated MUST: the key is refused. It is the zero
+	// value, so a PolicyError built without a severity refuses.
+	SeverityMust Severity = iota
+	// SeverityShould is a violated SHOULD: the key is accepted and the
+	// finding reported at provisioning.
+	SeverityShould
+)
+
+func (s Severity) String() string {
+	switch s {
+	case SeverityMust:
+		return "must"
+	case SeverityShould:
+		return "should"
+	}
+	return fmt.Sprintf("Severity(%d)", uint8(s))
+}
+
 // PolicyError reports a violation of one RFC 9257 rule. It never carries a key
 // and carries the identity only as a keyed tag (R9).
 type PolicyError struct {
-	Rule Rule   // e.g. "R1"
-	Tag  string // keyed identity tag, may be empty
-	Msg  string // what is wrong, lowercase
+	Rule     Rule     // e.g. "R1"
+	Severity Severity // SeverityMust refuses the key
+	Tag      string   // keyed identity tag, may be empty
+	Field    string   // the Key field at fault, e.g. "Secret", "Identity", "Modes"; may be empty
+	Index    int      // position of the key in the slice given to CheckKeys; 0 for CheckKey
+	Msg      string   // what is wrong, lowercase
 }
 
 func (e *PolicyError) Error() string {
-	if e.Tag != "" {
-		return fmt.Sprintf("policy %s: identity %s: %s", e.Rule, e.Tag, e.Msg)
+	rule := string(e.Rule)
+	if e.Severity != SeverityMust {
+		rule += " (" + e.Severity.String() + ")"
 	}
-	return fmt.Sprintf("policy %s: %s", e.Rule, e.Msg)
+	if e.Tag != "" {
+		return fmt.Sprintf("policy %s: identity %s: %s", rule, e.Tag, e.Msg)
+	}
+	return fmt.Sprintf("policy %s: %s", rule, e.Msg)
 }
 
-// Check applies the rules a single key can be checked against on its own:
-// R1 (length), the hash binding and coherent version/mode sets. Store-wide
-// rules (R4 duplicates, R7 collisions) are checked by the backends.
+// Options tunes the policy engine. The zero value is the documented default.
+type Options struct {
+	// MaxIdentityLen is the longest identity accepted, in bytes (R7).
+	// Zero or negative means DefaultMaxIdentityLen; values above
+	// MaxWireIdentityLen mean MaxWireIdentityLen.
+	MaxIdentityLen int
+	// Tagger tags identities in findings (R9); nil means a process-wide
+	// random tagger.
+	Tagger *Tagger
+	// Fingerprinter compares key material in CheckKeys (R4); nil means a
+	// fresh random one per call.
+	Fingerprinter *Fingerprinter
+}
+
+func (o Options) maxIdentityLen() int {
+	switch {
+	case o.MaxIdentityLen <= 0:
+		return DefaultMaxIdentityLen
+	case o.MaxIdentityLen > MaxWireIdentityLen:
+		return MaxWireIdentityLen
+	}
+	return o.MaxIdentityLen
+}
+
+// Findings is the result of the policy engine, in the order found.
+type Findings []*PolicyError
+
+// Must returns the findings that refuse a key.
+func (f Findings) Must() Findings { return f.filter(SeverityMust) }
+
+// Warnings returns the SHOULD findings, to be reported but not refused.
+func (f Findings) Warnings() Findings { return f.filter(SeverityShould) }
+
+func (f Findings) filter(s Severity) Findings {
+	var out Findings
+	for _, e := range f {
+		if e.Severity == s {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Err returns nil when no finding refuses the key, the single *PolicyError
+// when one does, and an errors.Join of them when several do; errors.As
+// finds a *PolicyError in every case.
+func (f Findings) Err() error {
+	must := f.Must()
+	switch len(must) {
+	case 0:
+		return nil
+	case 1:
+		return must[0]
+	}
+	errs := make([]error, len(must))
+	for i, e := range must {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
+}
+
+// Check applies every MUST rule a single key can be checked against on its
+// own, with default Options (see CheckKey), and returns the first violation
+// as a *PolicyError, or nil. Store-wide rules (duplicates, R4 shared key
+// material) need CheckKeys.
 func Check(k Key) error {
-	if len(k.Identity) == 0 || len(k.Identity) > 65535 {
-		return &PolicyError{Rule: "R7", Msg: fmt.Sprintf("identity length %d outside 1..65535 bytes", len(k.Identity))}
-	}
-	if len(k.Secret) < MinKeyLen {
-		return &PolicyError{Rule: "R1", Msg: fmt.Sprintf("key is %d bytes, at least %d (128 bits) required", len(k.Secret), MinKeyLen)}
-	}
-	if k.Hash != 0 && k.Hash != crypto.SHA256 && k.Hash != crypto.SHA384 {
-		return &PolicyError{Rule: "R3", Msg: fmt.Sprintf("hash %v not allowed, use sha256 or sha384", k.Hash)}
-	}
-	if k.Versions&^(DTLS12|DTLS13) != 0 {
-		return &PolicyError{Rule: "R3", Msg: "unknown DTLS version in set"}
-	}
-	if k.Modes&^(ModeDHE|ModeKE) != 0 {
-		return &PolicyError{Rule: "R3", Msg: "unknown PSK mode in set"}
+	if must := CheckKey(k, Options{}).Must(); len(must) > 0 {
+		return must[0]
 	}
 	return nil
 }

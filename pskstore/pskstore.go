@@ -9,8 +9,10 @@
 package pskstore
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 )
@@ -150,8 +152,14 @@ type Key struct {
 	// AllowLowEntropy accepts a key that fails the entropy screen (R2); such a
 	// key is then never used with psk_ke or DTLS 1.2 plain PSK.
 	AllowLowEntropy bool
-	// Group marks a PSK knowingly shared by a group (R4).
+	// Group marks a PSK knowingly shared by a group (R4). A group key is
+	// accepted only with an ImportContext (RFC 9257 §6 item 2).
 	Group bool
+	// ImportContext is the RFC 9258 importer context the key was derived
+	// with (R6), naming both client and server; nil for a key that was not
+	// imported. A non-empty context is the accommodation that lets a Group
+	// key pass the policy (R4).
+	ImportContext []byte
 }
 
 // Normalize fills the documented defaults of zero fields.
@@ -173,7 +181,31 @@ func (k Key) Clone() Key {
 	c := k
 	c.Identity = append([]byte(nil), k.Identity...)
 	c.Secret = append(Secret(nil), k.Secret...)
+	if k.ImportContext != nil {
+		c.ImportContext = append([]byte{}, k.ImportContext...)
+	}
 	return c
+}
+
+// Equal reports whether k and o carry the same identity, key material and
+// bindings. It compares fields as they are (call Normalize on both first to
+// ignore defaulted zero values); key material is compared in constant time,
+// and a nil ImportContext equals an empty one. Backends use it to tell a
+// rotation from an unchanged entry (R10).
+func (k Key) Equal(o Key) bool {
+	return bytes.Equal(k.Identity, o.Identity) &&
+		len(k.Secret) == len(o.Secret) &&
+		subtle.ConstantTimeCompare(k.Secret, o.Secret) == 1 &&
+		k.Hash == o.Hash &&
+		k.Endpoint == o.Endpoint &&
+		k.ServerName == o.ServerName &&
+		k.Backend == o.Backend &&
+		k.Versions == o.Versions &&
+		k.Modes == o.Modes &&
+		k.Legacy == o.Legacy &&
+		k.AllowLowEntropy == o.AllowLowEntropy &&
+		k.Group == o.Group &&
+		bytes.Equal(k.ImportContext, o.ImportContext)
 }
 
 // Secret is PSK key material. Its String, GoString and Format never show the

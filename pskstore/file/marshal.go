@@ -1,0 +1,160 @@
+package file
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"unicode"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+)
+
+const header = "PSK store (pskstore/file). It holds secret keys: keep it mode 0600 (R9)."
+
+// Marshal encodes keys in the key file format, in the order given, so that
+// Parse returns them unchanged (normalized). It refuses, like Parse would,
+// a set with a MUST finding of pskstore.CheckKeys under WithPolicy, so a
+// tool cannot write a file the gateway will not load. Identities that are
+// printable UTF-8 are written as identity, others as identity_hex; keys as
+// key_hex; every binding explicitly.
+func Marshal(keys []pskstore.Key, opts ...Option) ([]byte, error) {
+	o := newOptions(opts)
+	if err := pskstore.CheckKeys(keys, o.policy).Err(); err != nil {
+		return nil, fmt.Errorf("file: marshal: %w", err)
+	}
+	list := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, k := range keys {
+		k.Normalize()
+		list.Content = append(list.Content, entryNode(k))
+	}
+	doc := &yaml.Node{Kind: yaml.MappingNode, HeadComment: header, Content: []*yaml.Node{str("keys", 0), list}}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, fmt.Errorf("file: marshal: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("file: marshal: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func entryNode(k pskstore.Key) *yaml.Node {
+	m := &yaml.Node{Kind: yaml.MappingNode}
+	add := func(name string, v *yaml.Node) { m.Content = append(m.Content, str(name, 0), v) }
+	if printable(k.Identity) {
+		add("identity", str(string(k.Identity), yaml.DoubleQuotedStyle))
+	} else {
+		add("identity_hex", str(hex.EncodeToString(k.Identity), yaml.DoubleQuotedStyle))
+	}
+	add("key_hex", str(hex.EncodeToString(k.Secret), yaml.DoubleQuotedStyle))
+	add("hash", str(map[crypto.Hash]string{crypto.SHA256: "sha256", crypto.SHA384: "sha384"}[k.Hash], 0))
+	for _, f := range []struct{ name, v string }{{"endpoint", k.Endpoint}, {"server_name", k.ServerName}, {"backend", k.Backend}} {
+		if f.v != "" {
+			add(f.name, str(f.v, yaml.DoubleQuotedStyle))
+		}
+	}
+	versions := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, v := range []struct {
+		bit  pskstore.Versions
+		name string
+	}{{pskstore.DTLS13, "1.3"}, {pskstore.DTLS12, "1.2"}} {
+		if k.Versions.Has(v.bit) {
+			versions.Content = append(versions.Content, str(v.name, yaml.DoubleQuotedStyle))
+		}
+	}
+	add("versions", versions)
+	modes := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, md := range []struct {
+		bit  pskstore.Modes
+		name string
+	}{{pskstore.ModeDHE, "psk_dhe_ke"}, {pskstore.ModeKE, "psk_ke"}} {
+		if k.Modes.Has(md.bit) {
+			modes.Content = append(modes.Content, str(md.name, 0))
+		}
+	}
+	add("modes", modes)
+	for _, f := range []struct {
+		name string
+		v    bool
+	}{{"legacy", k.Legacy}, {"allow_low_entropy", k.AllowLowEntropy}, {"group", k.Group}} {
+		if f.v {
+			add(f.name, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
+		}
+	}
+	if len(k.ImportContext) > 0 {
+		add("import_context_hex", str(hex.EncodeToString(k.ImportContext), yaml.DoubleQuotedStyle))
+	}
+	return m
+}
+
+func str(v string, style yaml.Style) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v, Style: style}
+}
+
+// printable reports whether an identity can be written as YAML text and read
+// back byte for byte: valid UTF-8 of printable characters.
+func printable(id []byte) bool {
+	if !utf8.Valid(id) {
+		return false
+	}
+	for _, r := range string(id) {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// Save writes keys (see Marshal) to path atomically: to a temporary file in
+// the same directory with mode 0600, synced, then renamed over path, and the
+// directory synced. Readers, including a Store watching path, see the old or
+// the new file, never a mix. If path is a symbolic link, the link itself is
+// replaced; for a Kubernetes ConfigMap, update the ConfigMap instead.
+func Save(path string, keys []pskstore.Key, opts ...Option) (err error) {
+	data, err := Marshal(keys, opts...)
+	if err != nil {
+		return err
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil { // make the rename durable; best effort
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

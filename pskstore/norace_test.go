@@ -1,0 +1,5 @@
+//go:build !race
+
+package pskstore
+
+const raceEnabled = false
