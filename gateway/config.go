@@ -96,6 +96,10 @@ type Config struct {
 	// this long. Zero: 75 min, longer than a one-hour LwM2M registration
 	// lifetime so a device that updates hourly keeps its session.
 	IdleTimeout time.Duration
+	// RegistrationGrace is added to a registered device's LwM2M lifetime to
+	// get its idle limit (when that exceeds IdleTimeout), so a device that
+	// updates just before its lifetime ends is never cut off. Zero: 2 min.
+	RegistrationGrace time.Duration
 	// AllowParallelSessions keeps older sessions of an identity alive when a
 	// new handshake for it completes. Zero value (false): the new session
 	// replaces the old one, so a rebooted device is never locked out.
@@ -175,6 +179,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 75 * time.Minute
+	}
+	if c.RegistrationGrace == 0 {
+		c.RegistrationGrace = 2 * time.Minute
 	}
 	if c.MaxDatagram == 0 {
 		c.MaxDatagram = 65535

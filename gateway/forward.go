@@ -68,6 +68,7 @@ func (s *session) establish() error {
 		name = srv.cfg.DefaultBackend
 	}
 	s.binding = lwm2m.NewBinding(key.Endpoint)
+	s.backend = name
 	up, err := s.dialUpstream(name)
 	if err != nil {
 		return err
@@ -146,24 +147,45 @@ func (s *session) fromBackend(up *upstream) {
 			return
 		}
 		s.touch()
-		s.learn(buf[:n], up)
+		ended := s.learn(buf[:n], up)
 		s.srv.stats.toDevice(n)
 		if _, err := s.conn.Write(buf[:n]); err != nil {
 			s.close(closeReason(err, "write to device failed"))
 			return
 		}
+		if ended {
+			// De-registered (2.02) or forgotten by the backend (4.04):
+			// the answer is on its way, the socket has no more use.
+			s.srv.log.Info("registration ended, upstream socket closed",
+				zap.String("identity_tag", s.identityTag()), zap.String("backend", up.name))
+			s.dropUpstream(up)
+			return
+		}
 	}
 }
 
-// checkIdle closes the session after IdleTimeout without traffic, or re-arms.
+// checkIdle closes the session after its idle limit without traffic, or
+// re-arms. A registered device may stay silent for its whole LwM2M lifetime
+// (queue mode), so its limit is the larger of IdleTimeout and lifetime plus
+// RegistrationGrace.
 func (s *session) checkIdle() {
-	idle := s.srv.cfg.IdleTimeout
-	left := time.Until(time.Unix(0, s.lastActive.Load()).Add(idle))
+	left := time.Until(time.Unix(0, s.lastActive.Load()).Add(s.idleLimit()))
 	if left > 0 {
 		s.idle.Reset(left)
 		return
 	}
 	s.close("idle timeout")
+}
+
+func (s *session) idleLimit() time.Duration {
+	limit := s.srv.cfg.IdleTimeout
+	s.bmu.Lock()
+	_, lifetime, ok := s.binding.Registered()
+	s.bmu.Unlock()
+	if ok && lifetime+s.srv.cfg.RegistrationGrace > limit {
+		limit = lifetime + s.srv.cfg.RegistrationGrace
+	}
+	return limit
 }
 
 // close ends the session once: close_notify to an established peer, upstream

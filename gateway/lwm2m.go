@@ -48,16 +48,20 @@ func (s *session) admit(p []byte) *upstream {
 // learn lets the binding see what the backend sends (the Location of the
 // 2.01 that answers this session's Register, the 2.02 of its De-register).
 // Backend datagrams are always forwarded (L3, L4). Requests are remembered
-// so the device's answers go back to the backend that asked.
-func (s *session) learn(p []byte, from *upstream) {
+// so the device's answers go back to the backend that asked. It reports
+// whether this datagram ended the registration.
+func (s *session) learn(p []byte, from *upstream) (ended bool) {
 	m, err := s.srv.inspector.Inspect(p)
 	if err != nil {
-		return
+		return false
 	}
 	s.bmu.Lock()
 	if m.Kind.IsRequest() {
 		s.origins.record(m, from)
 	}
+	_, _, wasRegistered := s.binding.Registered()
 	s.binding.FromBackend(m)
+	_, _, registered := s.binding.Registered()
 	s.bmu.Unlock()
+	return wasRegistered && !registered
 }

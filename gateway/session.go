@@ -37,7 +37,8 @@ type session struct {
 	tag     string
 	pskOnly bool        // DTLS 1.3 ServerHello without key_share: psk_ke
 	failure string      // why the handshake failed, for logs and counters
-	ups     []*upstream // ups[0] is the identity's backend; guarded by mu
+	ups     []*upstream // open backend sockets
+	backend string      // the identity's backend name, set once established
 	closed  bool
 
 	// bmu serialises the LwM2M binding and the origin table between the

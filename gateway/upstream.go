@@ -50,14 +50,25 @@ func (s *session) dialUpstream(name string) (*upstream, error) {
 	return up, nil
 }
 
-// primary is the identity's backend.
-func (s *session) primary() *upstream {
+// primary is the socket to the identity's backend, dialled again if a
+// De-register closed it.
+func (s *session) primary() (*upstream, error) {
+	return s.dialUpstream(s.backend)
+}
+
+// dropUpstream closes one upstream socket: after a De-register the backend
+// forgot the device, so its socket (and address) has no more use; the next
+// Register opens a fresh one.
+func (s *session) dropUpstream(up *upstream) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.ups) == 0 {
-		return nil
+	for i, u := range s.ups {
+		if u == up {
+			s.ups = append(s.ups[:i], s.ups[i+1:]...)
+			break
+		}
 	}
-	return s.ups[0]
+	s.mu.Unlock()
+	_ = up.conn.Close()
 }
 
 // route picks the backend for a datagram from the device: a
@@ -74,7 +85,7 @@ func (s *session) route(m lwm2m.Message) (*upstream, error) {
 			return up, nil
 		}
 	}
-	return s.primary(), nil
+	return s.primary()
 }
 
 // origins remembers which backend sent recent requests, by message ID (for
