@@ -100,12 +100,18 @@ type Config struct {
 	// get its idle limit (when that exceeds IdleTimeout), so a device that
 	// updates just before its lifetime ends is never cut off. Zero: 2 min.
 	RegistrationGrace time.Duration
+	// RegisterInterval is the sustained rate at which one session may send
+	// Register or Bootstrap-Request (after a burst of 5); more get 4.29 Too
+	// Many Requests from the gateway. Zero: one per 10 s.
+	RegisterInterval time.Duration
 	// AllowParallelSessions keeps older sessions of an identity alive when a
 	// new handshake for it completes. Zero value (false): the new session
 	// replaces the old one, so a rebooted device is never locked out.
 	AllowParallelSessions bool
 	// MaxDatagram is the largest datagram accepted from a device or backend,
-	// in bytes; larger ones are dropped. Zero: 65535 (no limit below UDP's).
+	// in bytes; larger ones are dropped and counted. Zero: 18432, a maximal
+	// DTLS record (2^14 bytes of plaintext plus the expansion RFC 6347
+	// allows) and its header.
 	MaxDatagram int
 	// Logger receives the gateway's logs. Nil: no logging.
 	Logger *zap.Logger
@@ -180,11 +186,14 @@ func (c *Config) setDefaults() error {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 75 * time.Minute
 	}
+	if c.RegisterInterval == 0 {
+		c.RegisterInterval = 10 * time.Second
+	}
 	if c.RegistrationGrace == 0 {
 		c.RegistrationGrace = 2 * time.Minute
 	}
 	if c.MaxDatagram == 0 {
-		c.MaxDatagram = 65535
+		c.MaxDatagram = 18432
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -47,6 +47,12 @@ func (m *mapStore) Lookup(_ context.Context, id []byte) (pskstore.Key, error) {
 	return k.Clone(), nil
 }
 
+func (m *mapStore) put(k pskstore.Key) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys[string(k.Identity)] = k
+}
+
 func testKey(id string, fill byte) pskstore.Key {
 	secret := make([]byte, 32)
 	for i := range secret {

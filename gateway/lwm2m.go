@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/lwm2m-gateway/gateway/lwm2m"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"go.uber.org/zap"
 )
 
@@ -16,6 +17,11 @@ func (s *session) admit(p []byte) *upstream {
 	m, _ := s.srv.inspector.Inspect(p) // FromDevice refuses what Inspect flagged
 	s.bmu.Lock()
 	v := s.binding.FromDevice(m)
+	if v.Action == lwm2m.Forward && (m.Kind == lwm2m.Register || m.Kind == lwm2m.BootstrapRequest) && !s.registers.Allow() {
+		// A device re-registers rarely; a flood of Registers from one
+		// session is a bug or an attack on the backend (RFC 8516).
+		v = lwm2m.Verdict{Action: lwm2m.Reject, Code: codes.TooManyRequests, Rule: "rate"}
+	}
 	var up *upstream
 	var err error
 	if v.Action == lwm2m.Forward {

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/dtls/v4/pkg/protocol/extension"
 	"github.com/pion/dtls/v4/pkg/protocol/handshake"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 // session is one DTLS association and its upstream socket. Its goroutine
@@ -46,6 +47,8 @@ type session struct {
 	bmu     sync.Mutex
 	binding *lwm2m.Binding // L1/L2 state, set once established
 	origins origins        // which backend asked what, to route answers
+	// registers limits Register and Bootstrap-Request per session.
+	registers *rate.Limiter
 
 	lastActive atomic.Int64 // unix nanoseconds
 	idle       *time.Timer
@@ -57,7 +60,8 @@ func (srv *Server) newSession(l *listener, from netip.AddrPort) (*session, error
 	if srv.closing.Load() {
 		return nil, ErrServerClosed
 	}
-	s := &session{srv: srv, l: l, done: make(chan struct{})}
+	s := &session{srv: srv, l: l, done: make(chan struct{}),
+		registers: rate.NewLimiter(rate.Every(srv.cfg.RegisterInterval), registerBurst)}
 	s.touch()
 	s.pc = newSessionConn(l, s.followPeer)
 	conn, err := dtls.Server(s.pc, net.UDPAddrFromAddrPort(from), srv.serverOptions(s)...)
@@ -81,6 +85,7 @@ func (srv *Server) serverOptions(s *session) []dtls.ServerOption {
 		dtls.WithCipherSuites(cfg.CipherSuites...),
 		dtls.WithEllipticCurves(cfg.Groups...),
 		dtls.WithMTU(cfg.MTU),
+		dtls.WithReceiveBufferSize(cfg.MaxDatagram),
 		dtls.WithVerifyConnection(s.verify),
 		dtls.WithServerHelloMessageHook(s.observeServerHello),
 		dtls.WithLoggerFactory(srv.pionLog),
@@ -169,6 +174,10 @@ func (s *session) verify(state *dtls.State) error {
 	}
 	return err
 }
+
+// registerBurst is how many Registers a session may send back to back
+// before RegisterInterval applies (a device that retries after an error).
+const registerBurst = 5
 
 var errNoKey = errors.New("gateway: handshake completed without a selected key")
 
