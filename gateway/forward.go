@@ -79,15 +79,18 @@ func (s *session) establish() error {
 		}
 	}
 	s.idle = time.AfterFunc(srv.cfg.IdleTimeout, s.checkIdle)
-	srv.stats.handshakeOK()
 	state, _ := s.conn.ConnectionState()
 	mode := "psk_dhe_ke"
 	if pskOnly {
 		mode = "psk_ke"
 	}
 	if state.NegotiatedVersion() == versionDTLS12 {
-		mode = "dtls1.2"
+		mode = "psk"
+		if ecdhePSK(state.CipherSuiteID) {
+			mode = "ecdhe_psk"
+		}
 	}
+	srv.stats.handshakeOK(versionName(state.NegotiatedVersion()), mode)
 	fields := []zap.Field{
 		zap.Stringer("remote", srv.table.peerAddr(s)),
 		zap.String("identity_tag", s.identityTag()),
@@ -119,7 +122,7 @@ func (s *session) fromDevice() {
 		if up == nil {
 			continue
 		}
-		s.srv.stats.toBackend(n)
+		s.srv.stats.toBackend(up.name, n)
 		if _, err := up.conn.Write(buf[:n]); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -148,7 +151,7 @@ func (s *session) fromBackend(up *upstream) {
 		}
 		s.touch()
 		ended := s.learn(buf[:n], up)
-		s.srv.stats.toDevice(n)
+		s.srv.stats.toDevice(up.name, n)
 		if _, err := s.conn.Write(buf[:n]); err != nil {
 			s.close(closeReason(err, "write to device failed"))
 			return

@@ -45,7 +45,7 @@ func (l *listener) serve() error {
 			continue
 		}
 		if n > l.srv.cfg.MaxDatagram || n == 0 {
-			l.srv.stats.dropped.Add(1)
+			l.srv.stats.drop(dropOversize)
 			continue
 		}
 		l.route(buf[:n], from)
@@ -59,27 +59,27 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	if cid := recordCID(p, srv.cfg.CIDLength); cid != nil {
 		if s := srv.table.byCID(cid); s != nil && s.l == l {
 			if !s.pc.deliver(p, from) {
-				srv.stats.dropped.Add(1)
+				srv.stats.drop(dropQueueFull)
 			}
 			return
 		}
 		// A CID record that names no session cannot start one.
-		srv.stats.dropped.Add(1)
+		srv.stats.drop(dropUnknownCID)
 		return
 	}
 	if s := srv.table.byAddr(l, from); s != nil {
 		if !s.pc.deliver(p, from) {
-			srv.stats.dropped.Add(1)
+			srv.stats.drop(dropQueueFull)
 		}
 		return
 	}
 	if !isClientHello(p) {
-		srv.stats.dropped.Add(1)
+		srv.stats.drop(dropNotHello)
 		return
 	}
 	s, err := srv.newSession(l, from)
 	if err != nil {
-		srv.stats.dropped.Add(1)
+		srv.stats.drop(dropNoSession)
 		if !errors.Is(err, ErrServerClosed) {
 			srv.warn.Warn("cannot start session", zap.Stringer("remote", from), zap.Error(err))
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/lwm2m-gateway/gateway/lwm2m"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/pion/logging"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -20,13 +21,15 @@ import (
 // bind with Listen (or let Serve do it), run with Serve, stop with Shutdown
 // or Close. Safe for concurrent use.
 type Server struct {
-	cfg       Config
-	log       *zap.Logger
-	warn      *zap.Logger // sampled: for events an attacker can trigger
-	pionLog   logging.LoggerFactory
-	table     *table
-	stats     counters
-	inspector lwm2m.Inspector
+	cfg         Config
+	log         *zap.Logger
+	warn        *zap.Logger // sampled: for events an attacker can trigger
+	pionLog     logging.LoggerFactory
+	table       *table
+	stats       counters
+	inspector   lwm2m.Inspector
+	lookup      prometheus.Histogram
+	storeErrors prometheus.Counter
 
 	ctx    context.Context // ends every session on Close
 	cancel context.CancelFunc
@@ -54,16 +57,20 @@ func New(cfg Config) (*Server, error) {
 	warn := log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100)
 	}))
-	return &Server{
-		cfg:     cfg,
-		log:     log,
-		warn:    warn,
-		pionLog: pionLogger{log: cfg.Logger.With(zap.String("component", "dtls"))},
-		table:   newTable(),
-		ctx:     ctx,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-	}, nil
+	srv := &Server{
+		cfg:         cfg,
+		log:         log,
+		warn:        warn,
+		pionLog:     pionLogger{log: cfg.Logger.With(zap.String("component", "dtls"))},
+		table:       newTable(),
+		lookup:      newLookupHistogram(),
+		storeErrors: newStoreErrors(),
+		ctx:         ctx,
+		cancel:      cancel,
+		done:        make(chan struct{}),
+	}
+	srv.stats.init(cfg.Backends)
+	return srv, nil
 }
 
 // Listen binds every configured listener. Serve calls it when needed; call

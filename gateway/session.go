@@ -123,11 +123,14 @@ func (s *session) selectPSK(identities [][]byte) (*dtls.PSK, error) {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.LookupTimeout)
 	defer cancel()
 	for _, id := range identities {
+		start := time.Now()
 		key, err := s.srv.cfg.Store.Lookup(ctx, id)
+		s.srv.lookup.Observe(since(start))
 		if errors.Is(err, pskstore.ErrUnknownIdentity) {
 			continue
 		}
 		if err != nil {
+			s.srv.storeErrors.Inc()
 			s.setFailure("store_error")
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -18,24 +19,52 @@ type Stats struct {
 	Dropped            uint64 // datagrams dropped before reaching a session
 	UpstreamErrors     uint64
 	// Refused counts device datagrams the gateway did not forward, by
-	// rule: "L1", "L2", or "CoAP" for datagrams that are not valid CoAP.
+	// rule: "L1", "L2", "rate", or "CoAP" for datagrams that are not CoAP.
 	Refused map[string]uint64
+}
+
+// dropReason says why a datagram never reached a session.
+type dropReason uint8
+
+const (
+	dropOversize   dropReason = iota // larger than MaxDatagram, or empty
+	dropUnknownCID                   // a CID record naming no session
+	dropNotHello                     // no session and not a ClientHello
+	dropQueueFull                    // the session's inbound queue was full
+	dropNoSession                    // a session could not be started
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{"oversize", "unknown_cid", "not_client_hello", "queue_full", "no_session"}
+
+// traffic counts one backend's datagrams and bytes, both ways.
+type traffic struct {
+	dgramsUp, dgramsDown, bytesUp, bytesDown atomic.Uint64
 }
 
 type counters struct {
 	established    atomic.Int64
 	handshakesOK   atomic.Uint64
-	dgramsUp       atomic.Uint64
-	dgramsDown     atomic.Uint64
-	bytesUp        atomic.Uint64
-	bytesDown      atomic.Uint64
-	dropped        atomic.Uint64
 	upstreamErrors atomic.Uint64
+	dropped        [numDropReasons]atomic.Uint64
+	backends       map[string]*traffic // fixed at New: no lock on the data path
 
 	mu      sync.Mutex
+	okBy    map[handshakeKind]uint64 // by version and mode
 	failed  map[string]uint64
 	refusal map[string]uint64
 }
+
+type handshakeKind struct{ version, mode string }
+
+func (c *counters) init(backends map[string]string) {
+	c.backends = make(map[string]*traffic, len(backends))
+	for name := range backends {
+		c.backends[name] = new(traffic)
+	}
+}
+
+func (c *counters) drop(r dropReason) { c.dropped[r].Add(1) }
 
 func (c *counters) refused(rule string) {
 	c.mu.Lock()
@@ -46,9 +75,15 @@ func (c *counters) refused(rule string) {
 	c.refusal[rule]++
 }
 
-func (c *counters) handshakeOK() {
+func (c *counters) handshakeOK(version, mode string) {
 	c.handshakesOK.Add(1)
 	c.established.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.okBy == nil {
+		c.okBy = make(map[handshakeKind]uint64)
+	}
+	c.okBy[handshakeKind{version, mode}]++
 }
 
 func (c *counters) sessionClosed() { c.established.Add(-1) }
@@ -62,31 +97,39 @@ func (c *counters) handshakeFailed(reason string) {
 	c.failed[reason]++
 }
 
-func (c *counters) toBackend(n int) {
-	c.dgramsUp.Add(1)
-	c.bytesUp.Add(uint64(n))
+func (c *counters) toBackend(backend string, n int) {
+	if t := c.backends[backend]; t != nil {
+		t.dgramsUp.Add(1)
+		t.bytesUp.Add(uint64(n))
+	}
 }
 
-func (c *counters) toDevice(n int) {
-	c.dgramsDown.Add(1)
-	c.bytesDown.Add(uint64(n))
+func (c *counters) toDevice(backend string, n int) {
+	if t := c.backends[backend]; t != nil {
+		t.dgramsDown.Add(1)
+		t.bytesDown.Add(uint64(n))
+	}
 }
 
 // Stats returns a snapshot of the counters.
 func (srv *Server) Stats() Stats {
 	c := &srv.stats
 	st := Stats{
-		Sessions:           srv.table.len(),
-		Established:        c.established.Load(),
-		HandshakesOK:       c.handshakesOK.Load(),
-		DatagramsToBackend: c.dgramsUp.Load(),
-		DatagramsToDevice:  c.dgramsDown.Load(),
-		BytesToBackend:     c.bytesUp.Load(),
-		BytesToDevice:      c.bytesDown.Load(),
-		Dropped:            c.dropped.Load(),
-		UpstreamErrors:     c.upstreamErrors.Load(),
-		HandshakesFailed:   map[string]uint64{},
-		Refused:            map[string]uint64{},
+		Sessions:         srv.table.len(),
+		Established:      c.established.Load(),
+		HandshakesOK:     c.handshakesOK.Load(),
+		UpstreamErrors:   c.upstreamErrors.Load(),
+		HandshakesFailed: map[string]uint64{},
+		Refused:          map[string]uint64{},
+	}
+	for i := range c.dropped {
+		st.Dropped += c.dropped[i].Load()
+	}
+	for _, t := range c.backends {
+		st.DatagramsToBackend += t.dgramsUp.Load()
+		st.DatagramsToDevice += t.dgramsDown.Load()
+		st.BytesToBackend += t.bytesUp.Load()
+		st.BytesToDevice += t.bytesDown.Load()
 	}
 	c.mu.Lock()
 	for k, v := range c.failed {
@@ -97,4 +140,13 @@ func (srv *Server) Stats() Stats {
 	}
 	c.mu.Unlock()
 	return st
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

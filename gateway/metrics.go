@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Prometheus metrics. The data path only bumps atomic counters (stats.go);
+// Collector turns them into metrics at scrape time, so a scrape costs the
+// data path nothing. No label ever carries an identity or an endpoint (R9):
+// labels are versions, modes, results, rule IDs, backend names and reasons,
+// all from small fixed sets.
+
+var (
+	descHandshakes = prometheus.NewDesc("gateway_handshakes_total",
+		"DTLS handshakes by version, PSK mode and result (ok, or the failure reason: unknown_identity, bad_key_or_protocol, policy_R2/R3/R5, store_error, timeout, closed).",
+		[]string{"version", "mode", "result"}, nil)
+	descSessions = prometheus.NewDesc("gateway_sessions",
+		"Sessions by state: established, or handshaking (created, not yet established).", []string{"state"}, nil)
+	descDatagrams = prometheus.NewDesc("gateway_datagrams_total",
+		"Datagrams forwarded, by direction (to_backend, to_device) and backend.", []string{"direction", "backend"}, nil)
+	descBytes = prometheus.NewDesc("gateway_bytes_total",
+		"Payload bytes forwarded, by direction and backend.", []string{"direction", "backend"}, nil)
+	descRefused = prometheus.NewDesc("gateway_refused_total",
+		"Device datagrams the gateway answered itself or dropped instead of forwarding, by rule (L1, L2, rate, CoAP).", []string{"rule"}, nil)
+	descDropped = prometheus.NewDesc("gateway_dropped_datagrams_total",
+		"Datagrams dropped before reaching a session, by reason.", []string{"reason"}, nil)
+	descUpstreamErrors = prometheus.NewDesc("gateway_upstream_errors_total",
+		"Errors writing to or reading from backend sockets.", nil, nil)
+)
+
+// lookupSeconds is the store lookup latency on the handshake path.
+func newLookupHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gateway_store_lookup_seconds",
+		Help:    "Latency of PSK store lookups on the handshake path, errors included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+}
+
+func newStoreErrors() prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gateway_store_errors_total",
+		Help: "PSK store lookups that failed for another reason than an unknown identity (store down, timeout).",
+	})
+}
+
+// Collector exports the gateway's metrics; register it with a
+// prometheus.Registerer.
+func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
+
+type collector struct{ srv *Server }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors} {
+		ch <- d
+	}
+	c.srv.lookup.Describe(ch)
+	c.srv.storeErrors.Describe(ch)
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	srv := c.srv
+	st := &srv.stats
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	st.mu.Lock()
+	for k, v := range st.okBy {
+		counter(descHandshakes, v, k.version, k.mode, "ok")
+	}
+	for reason, v := range st.failed {
+		counter(descHandshakes, v, "", "", reason)
+	}
+	for rule, v := range st.refusal {
+		counter(descRefused, v, rule)
+	}
+	st.mu.Unlock()
+	est := st.established.Load()
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(est), "established")
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(int64(srv.table.len())-est), "handshaking")
+	for _, name := range sortedKeys(st.backends) {
+		t := st.backends[name]
+		counter(descDatagrams, t.dgramsUp.Load(), "to_backend", name)
+		counter(descDatagrams, t.dgramsDown.Load(), "to_device", name)
+		counter(descBytes, t.bytesUp.Load(), "to_backend", name)
+		counter(descBytes, t.bytesDown.Load(), "to_device", name)
+	}
+	for i := range st.dropped {
+		counter(descDropped, st.dropped[i].Load(), dropReasonNames[i])
+	}
+	counter(descUpstreamErrors, st.upstreamErrors.Load())
+	srv.lookup.Collect(ch)
+	srv.storeErrors.Collect(ch)
+}
+
+func since(t time.Time) float64 { return time.Since(t).Seconds() }
