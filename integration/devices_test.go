@@ -73,7 +73,7 @@ func TestDevicesEndToEnd(t *testing.T) {
 	}{
 		{dhe, "1.3", devsim.ModePSKDHE, 0, "psk_dhe_ke"},
 		{ke, "1.3", devsim.ModePSK, 0, "psk_ke"},
-		{v12, "1.2", "", ciphersuite.TLS_PSK_WITH_AES_128_CCM_8, "dtls1.2"},
+		{v12, "1.2", "", ciphersuite.TLS_PSK_WITH_AES_128_CCM_8, "psk"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key.identity, func(t *testing.T) {
