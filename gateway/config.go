@@ -12,6 +12,7 @@ import (
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 // KeyStore is what the gateway needs from a PSK store: one lookup on the
@@ -113,6 +114,19 @@ type Config struct {
 	// DTLS record (2^14 bytes of plaintext plus the expansion RFC 6347
 	// allows) and its header.
 	MaxDatagram int
+	// MaxSessions caps live sessions (established and handshaking); further
+	// ClientHellos are dropped and counted. Zero: 200,000.
+	MaxSessions int
+	// MaxEmbryonic caps sessions that received one ClientHello and nothing
+	// since (a spoofed source never answers the cookie); the oldest is
+	// evicted first. Zero: 2048.
+	MaxEmbryonic int
+	// HandshakeRate is the sustained rate of new sessions per source IP, per
+	// second, after HandshakeBurst. Zero: 200 (generous: a carrier-grade NAT
+	// puts many devices behind one address). Negative: unlimited.
+	HandshakeRate float64
+	// HandshakeBurst is the per-IP burst of new sessions. Zero: 2 × HandshakeRate.
+	HandshakeBurst int
 	// Logger receives the gateway's logs. Nil: no logging.
 	Logger *zap.Logger
 	// IdentityTag turns an identity into the keyed tag that logs carry (R9).
@@ -194,6 +208,21 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxDatagram == 0 {
 		c.MaxDatagram = 18432
+	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = 200_000
+	}
+	if c.MaxEmbryonic == 0 {
+		c.MaxEmbryonic = 2048
+	}
+	switch {
+	case c.HandshakeRate == 0:
+		c.HandshakeRate = 200
+	case c.HandshakeRate < 0:
+		c.HandshakeRate = float64(rate.Inf)
+	}
+	if c.HandshakeBurst == 0 {
+		c.HandshakeBurst = int(min(2*c.HandshakeRate, 1<<20))
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

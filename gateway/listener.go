@@ -68,6 +68,7 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 		return
 	}
 	if s := srv.table.byAddr(l, from); s != nil {
+		s.embryo.datagrams.Add(1)
 		if !s.pc.deliver(p, from) {
 			srv.stats.drop(dropQueueFull)
 		}
@@ -75,6 +76,14 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	}
 	if !isClientHello(p) {
 		srv.stats.drop(dropNotHello)
+		return
+	}
+	if srv.table.len() >= srv.cfg.MaxSessions {
+		srv.stats.drop(dropSessionLimit)
+		return
+	}
+	if !srv.admission.allowIP(from.Addr()) {
+		srv.stats.drop(dropRateLimited)
 		return
 	}
 	s, err := srv.newSession(l, from)
@@ -85,5 +94,15 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 		}
 		return
 	}
+	s.embryo.datagrams.Add(1)
 	s.pc.deliver(p, from)
+	if evict := srv.admission.admitEmbryo(s); len(evict) > 0 {
+		srv.stats.dropped[dropEvicted].Add(uint64(len(evict)))
+		// Closing waits for pion's handshake goroutine: never on the read loop.
+		go func() {
+			for _, old := range evict {
+				old.close("evicted: no answer to the cookie")
+			}
+		}()
+	}
 }

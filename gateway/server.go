@@ -28,6 +28,7 @@ type Server struct {
 	table       *table
 	stats       counters
 	inspector   lwm2m.Inspector
+	admission   *admission
 	lookup      prometheus.Histogram
 	storeErrors prometheus.Counter
 
@@ -70,6 +71,7 @@ func New(cfg Config) (*Server, error) {
 		done:        make(chan struct{}),
 	}
 	srv.stats.init(cfg.Backends)
+	srv.admission = newAdmission(&srv.cfg)
 	return srv, nil
 }
 

@@ -50,6 +50,7 @@ type session struct {
 	// registers limits Register and Bootstrap-Request per session.
 	registers *rate.Limiter
 
+	embryo     embryoState  // admission: datagrams seen before establishment
 	lastActive atomic.Int64 // unix nanoseconds
 	idle       *time.Timer
 	closeOnce  sync.Once

@@ -9,6 +9,7 @@ need_pkgs=()
 for bin in coap-client-gnutls coap-client-openssl coap-server-notls coap-client-notls; do
   command -v "$bin" >/dev/null 2>&1 || { need_pkgs+=(libcoap3-bin); break; }
 done
+command -v file >/dev/null 2>&1 || need_pkgs+=(file) # deploy/build-static.sh checks the binary is static
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${need_pkgs[*]}"
@@ -31,6 +32,9 @@ fi
 
 echo "== go test -race (all packages)"
 go test -race -count=1 -timeout 20m ./...
+
+echo "== load-sensitive tests without -race (build tag !race)"
+go test -count=1 -run 'Flood' -v ./gateway/ | grep -E '^(=== RUN|--- |\s+flood_test|ok|FAIL)'
 
 echo "== fuzz smoke (${FUZZTIME:=5s} per target)"
 for pkg in $(go list ./...); do
