@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/rand"
 	"context"
 	"crypto"
 	"net"
@@ -54,10 +55,11 @@ func (m *mapStore) put(k pskstore.Key) {
 }
 
 func testKey(id string, fill byte) pskstore.Key {
+	// Random, so the key passes the store's entropy screen (R2); fill only
+	// keeps call sites readable.
+	_ = fill
 	secret := make([]byte, 32)
-	for i := range secret {
-		secret[i] = fill ^ byte(i*37+11)
-	}
+	_, _ = rand.Read(secret)
 	return pskstore.Key{Identity: []byte(id), Secret: secret, Versions: pskstore.DTLS12 | pskstore.DTLS13, Modes: pskstore.ModeDHE}
 }
 
