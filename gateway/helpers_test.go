@@ -2,9 +2,9 @@ package gateway
 
 import (
 	"bytes"
-	"crypto/rand"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"net"
 	"sync"
 	"testing"
