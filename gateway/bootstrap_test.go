@@ -122,3 +122,39 @@ type unexpectedError struct {
 func (e unexpectedError) Error() string { return "unexpected " + e.what + ": " + e.code.String() }
 
 func errUnexpected(what string, code codes.Code) error { return unexpectedError{what, code} }
+
+// TestRoutingByKeySNIAndListener: an identity's traffic goes to the backend
+// its key names; otherwise to the backend mapped from the handshake's server
+// name; otherwise to its listener's backend.
+func TestRoutingByKeySNIAndListener(t *testing.T) {
+	a, b, c := newEchoBackend(t), newEchoBackend(t), newEchoBackend(t)
+	named, bySNI, byListener := testKey("named", 1), testKey("sni", 2), testKey("listener", 3)
+	named.Backend = "a"
+	srv, _ := startServer(t, Config{Store: newMapStore(named, bySNI, byListener),
+		Backends:           map[string]string{"a": a.pc.LocalAddr().String(), "b": b.pc.LocalAddr().String(), "c": c.pc.LocalAddr().String()},
+		DefaultBackend:     "a",
+		ServerNameBackends: map[string]string{"bs.example": "b"},
+		Listeners:          []Listener{{Address: "127.0.0.1:0", Backend: "c"}}})
+	addr := srv.Addrs()[0].(*net.UDPAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		c    client
+		want *echoBackend
+	}{
+		{client{id: named.Identity, key: named.Secret, serverName: "bs.example"}, a},
+		{client{id: bySNI.Identity, key: bySNI.Secret, serverName: "BS.example"}, b},
+		{client{id: byListener.Identity, key: byListener.Secret}, c},
+	} {
+		conn, err := tc.c.dial(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(tc.want.sources())
+		roundTrip(t, conn, []byte(string(tc.c.id)))
+		conn.Close()
+		if len(tc.want.sources()) != before+1 {
+			t.Fatalf("%s went to the wrong backend", tc.c.id)
+		}
+	}
+}

@@ -42,6 +42,10 @@ type Listener struct {
 	// MissingSNI is the policy for ClientHellos without server_name (R5).
 	// Zero value: SNIAllow.
 	MissingSNI SNIPolicy
+	// Backend serves identities that name no backend and whose server name
+	// is not in Config.ServerNameBackends, on this listener. Empty:
+	// Config.DefaultBackend.
+	Backend string
 }
 
 // DefaultCipherSuites are the suites offered when Config.CipherSuites is nil:
@@ -70,6 +74,10 @@ type Config struct {
 	// DefaultBackend serves keys that name no backend. Empty: the only
 	// backend when there is exactly one.
 	DefaultBackend string
+	// ServerNameBackends routes identities that name no backend by the
+	// server name (SNI) of their handshake, e.g. "bs.example.com" to the
+	// bootstrap server. Keys are compared case-insensitively. Nil: none.
+	ServerNameBackends map[string]string
 	// BootstrapBackend names the LwM2M bootstrap server: Bootstrap-Requests
 	// (POST /bs) go there on their own upstream socket, everything else to
 	// the identity's backend. Empty: bootstrap goes to the identity's
@@ -166,6 +174,16 @@ func (c *Config) setDefaults() error {
 	if c.DefaultBackend != "" {
 		if _, ok := c.Backends[c.DefaultBackend]; !ok {
 			return fmt.Errorf("gateway: config: default backend %q: %w", c.DefaultBackend, ErrNoBackend)
+		}
+	}
+	for sni, name := range c.ServerNameBackends {
+		if _, ok := c.Backends[name]; !ok {
+			return fmt.Errorf("gateway: config: server name %q backend %q: %w", sni, name, ErrNoBackend)
+		}
+	}
+	for _, l := range c.Listeners {
+		if _, ok := c.Backends[l.Backend]; l.Backend != "" && !ok {
+			return fmt.Errorf("gateway: config: listener %q backend %q: %w", l.Address, l.Backend, ErrNoBackend)
 		}
 	}
 	if c.BootstrapBackend != "" {

@@ -63,10 +63,8 @@ func (s *session) establish() error {
 	s.mu.Lock()
 	key, pskOnly := s.key, s.pskOnly
 	s.mu.Unlock()
-	name := key.Backend
-	if name == "" {
-		name = srv.cfg.DefaultBackend
-	}
+	state, _ := s.conn.ConnectionState()
+	name := s.backendFor(key, state.ServerName)
 	s.binding = lwm2m.NewBinding(key.Endpoint)
 	s.backend = name
 	up, err := s.dialUpstream(name)
@@ -79,7 +77,6 @@ func (s *session) establish() error {
 		}
 	}
 	s.idle = time.AfterFunc(srv.cfg.IdleTimeout, s.checkIdle)
-	state, _ := s.conn.ConnectionState()
 	mode := "psk_dhe_ke"
 	if pskOnly {
 		mode = "psk_ke"

@@ -15,15 +15,17 @@ type listener struct {
 	srv        *Server
 	pc         *net.UDPConn
 	missingSNI SNIPolicy
+	backend    string
 	bufPool    *sync.Pool
 }
 
-func newListener(srv *Server, pc *net.UDPConn, missingSNI SNIPolicy) *listener {
+func newListener(srv *Server, pc *net.UDPConn, lc Listener) *listener {
 	size := srv.cfg.MaxDatagram
 	return &listener{
 		srv:        srv,
 		pc:         pc,
-		missingSNI: missingSNI,
+		missingSNI: lc.MissingSNI,
+		backend:    lc.Backend,
 		bufPool: &sync.Pool{New: func() any {
 			b := make([]byte, size)
 			return &b

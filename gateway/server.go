@@ -100,7 +100,7 @@ func (srv *Server) Listen() error {
 		// A large receive buffer absorbs bursts (reconnect storms, floods)
 		// while the read loop catches up; the kernel caps it at rmem_max.
 		_ = pc.SetReadBuffer(4 << 20)
-		srv.listeners = append(srv.listeners, newListener(srv, pc, lc.MissingSNI))
+		srv.listeners = append(srv.listeners, newListener(srv, pc, lc))
 	}
 	return nil
 }

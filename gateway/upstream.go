@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"net"
+	"strings"
 
 	"github.com/lwm2m-gateway/gateway/lwm2m"
+	"github.com/lwm2m-gateway/gateway/pskstore"
 )
 
 // upstream is one connected UDP socket from a session to one backend. A
@@ -12,6 +14,24 @@ import (
 type upstream struct {
 	name string
 	conn *net.UDPConn
+}
+
+// backendFor chooses the identity's backend: the one its key names, else
+// the one its handshake's server name maps to, else the listener's, else
+// the gateway's default.
+func (s *session) backendFor(key pskstore.Key, serverName string) string {
+	if key.Backend != "" {
+		return key.Backend
+	}
+	for sni, name := range s.srv.cfg.ServerNameBackends {
+		if serverName != "" && strings.EqualFold(sni, serverName) {
+			return name
+		}
+	}
+	if s.l.backend != "" {
+		return s.l.backend
+	}
+	return s.srv.cfg.DefaultBackend
 }
 
 // dialUpstream opens (or returns) the session's socket to backend name and
