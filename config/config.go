@@ -80,7 +80,27 @@ type Store struct {
 	// (R9), so tags are stable across restarts and replicas. Empty means a
 	// random secret per process. Load resolves a relative path like Path.
 	TagKeyFile string `yaml:"tag_key_file"`
+
+	// KEKFile is a file holding the key-encryption key that seals the keys
+	// of a file store at rest (pskstore/sealed, AES-256-GCM): 32 raw bytes,
+	// 64 hex digits or base64. Empty means none. At most one of KEKFile and
+	// KEKEnv; file stores only. Load resolves a relative path like Path.
+	KEKFile string `yaml:"kek_file"`
+
+	// KEKEnv names the environment variable holding the key-encryption key
+	// in hex or base64, as an alternative to KEKFile (for a Kubernetes
+	// Secret mapped into the environment). Empty means none.
+	KEKEnv string `yaml:"kek_env"`
+
+	// InsecurePlaintextKeys accepts plaintext keys (key_hex, key_base64) in
+	// a file store that has a KEK, during a migration to sealed keys. Default
+	// false: with a KEK, a plaintext key refuses the whole file. Needs
+	// KEKFile or KEKEnv.
+	InsecurePlaintextKeys bool `yaml:"insecure_plaintext_keys"`
 }
+
+// HasKEK reports whether the store has a key-encryption key configured.
+func (s Store) HasKEK() bool { return s.KEKFile != "" || s.KEKEnv != "" }
 
 // DTLS tunes the handshake and record layer.
 type DTLS struct {

@@ -36,7 +36,8 @@ func TestParseFull(t *testing.T) {
 			"dm":        {Address: "lwm2m-server.example.com:5683"},
 		},
 		DefaultBackend: "dm",
-		Store:          Store{Type: StoreFile, Path: "keys.yaml", TagKeyFile: "/etc/gateway/tag.key"},
+		Store: Store{Type: StoreFile, Path: "keys.yaml", TagKeyFile: "/etc/gateway/tag.key",
+			KEKFile: "/etc/gateway/kek", InsecurePlaintextKeys: true},
 		DTLS: DTLS{
 			Versions:           []Version{DTLS13},
 			Groups:             []Group{GroupX25519MLKEM768, GroupX25519, GroupP256, GroupP384},
@@ -104,6 +105,8 @@ sessions: {one_per_identity: false, drain_timeout: 0s}
 		{"trailing document separator", dm + "---\n", withDM(nil)},
 		{"memory store ignores path", dm + `store: {type: memory}`,
 			withDM(func(c *Config) { c.Store.Type = StoreMemory })},
+		{"kek from the environment", dm + `store: {kek_env: GATEWAY_KEK, insecure_plaintext_keys: false}`,
+			withDM(func(c *Config) { c.Store.KEKEnv = "GATEWAY_KEK" })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,7 +142,7 @@ func TestLoad(t *testing.T) {
 	path := filepath.Join(dir, "gateway.yaml")
 	data := `
 backends: {dm: {address: "127.0.0.1:5683"}}
-store: {path: keys/keys.yaml, tag_key_file: tag.key}
+store: {path: keys/keys.yaml, tag_key_file: tag.key, kek_file: secrets/kek}
 `
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
@@ -153,6 +156,9 @@ store: {path: keys/keys.yaml, tag_key_file: tag.key}
 	}
 	if want := filepath.Join(dir, "tag.key"); c.Store.TagKeyFile != want {
 		t.Errorf("store.tag_key_file = %q, want %q", c.Store.TagKeyFile, want)
+	}
+	if want := filepath.Join(dir, "secrets", "kek"); c.Store.KEKFile != want {
+		t.Errorf("store.kek_file = %q, want %q", c.Store.KEKFile, want)
 	}
 
 	if err := os.WriteFile(path, []byte("store: {path: /abs/keys.yaml}\nbackends: {dm: {address: \"h:1\"}}"), 0o600); err != nil {

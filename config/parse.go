@@ -15,7 +15,8 @@ import (
 )
 
 // Load reads and parses the configuration file at path (see Parse), then
-// resolves the relative paths inside it (store.path, store.tag_key_file)
+// resolves the relative paths inside it (store.path, store.tag_key_file,
+// store.kek_file)
 // against the directory of path. Errors from Parse keep their type under a
 // prefix naming the file.
 func Load(path string) (*Config, error) {
@@ -30,6 +31,7 @@ func Load(path string) (*Config, error) {
 	dir := filepath.Dir(path)
 	c.Store.Path = resolve(dir, c.Store.Path)
 	c.Store.TagKeyFile = resolve(dir, c.Store.TagKeyFile)
+	c.Store.KEKFile = resolve(dir, c.Store.KEKFile)
 	return c, nil
 }
 

@@ -82,9 +82,32 @@ func (c *Config) validateStore(es *FieldErrors) {
 			es.add("store.path", "", "required for store type %q", StoreFile)
 		}
 	case StoreMemory:
+		if s.KEKFile != "" {
+			es.add("store.kek_file", s.KEKFile, "only for store type %q", StoreFile)
+		}
+		if s.KEKEnv != "" {
+			es.add("store.kek_env", s.KEKEnv, "only for store type %q", StoreFile)
+		}
 	default:
 		es.add("store.type", string(s.Type), "must be %q or %q", StoreFile, StoreMemory)
 	}
+	if s.KEKFile != "" && s.KEKEnv != "" {
+		es.add("store.kek_env", s.KEKEnv, "give store.kek_file or store.kek_env, not both")
+	} else if s.KEKEnv != "" && !validEnvName(s.KEKEnv) {
+		es.add("store.kek_env", s.KEKEnv, "must be an environment variable name: letters, digits and '_', not starting with a digit")
+	}
+	if s.InsecurePlaintextKeys && !s.HasKEK() {
+		es.add("store.insecure_plaintext_keys", "true", "only meaningful with store.kek_file or store.kek_env")
+	}
+}
+
+func validEnvName(name string) bool {
+	for i, r := range name {
+		if !isAlnum(r) && r != '_' || i == 0 && '0' <= r && r <= '9' {
+			return false
+		}
+	}
+	return name != ""
 }
 
 func (c *Config) validateDTLS(es *FieldErrors) {

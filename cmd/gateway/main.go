@@ -22,6 +22,9 @@ commands:
   check-config FILE       validate a configuration file and its key store, then exit
   demo [--devices N]      run the gateway with simulated devices and a built-in
                           LwM2M backend on loopback; Ctrl-C to stop
+  psk <command> --config FILE
+                          administer the key file: gen, add, list, show, revoke,
+                          rotate, import, audit, export, rekey (gateway psk help)
 `
 
 // exitUsage is the conventional exit status for a command-line error.
@@ -49,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = checkConfigCmd(args[1:], stdout)
 	case "demo":
 		err = demoCmd(args[1:], stdout, stderr)
+	case "psk":
+		err = pskCmd(args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

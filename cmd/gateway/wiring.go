@@ -11,6 +11,7 @@ import (
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
 	"github.com/lwm2m-gateway/gateway/pskstore/memory"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
 	"go.uber.org/zap"
@@ -60,8 +61,38 @@ func openStore(c *config.Config, tagger *pskstore.Tagger, log *zap.Logger) (gate
 	case config.StoreMemory:
 		return memory.NewWithOptions(policy)
 	default:
-		return file.Open(c.Store.Path, file.WithPolicy(policy), file.WithLogger(log))
+		kek, err := loadKEK(c.Store)
+		if err != nil {
+			return nil, err
+		}
+		if kek == nil {
+			log.Warn("psk store: keys are stored in plaintext; set store.kek_file or store.kek_env to seal them at rest")
+		} else if c.Store.InsecurePlaintextKeys {
+			log.Warn("psk store: store.insecure_plaintext_keys accepts plaintext keys although keys are sealed; seal them with `gateway psk rekey`")
+		}
+		return file.Open(c.Store.Path, file.WithPolicy(policy), file.WithLogger(log),
+			file.WithKEK(kek), file.WithInsecurePlaintextKeys(c.Store.InsecurePlaintextKeys))
 	}
+}
+
+// loadKEK reads the key-encryption key of a file store (store.kek_file or
+// store.kek_env), or returns nil when none is configured.
+func loadKEK(c config.Store) (*sealed.KEK, error) {
+	switch {
+	case c.KEKFile != "":
+		k, err := sealed.ReadKEKFile(c.KEKFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.kek_file: %w", err)
+		}
+		return k, nil
+	case c.KEKEnv != "":
+		k, err := sealed.KEKFromEnv(c.KEKEnv)
+		if err != nil {
+			return nil, fmt.Errorf("store.kek_env: %w", err)
+		}
+		return k, nil
+	}
+	return nil, nil
 }
 
 var groupIDs = map[config.Group]elliptic.Curve{

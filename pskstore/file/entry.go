@@ -1,6 +1,9 @@
 package file
 
 import (
+	"fmt"
+	"strings"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -31,26 +34,55 @@ func (p *parser) entry(i int, n *yaml.Node) (e entry) {
 		fieldParsers[field](&fv, &e)
 	}
 	e.idField = p.oneOf(&e, "identity", "identity_hex")
-	e.keyField = p.oneOf(&e, "key_hex", "key_base64")
+	e.keyField = p.oneOf(&e, "key_hex", "key_base64", "key_sealed")
+	if p.problems == before {
+		p.unseal(&e)
+	}
 	e.key.Normalize()
 	e.ok = p.problems == before
 	return e
 }
 
-// oneOf checks that exactly one of two spellings of a field is present and
-// returns it (the first when neither is, for messages).
-func (p *parser) oneOf(e *entry, a, b string) string {
-	_, hasA := e.fields[a]
-	_, hasB := e.fields[b]
-	switch {
-	case hasA && hasB:
-		p.schema(e.fields[b], e.index, b, "give either %s or %s, not both", a, b)
-	case hasB:
-		return b
-	case !hasA:
-		p.schema(e.line, e.index, a, "missing: exactly one of %s and %s is required", a, b)
+// oneOf checks that exactly one of the spellings of a field is present and
+// returns it (the first present, or the first name when none is, for
+// messages).
+func (p *parser) oneOf(e *entry, names ...string) string {
+	var present []string
+	for _, n := range names {
+		if _, ok := e.fields[n]; ok {
+			present = append(present, n)
+		}
 	}
-	return a
+	switch len(present) {
+	case 0:
+		list := strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+		p.schema(e.line, e.index, names[0], "missing: exactly one of %s is required", list)
+		return names[0]
+	case 1:
+	default:
+		p.schema(e.fields[present[1]], e.index, present[1], "give either %s or %s, not both", present[0], present[1])
+	}
+	return present[0]
+}
+
+// unseal opens a key_sealed entry with the store's KEK, and refuses a
+// plaintext key in a store with a KEK unless plaintext keys are allowed.
+// Errors name the entry and field, never the key.
+func (p *parser) unseal(e *entry) {
+	line := e.fields[e.keyField]
+	switch {
+	case e.keyField == "key_sealed" && p.kek == nil:
+		p.fail(line, e.index, e.keyField, fmt.Errorf("%w: configure the key-encryption key the store was sealed with", ErrNoKEK))
+	case e.keyField == "key_sealed":
+		key, err := p.kek.Open(e.key.Identity, e.sealed)
+		if err != nil {
+			p.fail(line, e.index, e.keyField, err)
+			return
+		}
+		e.key.Secret = key
+	case p.kek != nil && !p.plaintext:
+		p.fail(line, e.index, e.keyField, fmt.Errorf("%w: seal it (gateway psk rekey) or explicitly allow insecure plaintext keys", ErrPlaintextKey))
+	}
 }
 
 // fieldValue is the value node of one field, with what is needed to report
@@ -120,7 +152,7 @@ func (f *fieldValue) list() []string {
 }
 
 // fieldNames lists every field of the format, for suggestions.
-var fieldNames = []string{"keys", "identity", "identity_hex", "key_hex", "key_base64", "hash", "endpoint",
+var fieldNames = []string{"keys", "identity", "identity_hex", "key_hex", "key_base64", "key_sealed", "hash", "endpoint",
 	"server_name", "backend", "versions", "modes", "legacy", "allow_low_entropy", "group", "import_context_hex"}
 
 // fieldParsers knows every field of an entry; any other field is refused.
@@ -134,6 +166,9 @@ var fieldParsers = map[string]func(f *fieldValue, e *entry){
 	"key_hex":      func(f *fieldValue, e *entry) { e.key.Secret = f.bytes(decodeHex, "hex") },
 	"key_base64": func(f *fieldValue, e *entry) {
 		e.key.Secret = f.bytes(decodeBase64, "base64 (standard alphabet, padded)")
+	},
+	"key_sealed": func(f *fieldValue, e *entry) {
+		e.sealed = f.bytes(decodeBase64, "base64 (standard alphabet, padded)")
 	},
 	"hash": func(f *fieldValue, e *entry) {
 		s, ok := f.text()

@@ -14,6 +14,11 @@ var (
 	// ErrSchema: the YAML does not follow the key file schema (unknown or
 	// repeated field, wrong type, bad encoding, missing field).
 	ErrSchema = errors.New("invalid key file")
+	// ErrPlaintextKey: a plaintext key (key_hex, key_base64) in a store with
+	// a KEK, without WithInsecurePlaintextKeys.
+	ErrPlaintextKey = errors.New("plaintext key in a store with a key-encryption key")
+	// ErrNoKEK: a sealed key (key_sealed) in a store without a KEK.
+	ErrNoKEK = errors.New("sealed key and no key-encryption key configured")
 )
 
 // ParseError is one problem in a key file. It names the place (path, line,

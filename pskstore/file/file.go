@@ -9,7 +9,7 @@
 //	keys:
 //	  - identity: "device-0001"        # UTF-8 text identity, or:
 //	    # identity_hex: "00a1ff"       # binary identity
-//	    key_hex: "…"                   # or key_base64: "…" (exactly one of the two)
+//	    key_hex: "…"                   # or key_base64: "…", or key_sealed: "…" (exactly one of the three)
 //	    hash: sha256                   # sha256 (default) | sha384
 //	    endpoint: "urn:dev:0001"       # LwM2M endpoint name bound to the identity (L1)
 //	    server_name: "gw.example.com"  # SNI bound to the identity (R5); optional
@@ -20,6 +20,25 @@
 //	    allow_low_entropy: false       # accept a key failing the entropy screen (R2)
 //	    group: false                   # a PSK knowingly shared by a group (R4)
 //	    import_context_hex: "…"        # RFC 9258 importer context; required for group keys (R4, R6)
+//
+// # Keys sealed at rest
+//
+// With WithKEK, keys are encrypted at rest under a key-encryption key
+// (package sealed: AES-256-GCM, the identity as associated data):
+//
+//	keys:
+//	  - identity: "device-0001"
+//	    key_sealed: "AT+2…"            # base64 of a sealed.KEK.Seal value
+//
+// Save and Marshal then write key_sealed for every key, and loading refuses
+// plaintext keys (key_hex, key_base64, ErrPlaintextKey) unless
+// WithInsecurePlaintextKeys(true) is also given, which is meant for a
+// migration only. The choice is an Option, not a field of the key file, so
+// whoever can edit the key file cannot also turn off the requirement. A
+// sealed entry without a KEK is refused (ErrNoKEK); a value sealed under
+// another KEK (sealed.ErrWrongKEK) or altered, or copied from another
+// identity (sealed.ErrCorrupt) is refused naming the entry, line and the KEK
+// ids, never the key.
 //
 // Unknown fields are refused. Identities are compared byte by byte (R7), at
 // most pskstore.DefaultMaxIdentityLen bytes unless WithPolicy says otherwise.
@@ -35,6 +54,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 // Option configures Open, Parse, Marshal and Save.
@@ -44,6 +64,9 @@ type options struct {
 	policy   pskstore.Options
 	logger   *zap.Logger
 	debounce time.Duration
+	kek      *sealed.KEK
+	// plaintext accepts key_hex and key_base64 although kek is set.
+	plaintext bool
 }
 
 func newOptions(opts []Option) options {
@@ -81,3 +104,15 @@ func WithDebounce(d time.Duration) Option {
 		}
 	}
 }
+
+// WithKEK seals keys at rest under kek: Save and Marshal write key_sealed,
+// and Open, Parse and Reload open key_sealed entries and refuse plaintext
+// keys unless WithInsecurePlaintextKeys(true) is given. Nil, the default,
+// means no KEK: keys are written as key_hex and sealed entries are refused.
+func WithKEK(kek *sealed.KEK) Option { return func(o *options) { o.kek = kek } }
+
+// WithInsecurePlaintextKeys(true) accepts plaintext keys (key_hex,
+// key_base64) when loading a store that has a KEK, for a migration to sealed
+// keys; Save still seals every key. Without a KEK it has no effect: plaintext
+// is then the only form.
+func WithInsecurePlaintextKeys(allow bool) Option { return func(o *options) { o.plaintext = allow } }

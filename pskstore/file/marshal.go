@@ -3,6 +3,7 @@ package file
 import (
 	"bytes"
 	"crypto"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 const header = "PSK store (pskstore/file). It holds secret keys: keep it mode 0600 (R9)."
@@ -22,16 +24,21 @@ const header = "PSK store (pskstore/file). It holds secret keys: keep it mode 06
 // a set with a MUST finding of pskstore.CheckKeys under WithPolicy, so a
 // tool cannot write a file the gateway will not load. Identities that are
 // printable UTF-8 are written as identity, others as identity_hex; keys as
-// key_hex; every binding explicitly.
+// key_sealed under WithKEK (a fresh nonce each time), else as key_hex; every
+// binding explicitly. Parse needs the same KEK to read the result.
 func Marshal(keys []pskstore.Key, opts ...Option) ([]byte, error) {
 	o := newOptions(opts)
 	if err := pskstore.CheckKeys(keys, o.policy).Err(); err != nil {
 		return nil, fmt.Errorf("file: marshal: %w", err)
 	}
 	list := &yaml.Node{Kind: yaml.SequenceNode}
-	for _, k := range keys {
+	for i, k := range keys {
 		k.Normalize()
-		list.Content = append(list.Content, entryNode(k))
+		n, err := entryNode(k, o.kek)
+		if err != nil {
+			return nil, fmt.Errorf("file: marshal: keys[%d]: %w", i, err)
+		}
+		list.Content = append(list.Content, n)
 	}
 	doc := &yaml.Node{Kind: yaml.MappingNode, HeadComment: header, Content: []*yaml.Node{str("keys", 0), list}}
 	var buf bytes.Buffer
@@ -46,7 +53,7 @@ func Marshal(keys []pskstore.Key, opts ...Option) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func entryNode(k pskstore.Key) *yaml.Node {
+func entryNode(k pskstore.Key, kek *sealed.KEK) (*yaml.Node, error) {
 	m := &yaml.Node{Kind: yaml.MappingNode}
 	add := func(name string, v *yaml.Node) { m.Content = append(m.Content, str(name, 0), v) }
 	if printable(k.Identity) {
@@ -54,7 +61,15 @@ func entryNode(k pskstore.Key) *yaml.Node {
 	} else {
 		add("identity_hex", str(hex.EncodeToString(k.Identity), yaml.DoubleQuotedStyle))
 	}
-	add("key_hex", str(hex.EncodeToString(k.Secret), yaml.DoubleQuotedStyle))
+	if kek != nil {
+		s, err := kek.Seal(k.Identity, k.Secret)
+		if err != nil {
+			return nil, err
+		}
+		add("key_sealed", str(base64.StdEncoding.EncodeToString(s), yaml.DoubleQuotedStyle))
+	} else {
+		add("key_hex", str(hex.EncodeToString(k.Secret), yaml.DoubleQuotedStyle))
+	}
 	add("hash", str(map[crypto.Hash]string{crypto.SHA256: "sha256", crypto.SHA384: "sha384"}[k.Hash], 0))
 	for _, f := range []struct{ name, v string }{{"endpoint", k.Endpoint}, {"server_name", k.ServerName}, {"backend", k.Backend}} {
 		if f.v != "" {
@@ -92,7 +107,7 @@ func entryNode(k pskstore.Key) *yaml.Node {
 	if len(k.ImportContext) > 0 {
 		add("import_context_hex", str(hex.EncodeToString(k.ImportContext), yaml.DoubleQuotedStyle))
 	}
-	return m
+	return m, nil
 }
 
 func str(v string, style yaml.Style) *yaml.Node {
@@ -113,7 +128,8 @@ func printable(id []byte) bool {
 	return true
 }
 
-// Save writes keys (see Marshal) to path atomically: to a temporary file in
+// Save writes keys (see Marshal; sealed under WithKEK) to path atomically:
+// nothing is written unless every key passes Marshal, then to a temporary file in
 // the same directory with mode 0600, synced, then renamed over path, and the
 // directory synced. Readers, including a Store watching path, see the old or
 // the new file, never a mix. If path is a symbolic link, the link itself is

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 // maxReported bounds the problems reported for one file.
@@ -29,7 +30,8 @@ type entry struct {
 	line     int            // line of the entry
 	fields   map[string]int // YAML field -> line
 	idField  string         // "identity" or "identity_hex"
-	keyField string         // "key_hex" or "key_base64"
+	keyField string         // "key_hex", "key_base64" or "key_sealed"
+	sealed   []byte         // the decoded key_sealed value
 }
 
 // Parse decodes a key file (the format of the package doc) and checks the
@@ -39,7 +41,7 @@ type entry struct {
 // findings are not errors (Open logs them). Parse never panics on any input.
 func Parse(data []byte, opts ...Option) ([]pskstore.Key, error) {
 	o := newOptions(opts)
-	entries, _, err := parse("", data, o.policy)
+	entries, _, err := parse("", data, o)
 	if err != nil {
 		return nil, err
 	}
@@ -56,19 +58,19 @@ func keysOf(entries []entry) []pskstore.Key {
 
 // parse is Parse with a path for messages; it also returns the SHOULD
 // findings as *ParseError.
-func parse(path string, data []byte, policy pskstore.Options) (entries []entry, warnings []*ParseError, err error) {
+func parse(path string, data []byte, o options) (entries []entry, warnings []*ParseError, err error) {
 	defer func() {
 		if r := recover(); r != nil { // the YAML library is not ours; never crash a reload
 			entries, warnings = nil, nil
 			err = &ParseError{Path: path, Entry: -1, Err: fmt.Errorf("%w: parser failure", ErrSyntax)}
 		}
 	}()
-	p := &parser{path: path}
+	p := &parser{path: path, kek: o.kek, plaintext: o.plaintext}
 	root := p.document(data)
 	if root != nil {
 		entries = p.entries(root)
 	}
-	warnings = p.policy(entries, policy) // even after other problems, to report all at once
+	warnings = p.policy(entries, o.policy) // even after other problems, to report all at once
 	if len(p.errs) > 0 {
 		return nil, nil, errors.Join(p.errs...)
 	}
@@ -76,9 +78,11 @@ func parse(path string, data []byte, policy pskstore.Options) (entries []entry, 
 }
 
 type parser struct {
-	path     string
-	errs     []error // the first maxReported problems
-	problems int     // all problems, reported or not
+	path      string
+	kek       *sealed.KEK // opens key_sealed; nil refuses it
+	plaintext bool        // key_hex and key_base64 allowed although kek is set
+	errs      []error     // the first maxReported problems
+	problems  int         // all problems, reported or not
 }
 
 // fail records a problem; entry -1 and field "" for file-level problems.

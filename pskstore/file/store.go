@@ -115,7 +115,7 @@ func (s *Store) reload(log *zap.Logger) ([]pskstore.Change, error) {
 	if old != nil && old.sum == sum {
 		return nil, nil
 	}
-	entries, warnings, err := parse(s.path, data, s.opts.policy)
+	entries, warnings, err := parse(s.path, data, s.opts)
 	if err != nil {
 		return nil, err
 	}
