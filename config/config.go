@@ -34,6 +34,16 @@ type Config struct {
 	// backend.
 	DefaultBackend string `yaml:"default_backend"`
 
+	// BootstrapBackend names the LwM2M bootstrap server: Bootstrap-Requests
+	// (POST /bs) go there, everything else to the identity's backend. Empty
+	// (default): bootstrap goes to the identity's backend too.
+	BootstrapBackend string `yaml:"bootstrap_backend"`
+
+	// ServerNameBackends routes identities whose key names no backend by the
+	// server name (SNI) of their handshake: server name -> backend name,
+	// compared case-insensitively. Empty (default): no SNI routing.
+	ServerNameBackends map[string]string `yaml:"server_name_backends"`
+
 	// Store says where PSK identities and keys come from.
 	Store Store `yaml:"store"`
 
@@ -45,6 +55,47 @@ type Config struct {
 
 	// Log tunes logging.
 	Log Log `yaml:"log"`
+
+	// Limits are the admission limits against floods.
+	Limits Limits `yaml:"limits"`
+
+	// Admin is the HTTP listener for metrics, health and the registrations view.
+	Admin Admin `yaml:"admin"`
+}
+
+// Limits bound what one source or the whole internet can cost the gateway.
+type Limits struct {
+	// MaxSessions caps live sessions; further ClientHellos are dropped and
+	// counted. Default 200000; must be > 0.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxEmbryonic caps sessions that got one ClientHello and nothing since
+	// (a spoofed source never answers the cookie); oldest evicted first.
+	// Default 2048; must be > 0.
+	MaxEmbryonic int `yaml:"max_embryonic"`
+	// HandshakeRate is the sustained rate of new sessions per source IP, per
+	// second. Default 200 (a carrier-grade NAT puts many devices behind one
+	// address); 0 means unlimited.
+	HandshakeRate float64 `yaml:"handshake_rate"`
+	// HandshakeBurst is the per-IP burst of new sessions. 0 (default) means
+	// twice HandshakeRate.
+	HandshakeBurst int `yaml:"handshake_burst"`
+	// RegisterInterval is the sustained rate of Register/Bootstrap-Request
+	// per session after a burst of 5; more get 4.29. Default 10s; > 0.
+	RegisterInterval Duration `yaml:"register_interval"`
+	// MaxDatagram is the largest datagram accepted, in bytes, 1280..65535.
+	// Default 18432 (a maximal DTLS record).
+	MaxDatagram int `yaml:"max_datagram"`
+}
+
+// Admin is the gateway's HTTP listener: /metrics (Prometheus), /healthz,
+// /readyz, /registrations and, when enabled, /debug/pprof.
+type Admin struct {
+	// Address is the TCP host:port to listen on. Default "127.0.0.1:9090";
+	// ":9090" in a container so probes and Prometheus reach it. Empty
+	// string: no admin listener.
+	Address string `yaml:"address"`
+	// Pprof serves /debug/pprof on the admin listener. Default false.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Listener is one UDP socket the gateway accepts DTLS handshakes on.
@@ -57,6 +108,11 @@ type Listener struct {
 	// MissingSNI is the policy for a ClientHello without server_name
 	// (RFC 9257, rule R5). Empty means SNIAllow.
 	MissingSNI SNIPolicy `yaml:"missing_sni"`
+
+	// Backend serves identities that name no backend (and match no
+	// server_name_backends entry) on this listener. Empty (default):
+	// default_backend.
+	Backend string `yaml:"backend"`
 }
 
 // Backend is an LwM2M server the gateway forwards device traffic to.
@@ -149,6 +205,10 @@ type Sessions struct {
 	// DrainTimeout bounds graceful shutdown: sessions still open after it are
 	// closed. Must be >= 0; 0 closes them at once. Default 5s.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+
+	// RegistrationGrace is added to a registered device's LwM2M lifetime to
+	// get its idle limit when that exceeds IdleTimeout. Default 2m; > 0.
+	RegistrationGrace Duration `yaml:"registration_grace"`
 }
 
 // Log tunes logging.
@@ -174,6 +234,13 @@ const (
 	DefaultMaxIdentityLength  = 128
 	DefaultIdleTimeout        = Duration(75 * time.Minute)
 	DefaultDrainTimeout       = Duration(5 * time.Second)
+	DefaultRegistrationGrace  = Duration(2 * time.Minute)
+	DefaultRegisterInterval   = Duration(10 * time.Second)
+	DefaultMaxSessions        = 200000
+	DefaultMaxEmbryonic       = 2048
+	DefaultHandshakeRate      = 200
+	DefaultMaxDatagram        = 18432
+	DefaultAdminAddress       = "127.0.0.1:9090"
 )
 
 // Default returns a Config with every default filled in and no backends; it
@@ -192,11 +259,20 @@ func Default() *Config {
 			MaxIdentityLength:  DefaultMaxIdentityLength,
 		},
 		Sessions: Sessions{
-			IdleTimeout:    DefaultIdleTimeout,
-			OnePerIdentity: true,
-			DrainTimeout:   DefaultDrainTimeout,
+			IdleTimeout:       DefaultIdleTimeout,
+			OnePerIdentity:    true,
+			DrainTimeout:      DefaultDrainTimeout,
+			RegistrationGrace: DefaultRegistrationGrace,
 		},
-		Log: Log{Level: LevelInfo, Format: FormatJSON, Identities: IdentitiesTag},
+		Limits: Limits{
+			MaxSessions:      DefaultMaxSessions,
+			MaxEmbryonic:     DefaultMaxEmbryonic,
+			HandshakeRate:    DefaultHandshakeRate,
+			RegisterInterval: DefaultRegisterInterval,
+			MaxDatagram:      DefaultMaxDatagram,
+		},
+		Admin: Admin{Address: DefaultAdminAddress},
+		Log:   Log{Level: LevelInfo, Format: FormatJSON, Identities: IdentitiesTag},
 	}
 }
 
@@ -225,6 +301,9 @@ func (c *Config) applyDefaults() {
 	}
 	if len(c.Backends) == 0 {
 		c.Backends = nil
+	}
+	if len(c.ServerNameBackends) == 0 {
+		c.ServerNameBackends = nil
 	}
 	if c.DefaultBackend == "" && len(c.Backends) == 1 {
 		for name := range c.Backends {

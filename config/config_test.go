@@ -48,11 +48,14 @@ func TestParseFull(t *testing.T) {
 			MaxIdentityLength:  256,
 		},
 		Sessions: Sessions{
-			IdleTimeout:    Duration(150 * time.Minute),
-			OnePerIdentity: false,
-			DrainTimeout:   0,
+			IdleTimeout:       Duration(150 * time.Minute),
+			OnePerIdentity:    false,
+			DrainTimeout:      0,
+			RegistrationGrace: DefaultRegistrationGrace,
 		},
-		Log: Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
+		Log:    Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
+		Limits: Default().Limits,
+		Admin:  Default().Admin,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full.yaml) =\n%+v\nwant\n%+v", got, want)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -29,6 +30,11 @@ func (c *Config) Validate() error {
 	c.validateDTLS(&es)
 	c.validateSessions(&es)
 	c.validateLog(&es)
+	c.validateRouting(&es)
+	c.validateLimits(&es)
+	if c.Admin.Address != "" {
+		checkAddress(&es, "admin.address", c.Admin.Address, true)
+	}
 	return es.err()
 }
 
@@ -153,6 +159,51 @@ func (c *Config) validateSessions(es *FieldErrors) {
 	}
 	if s.DrainTimeout < 0 {
 		es.add("sessions.drain_timeout", s.DrainTimeout.String(), "must not be negative")
+	}
+	if s.RegistrationGrace <= 0 {
+		es.add("sessions.registration_grace", s.RegistrationGrace.String(), "must be greater than 0")
+	}
+}
+
+// validateRouting checks that every backend named for routing is declared.
+func (c *Config) validateRouting(es *FieldErrors) {
+	known := func(field, name string) {
+		if _, ok := c.Backends[name]; !ok && name != "" {
+			es.add(field, name, "names no declared backend (declared: %s)", strings.Join(c.BackendNames(), ", "))
+		}
+	}
+	known("bootstrap_backend", c.BootstrapBackend)
+	for i, l := range c.Listeners {
+		known(fmt.Sprintf("listeners[%d].backend", i), l.Backend)
+	}
+	for _, sni := range slices.Sorted(maps.Keys(c.ServerNameBackends)) {
+		name := c.ServerNameBackends[sni]
+		if name == "" {
+			es.add("server_name_backends."+sni, "", "needs a backend name")
+		}
+		known("server_name_backends."+sni, name)
+	}
+}
+
+func (c *Config) validateLimits(es *FieldErrors) {
+	l := c.Limits
+	if l.MaxSessions <= 0 {
+		es.add("limits.max_sessions", strconv.Itoa(l.MaxSessions), "must be greater than 0")
+	}
+	if l.MaxEmbryonic <= 0 {
+		es.add("limits.max_embryonic", strconv.Itoa(l.MaxEmbryonic), "must be greater than 0")
+	}
+	if l.HandshakeRate < 0 {
+		es.add("limits.handshake_rate", strconv.FormatFloat(l.HandshakeRate, 'g', -1, 64), "must not be negative (0 means unlimited)")
+	}
+	if l.HandshakeBurst < 0 {
+		es.add("limits.handshake_burst", strconv.Itoa(l.HandshakeBurst), "must not be negative")
+	}
+	if l.RegisterInterval <= 0 {
+		es.add("limits.register_interval", l.RegisterInterval.String(), "must be greater than 0")
+	}
+	if l.MaxDatagram < 1280 || l.MaxDatagram > 65535 {
+		es.add("limits.max_datagram", strconv.Itoa(l.MaxDatagram), "must be between 1280 and 65535 bytes")
 	}
 }
 

@@ -56,11 +56,12 @@ func requireTool(t *testing.T, name string) string {
 
 // gatewayProc is a running `gateway serve`.
 type gatewayProc struct {
-	cmd  *exec.Cmd
-	addr *net.UDPAddr
-	mu   sync.Mutex
-	logs []map[string]any
-	exit chan error
+	cmd        *exec.Cmd
+	configPath string // set by startGateway
+	addr       *net.UDPAddr
+	mu         sync.Mutex
+	logs       []map[string]any
+	exit       chan error
 }
 
 // startGateway writes config and keys into a temp dir and runs the binary.
@@ -82,7 +83,7 @@ func startGateway(t *testing.T, configYAML, keysYAML string) *gatewayProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	g := &gatewayProc{cmd: cmd, exit: make(chan error, 1)}
+	g := &gatewayProc{cmd: cmd, configPath: cfgPath, exit: make(chan error, 1)}
 	listening := make(chan string, 1)
 	go g.readLogs(stderr, listening)
 	go func() { g.exit <- cmd.Wait() }()

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -31,7 +32,8 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.Log)
+	level := zap.NewAtomicLevel()
+	log, err := newLogger(cfg.Log, level)
 	if err != nil {
 		return err
 	}
@@ -61,14 +63,32 @@ func serveCmd(args []string, stderr io.Writer) error {
 			log.Error("cannot watch the key file; edits need a restart", zap.Error(err))
 		}
 	}
+	if cfg.Admin.Address != "" {
+		h, err := adminHandler(srv, store, gatewayConfig(cfg, store, tagger, log).Backends, cfg.Admin.Pprof)
+		if err != nil {
+			return err
+		}
+		if _, err := serveAdmin(ctx, cfg.Admin.Address, h, log); err != nil {
+			return err
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(context.Background()) }()
 	log.Info("gateway started", zap.Int("listeners", len(srv.Addrs())), zap.Strings("backends", cfg.BackendNames()))
 
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			reload(*path, cfg, store, level, log)
+		}
 	}
 	stop() // a second signal kills the process the default way
 	drain := time.Duration(cfg.Sessions.DrainTimeout)

@@ -18,8 +18,9 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// newLogger builds the zap logger the configuration asks for.
-func newLogger(c config.Log) (*zap.Logger, error) {
+// newLogger builds the zap logger the configuration asks for at level, an
+// atomic level that a reload can change.
+func newLogger(c config.Log, level zap.AtomicLevel) (*zap.Logger, error) {
 	var zc zap.Config
 	if c.Format == config.FormatConsole {
 		zc = zap.NewDevelopmentConfig()
@@ -32,7 +33,8 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	zc.Level = zap.NewAtomicLevelAt(lvl)
+	level.SetLevel(lvl)
+	zc.Level = level
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	return zc.Build()
@@ -127,6 +129,18 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 		IdentityTag:           tagger.Tag,
 		LogIdentities:         c.Log.Identities == config.IdentitiesClear,
 		CIDLength:             c.DTLS.ConnectionIDLength,
+		BootstrapBackend:      c.BootstrapBackend,
+		ServerNameBackends:    c.ServerNameBackends,
+		RegistrationGrace:     time.Duration(c.Sessions.RegistrationGrace),
+		RegisterInterval:      time.Duration(c.Limits.RegisterInterval),
+		MaxSessions:           c.Limits.MaxSessions,
+		MaxEmbryonic:          c.Limits.MaxEmbryonic,
+		HandshakeRate:         c.Limits.HandshakeRate,
+		HandshakeBurst:        c.Limits.HandshakeBurst,
+		MaxDatagram:           c.Limits.MaxDatagram,
+	}
+	if gc.HandshakeRate == 0 {
+		gc.HandshakeRate = -1 // config: 0 means unlimited; gateway: 0 means the default
 	}
 	if gc.CIDLength == 0 {
 		gc.CIDLength = -1 // config: 0 disables; gateway: 0 means the default
@@ -136,7 +150,7 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 		if l.MissingSNI == config.SNIRequire {
 			policy = gateway.SNIRequire
 		}
-		gc.Listeners = append(gc.Listeners, gateway.Listener{Address: l.Address, MissingSNI: policy})
+		gc.Listeners = append(gc.Listeners, gateway.Listener{Address: l.Address, MissingSNI: policy, Backend: l.Backend})
 	}
 	for name, b := range c.Backends {
 		gc.Backends[name] = b.Address
