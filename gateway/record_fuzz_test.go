@@ -1,0 +1,29 @@
+package gateway
+
+import (
+	"bytes"
+	"testing"
+)
+
+// FuzzRecordHeader feeds arbitrary datagrams to the demultiplexer's header
+// readers: they must never panic, a CID they return lies inside the
+// datagram and has the configured length, and only a handshake record can
+// look like a ClientHello.
+func FuzzRecordHeader(f *testing.F) {
+	f.Add([]byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0, 36}, 8)
+	f.Add(append([]byte{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1}, bytes.Repeat([]byte{7}, 20)...), 8)
+	f.Add(append([]byte{0x3c}, bytes.Repeat([]byte{9}, 30)...), 4)
+	f.Add([]byte{}, 0)
+	f.Fuzz(func(t *testing.T, p []byte, cidLen int) {
+		cidLen %= 40
+		cid := recordCID(p, cidLen)
+		if cid != nil {
+			if len(cid) != cidLen || !bytes.Contains(p, cid) {
+				t.Fatalf("CID %x (len %d) for cidLen %d", cid, len(cid), cidLen)
+			}
+		}
+		if isClientHello(p) && p[0] != contentTypeHandshake {
+			t.Fatal("non-handshake record taken for a ClientHello")
+		}
+	})
+}
