@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh Debian machine with Go installed.
-# It installs the real peers the integration tests need (libcoap3-bin) when
-# run as root, and says what to install otherwise. Nothing is skipped.
+# It installs what the tests need (libcoap3-bin for the real CoAP peers,
+# postgresql for the shared store, file) when run as root, and says what to
+# install otherwise; it starts a throwaway PostgreSQL cluster on loopback.
+# Nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ for bin in coap-client-gnutls coap-client-openssl coap-server-notls coap-client-
   command -v "$bin" >/dev/null 2>&1 || { need_pkgs+=(libcoap3-bin); break; }
 done
 command -v file >/dev/null 2>&1 || need_pkgs+=(file) # deploy/build-static.sh checks the binary is static
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql) # pskstore/postgres tests
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${need_pkgs[*]}"
@@ -21,6 +24,12 @@ if ((${#need_pkgs[@]})); then
     exit 1
   fi
 fi
+
+# A throwaway PostgreSQL cluster for pskstore/postgres (and the replica
+# tests): started here, stopped on exit.
+echo "== starting PostgreSQL"
+eval "$(scripts/pg.sh start)"
+trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 
 echo "== go vet"
 go vet ./...

@@ -1,0 +1,204 @@
+// Package postgres is a pskstore.Store kept in PostgreSQL, shared by every
+// replica of the gateway. It owns the schema (embedded migrations, applied
+// by Open), the admin operations (Put, Rotate, Delete, PutMany, Keys,
+// Count) with the RFC 9257 policy of package pskstore on every write, and
+// the change feed: triggers record each change and NOTIFY channel
+// psk_changes, and every replica's Watch reports it (R10).
+//
+// Lookups are bounded by Config.LookupTimeout. When PostgreSQL cannot
+// answer, Lookup fails fast with an error wrapping pskstore.ErrUnavailable
+// (the gateway answers it like an unknown identity); sessions already
+// established are not affected, since they never look up again. The store
+// recovers on its own: broken connections are replaced, and while the
+// database is down only one lookup at a time probes it, the others fail at
+// once.
+//
+// It does not own the key file format, the session table nor the choice of
+// backend: cmd/gateway builds a Store from configuration.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+)
+
+var (
+	_ pskstore.Store   = (*Store)(nil)
+	_ pskstore.Watcher = (*Store)(nil)
+)
+
+// Defaults of Config.
+const (
+	DefaultLookupTimeout = 500 * time.Millisecond
+	DefaultMaxConns      = 8
+)
+
+// MaxIdentityLen is the longest identity this backend stores, in bytes: an
+// identity is the primary key, and a btree index entry holds at most about
+// 2.7 KB. Open refuses a Policy.MaxIdentityLen above it.
+const MaxIdentityLen = 2048
+
+// Config configures Open. The zero value of each field but DSN is usable.
+type Config struct {
+	// DSN locates the database, as a URL
+	// ("postgres://user@127.0.0.1:5432/db?sslmode=disable") or key=value
+	// pairs ("host=/run/postgresql dbname=gateway"); see pgx.ParseConfig.
+	// Run-time parameters such as search_path may be given in it; the
+	// tables are created in the first schema of the search path.
+	DSN string
+	// LookupTimeout bounds one Lookup, connecting included. Zero means
+	// DefaultLookupTimeout (500ms).
+	LookupTimeout time.Duration
+	// Policy is the policy every written key is checked against (R1–R8).
+	// Policy.MaxIdentityLen may not exceed MaxIdentityLen. Its
+	// Fingerprinter is ignored: the store fingerprints with its own secret.
+	Policy pskstore.Options
+	// FingerprintKey keys the fingerprints that make key material unique
+	// (R4). Nil means the secret kept in the database, drawn from
+	// crypto/rand by the first Open, so every replica shares it. A store
+	// created with a FingerprintKey must always be opened with it: Open
+	// refuses another one (a check value is kept, not the key).
+	FingerprintKey []byte
+	// MaxConns is the most database connections the store opens, besides
+	// the one its change listener holds. Zero means DefaultMaxConns (8).
+	MaxConns int
+	// Logger receives connection-state changes (database lost and back,
+	// listener reconnecting); nil means no logging. Identities are logged
+	// only as tags (R9), keys never.
+	Logger *zap.Logger
+}
+
+// Store is a PostgreSQL-backed pskstore.Store, pskstore.Watcher and key
+// administration API. It is safe for concurrent use. Close releases it.
+type Store struct {
+	pool    *pool
+	listen  *pgx.ConnConfig // the listener's connection settings
+	timeout time.Duration
+	policy  pskstore.Options
+	fp      *pskstore.Fingerprinter
+	log     *zap.Logger
+
+	down    atomic.Bool // the last lookup could not reach the database
+	probing atomic.Bool // a lookup is probing a database that was down
+
+	changes     pskstore.Notifier
+	pollEvery   time.Duration // listener's ping interval when idle
+	listenReady chan struct{} // closed once the listener first LISTENs
+	readyOnce   sync.Once
+	done        chan struct{} // closed by Close
+	wg          sync.WaitGroup
+
+	listenMu  sync.Mutex
+	listening bool // the listener goroutine was started
+	closed    bool
+}
+
+// Open connects to the database, applies the migrations it has not seen
+// (serialized between replicas by an advisory lock) and loads or creates
+// the fingerprint secret. The ctx bounds only Open itself. If the database
+// cannot be reached the error wraps pskstore.ErrUnavailable.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.DSN == "" {
+		return nil, errors.New("postgres: open: empty DSN")
+	}
+	if cfg.Policy.MaxIdentityLen > MaxIdentityLen {
+		return nil, fmt.Errorf("postgres: open: Policy.MaxIdentityLen %d above the %d bytes this backend stores",
+			cfg.Policy.MaxIdentityLen, MaxIdentityLen)
+	}
+	connCfg, err := pgx.ParseConfig(cfg.DSN)
+	if err != nil {
+		// pgx's parse errors may quote the DSN, password included: drop them.
+		return nil, errors.New("postgres: open: invalid DSN")
+	}
+	if connCfg.ConnectTimeout == 0 {
+		connCfg.ConnectTimeout = 10 * time.Second
+	}
+	app := connCfg.RuntimeParams["application_name"]
+	if app == "" {
+		app = "gateway pskstore"
+		connCfg.RuntimeParams["application_name"] = app
+	}
+	listenCfg := connCfg.Copy()
+	listenCfg.RuntimeParams["application_name"] = app + " listener"
+
+	s := &Store{
+		pool:        newPool(connCfg, orDefault(cfg.MaxConns, DefaultMaxConns)),
+		listen:      listenCfg,
+		timeout:     orDefault(cfg.LookupTimeout, DefaultLookupTimeout),
+		policy:      cfg.Policy,
+		log:         cfg.Logger,
+		pollEvery:   defaultPollEvery,
+		listenReady: make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.log = s.log.With(zap.String("store", "postgres"))
+	err = s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+		if err := migrate(ctx, c, s.log); err != nil {
+			return err
+		}
+		secret, err := fingerprintKey(ctx, c, cfg.FingerprintKey)
+		if err != nil {
+			return err
+		}
+		s.fp = pskstore.NewFingerprinter(secret)
+		return nil
+	})
+	if err != nil {
+		s.pool.close()
+		var ce *pgconn.ConnectError
+		if errors.As(err, &ce) {
+			return nil, fmt.Errorf("postgres: open: %w: %w", pskstore.ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("postgres: open: %w", sanitize(err))
+	}
+	s.policy.Fingerprinter = s.fp
+	return s, nil
+}
+
+// Close stops the change listener and closes the connections; watch
+// channels receive nothing more and still close when their context is
+// done. Methods called after Close fail with an error wrapping ErrClosed.
+// It is idempotent.
+func (s *Store) Close() error {
+	s.listenMu.Lock()
+	if s.closed {
+		s.listenMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.listenMu.Unlock()
+	close(s.done)
+	s.wg.Wait()
+	s.pool.close()
+	return nil
+}
+
+// ErrDuplicateIdentity is returned (wrapped) by Put and PutMany for an
+// identity the store already holds: Put never replaces a key; use Rotate.
+var ErrDuplicateIdentity = errors.New("postgres: identity already exists")
+
+// ErrClosed is returned (wrapped) by every method after Close.
+var ErrClosed = errors.New("postgres: store closed")
+
+// tag is the identity as it may appear in errors and logs (R9).
+func (s *Store) tag(identity []byte) string { return s.policy.Tagger.Tag(identity) }
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
