@@ -100,7 +100,11 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	s.pc.deliver(p, from)
 	if evict := srv.admission.admitEmbryo(s); len(evict) > 0 {
 		srv.stats.dropped[dropEvicted].Add(uint64(len(evict)))
-		// Closing waits for pion's handshake goroutine: never on the read loop.
+		// Unroute at once (cheap); closing waits for pion's handshake
+		// goroutine, so it never runs on the read loop.
+		for _, old := range evict {
+			srv.table.remove(old)
+		}
 		go func() {
 			for _, old := range evict {
 				old.close("evicted: no answer to the cookie")
