@@ -180,6 +180,20 @@ func (c client) dial(ctx context.Context, addr *net.UDPAddr) (*dtls.Conn, error)
 	return conn, nil
 }
 
+// mustDial completes a handshake or fails the test; the connection closes
+// at the end of the test.
+func (c client) mustDial(t *testing.T, addr *net.UDPAddr) *dtls.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := c.dial(ctx, addr)
+	if err != nil {
+		t.Fatalf("handshake as %q: %v", c.id, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
 // offerOnlyPSKKE rewrites the psk_key_exchange_modes extension to psk_ke only
 // (R3 tests); pion computes the binders after this hook.
 func offerOnlyPSKKE(h handshake.MessageClientHello) handshake.Message {

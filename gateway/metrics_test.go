@@ -23,11 +23,7 @@ func TestMetricsCarryNoIdentity(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := (client{id: k.Identity, key: k.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
 	roundTrip(t, conn, []byte("counted"))
 	if _, err := (client{id: []byte("nobody"), key: k.Secret}).dial(ctx, addr); err == nil {
 		t.Fatal("unknown identity accepted")

@@ -16,18 +16,8 @@ func TestL3BackendReachesOnlyOwningDevice(t *testing.T) {
 	backend := newEchoBackend(t)
 	a, b := testKey("dev-a", 1), testKey("dev-b", 2)
 	_, addr := startServer(t, Config{Store: newMapStore(a, b), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := (client{id: a.Identity, key: a.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.Close()
-	cb, err := (client{id: b.Identity, key: b.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
+	ca := (client{id: a.Identity, key: a.Secret}).mustDial(t, addr)
+	cb := (client{id: b.Identity, key: b.Secret}).mustDial(t, addr)
 	binary := make([]byte, 1000)
 	_, _ = rand.Read(binary)
 	roundTrip(t, ca, binary) // L4: arbitrary bytes, unchanged
@@ -58,19 +48,9 @@ func TestNewHandshakeReplacesOldSession(t *testing.T) {
 	backend := newEchoBackend(t)
 	k := testKey("dev", 1)
 	srv, addr := startServer(t, Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	first, err := (client{id: k.Identity, key: k.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
+	first := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
 	roundTrip(t, first, []byte("one"))
-	second, err := (client{id: k.Identity, key: k.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
+	second := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
 	roundTrip(t, second, []byte("two"))
 	waitFor(t, func() bool { return srv.Stats().Established == 1 }, "one session left, have %d", srv.Stats().Established)
 	// The old session got close_notify.
@@ -85,18 +65,8 @@ func TestR10CloseIdentity(t *testing.T) {
 	backend := newEchoBackend(t)
 	a, b := testKey("dev-a", 1), testKey("dev-b", 2)
 	srv, addr := startServer(t, Config{Store: newMapStore(a, b), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := (client{id: a.Identity, key: a.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.Close()
-	cb, err := (client{id: b.Identity, key: b.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
+	ca := (client{id: a.Identity, key: a.Secret}).mustDial(t, addr)
+	cb := (client{id: b.Identity, key: b.Secret}).mustDial(t, addr)
 	if n := srv.CloseIdentity(a.Identity, "revoked"); n != 1 {
 		t.Fatalf("closed %d sessions, want 1", n)
 	}
@@ -113,13 +83,7 @@ func TestGarbageDoesNotDisturbSessions(t *testing.T) {
 	backend := newEchoBackend(t)
 	k := testKey("dev", 1)
 	srv, addr := startServer(t, Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}, MaxDatagram: 4096})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := (client{id: k.Identity, key: k.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
 	attacker, err := net.DialUDP("udp", nil, addr)
 	if err != nil {
 		t.Fatal(err)
@@ -169,13 +133,7 @@ func TestIdleTimeoutClosesSession(t *testing.T) {
 	backend := newEchoBackend(t)
 	k := testKey("dev", 1)
 	srv, addr := startServer(t, Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}, IdleTimeout: 300 * time.Millisecond})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := (client{id: k.Identity, key: k.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
 	roundTrip(t, conn, []byte("x"))
 	waitFor(t, func() bool { return srv.Stats().Sessions == 0 }, "idle session reaped")
 }
@@ -186,11 +144,7 @@ func TestShutdownSendsCloseNotify(t *testing.T) {
 	srv, addr := startServer(t, Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := (client{id: k.Identity, key: k.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
 	roundTrip(t, conn, []byte("x"))
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)

@@ -26,21 +26,9 @@ func TestR10RevocationThroughStoreWatch(t *testing.T) {
 	_, addr := startServer(t, Config{Store: store, Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca, err := (client{id: a.Identity, key: a.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.Close()
-	cb, err := (client{id: b.Identity, key: b.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
-	cc, err := (client{id: c.Identity, key: c.Secret}).dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	ca := (client{id: a.Identity, key: a.Secret}).mustDial(t, addr)
+	cb := (client{id: b.Identity, key: b.Secret}).mustDial(t, addr)
+	cc := (client{id: c.Identity, key: c.Secret}).mustDial(t, addr)
 	roundTrip(t, ca, []byte("before"))
 
 	start := time.Now()
