@@ -3,7 +3,7 @@
 # builds it (same command, same flags) into OUTDIR/gateway, then prove it is
 # a static executable: `file` must say "statically linked" and `ldd` must say
 # "not a dynamic executable". This is CI's proof of what the image contains,
-# since CI cannot build images (deploy/deploy_test.go runs it).
+# since CI cannot build images (deploy/binary_test.go runs it).
 #
 # Needs: go (the version of go.mod), file, ldd (libc-bin).
 set -euo pipefail

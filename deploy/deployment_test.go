@@ -16,7 +16,8 @@ type deployment struct {
 		} `yaml:"selector"`
 		Template struct {
 			Metadata struct {
-				Labels map[string]string `yaml:"labels"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
 			} `yaml:"metadata"`
 			Spec podSpec `yaml:"spec"`
 		} `yaml:"template"`
@@ -98,6 +99,10 @@ type source struct {
 	} `yaml:"items"`
 }
 
+// adminPort is the TCP port of the admin listener (admin.address in the
+// ConfigMap): probes, metrics.
+const adminPort = 9090
+
 func loadDeployment(t *testing.T, ms []manifest) deployment {
 	t.Helper()
 	var d deployment
@@ -156,8 +161,9 @@ func projectedFiles(t *testing.T, d deployment, dir string) (files map[string]st
 }
 
 // TestDeployment: two replicas, non-root with the image's user, read-only
-// root, no capabilities, resources, probes on an existing TCP port, and
-// /etc/gateway as the one read-only mount the image's entrypoint expects.
+// root, no capabilities, resources, probes and Prometheus scrape annotations
+// on an existing TCP port, and /etc/gateway as the one read-only mount the
+// image's entrypoint expects.
 func TestDeployment(t *testing.T) {
 	ms := loadManifests(t)
 	d := loadDeployment(t, ms)
@@ -235,9 +241,18 @@ func TestDeployment(t *testing.T) {
 		if p.probe.HTTPGet.Path != p.path {
 			t.Errorf("%s: path %q, want %q", p.name, p.probe.HTTPGet.Path, p.path)
 		}
-		if port := c.containerPort(p.probe.HTTPGet.Port, "TCP"); port != 9090 {
-			t.Errorf("%s: port %v is not the TCP container port 9090 (resolved to %d)", p.name, p.probe.HTTPGet.Port, port)
+		if port := c.containerPort(p.probe.HTTPGet.Port, "TCP"); port != adminPort {
+			t.Errorf("%s: port %v is not the TCP container port %d (resolved to %d)", p.name, p.probe.HTTPGet.Port, adminPort, port)
 		}
+	}
+
+	// Prometheus scrape annotations: the admin port and path.
+	ann := d.Spec.Template.Metadata.Annotations
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("pod annotations %v: want prometheus.io/scrape \"true\" and prometheus.io/path /metrics", ann)
+	}
+	if n, err := strconv.Atoi(ann["prometheus.io/port"]); err != nil || n != adminPort || c.containerPort(portRef{num: n}, "TCP") != adminPort {
+		t.Errorf("prometheus.io/port %q: want the TCP container port %d", ann["prometheus.io/port"], adminPort)
 	}
 
 	// The image's entrypoint alone starts the gateway.

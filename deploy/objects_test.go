@@ -91,8 +91,10 @@ func gatewayConfig(t *testing.T, ms []manifest) []byte {
 }
 
 // TestConfigMap: the mounted gateway.yaml passes config.Parse, listens on
-// the container's UDP port, drains within the grace period, and finds its
-// key file and tag secret in the same projected volume.
+// the container's UDP port, serves the admin endpoints on the probes' TCP
+// port on every pod address, caps sessions within the memory limit, drains
+// within the grace period, and finds its key file, tag secret and KEK (if
+// any) in the same projected volume.
 func TestConfigMap(t *testing.T) {
 	ms := loadManifests(t)
 	d := loadDeployment(t, ms)
@@ -109,6 +111,17 @@ func TestConfigMap(t *testing.T) {
 			t.Errorf("listener %s: no UDP container port %s", l.Address, port)
 		}
 	}
+	host, port, err := net.SplitHostPort(cfg.Admin.Address)
+	if n, err2 := strconv.Atoi(port); err != nil || err2 != nil || n != adminPort || c.containerPort(portRef{num: n}, "TCP") != adminPort {
+		t.Errorf("admin.address %q: want the TCP container port %d of the probes", cfg.Admin.Address, adminPort)
+	}
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		t.Errorf("admin.address %q: the kubelet and Prometheus reach the pod address, not %s", cfg.Admin.Address, host)
+	}
+	// deployment.yaml sizes memory at about 50 KB per session plus 100 MB.
+	if lim, err := quantity(c.Resources.Limits["memory"]); err != nil || int64(cfg.Limits.MaxSessions)*50e3+100e6 > lim/1000 {
+		t.Errorf("limits.max_sessions %d x 50 KB + 100 MB does not fit the memory limit %s", cfg.Limits.MaxSessions, c.Resources.Limits["memory"])
+	}
 	if grace := time.Duration(d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; time.Duration(cfg.Sessions.DrainTimeout) >= grace {
 		t.Errorf("sessions.drain_timeout %v is not below terminationGracePeriodSeconds %v", time.Duration(cfg.Sessions.DrainTimeout), grace)
 	}
@@ -116,7 +129,11 @@ func TestConfigMap(t *testing.T) {
 		t.Errorf("store.type %q, want file", cfg.Store.Type)
 	}
 	files, _ := projectedFiles(t, d, path.Dir(img.configPath))
-	for field, p := range map[string]string{"store.path": cfg.Store.Path, "store.tag_key_file": cfg.Store.TagKeyFile} {
+	secretFiles := map[string]string{"store.path": cfg.Store.Path, "store.tag_key_file": cfg.Store.TagKeyFile}
+	if cfg.Store.KEKFile != "" {
+		secretFiles["store.kek_file"] = cfg.Store.KEKFile
+	}
+	for field, p := range secretFiles {
 		if p == "" || path.IsAbs(p) || strings.Contains(p, "/") {
 			t.Errorf("%s %q: want a file name next to gateway.yaml", field, p)
 			continue

@@ -48,8 +48,8 @@ func TestSystemdUnit(t *testing.T) {
 		"ProtectSystem":           "strict",
 		"ReadOnlyPaths":           "/etc/gateway",
 		"Restart":                 "on-failure",
-		"ExecReload":              "/bin/kill -HUP $MAINPID",
-		"RestartForceExitStatus":  "SIGHUP",
+		"ExecReload":              "/bin/kill -HUP $MAINPID", // SIGHUP reloads (cmd/gateway/reload.go)
+		"RestartForceExitStatus":  "SIGHUP",                  // a SIGHUP before the handler is installed kills: restart
 		"PrivateTmp":              "yes",
 		"ProtectHome":             "yes",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
