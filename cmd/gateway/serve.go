@@ -28,6 +28,12 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if *path == "" || fs.NArg() != 0 {
 		return usageError{"serve needs --config FILE and no other arguments"}
 	}
+	// Catch SIGHUP from the start: a reload sent while the gateway is still
+	// starting must not kill it (the default action); it is handled once
+	// serving.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -76,9 +82,6 @@ func serveCmd(args []string, stderr io.Writer) error {
 	go func() { errc <- srv.Serve(context.Background()) }()
 	log.Info("gateway started", zap.Int("listeners", len(srv.Addrs())), zap.Strings("backends", cfg.BackendNames()))
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 wait:
 	for {
 		select {
