@@ -80,6 +80,14 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 		srv.stats.drop(dropNotHello)
 		return
 	}
+	switch srv.inspectClientHello(p) {
+	case helloMalformed:
+		srv.stats.drop(dropNotHello)
+		return
+	case helloNoCommonSuite:
+		srv.stats.drop(dropNoCommonSuite)
+		return
+	}
 	if srv.table.len() >= srv.cfg.MaxSessions {
 		srv.stats.drop(dropSessionLimit)
 		return

@@ -27,19 +27,20 @@ type Stats struct {
 type dropReason uint8
 
 const (
-	dropOversize     dropReason = iota // larger than MaxDatagram, or empty
-	dropUnknownCID                     // a CID record naming no session
-	dropNotHello                       // no session and not a ClientHello
-	dropQueueFull                      // the session's inbound queue was full
-	dropNoSession                      // a session could not be started
-	dropSessionLimit                   // MaxSessions reached
-	dropRateLimited                    // the source IP's HandshakeRate exceeded
-	dropEvicted                        // an embryonic session evicted (counts sessions)
+	dropOversize      dropReason = iota // larger than MaxDatagram, or empty
+	dropUnknownCID                      // a CID record naming no session
+	dropNotHello                        // no session and not a ClientHello
+	dropQueueFull                       // the session's inbound queue was full
+	dropNoSession                       // a session could not be started
+	dropSessionLimit                    // MaxSessions reached
+	dropRateLimited                     // the source IP's HandshakeRate exceeded
+	dropEvicted                         // an embryonic session evicted (counts sessions)
+	dropNoCommonSuite                   // a ClientHello offering none of our suites
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{"oversize", "unknown_cid", "not_client_hello", "queue_full", "no_session",
-	"session_limit", "rate_limited", "evicted_embryonic"}
+	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite"}
 
 // traffic counts one backend's datagrams and bytes, both ways.
 type traffic struct {
