@@ -1,7 +1,10 @@
 # make test   — the whole suite: installs missing peers (libcoap3-bin) when
 #               run as root, vets, runs unit, race, fuzz-smoke and integration tests.
 # make demo   — the gateway with simulated devices and a built-in backend.
-.PHONY: test demo build vet
+.PHONY: test demo build vet bench
+
+# make bench  — the benchmark table (server CPU per operation, side by side
+#               with raw pion/dtls and libcoap); writes bench/BENCHMARKS.md.
 
 test:
 	./scripts/test.sh
@@ -14,3 +17,6 @@ build:
 
 vet:
 	go vet ./...
+
+bench:
+	./bench/run.sh

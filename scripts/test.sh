@@ -42,6 +42,10 @@ fi
 echo "== go test -race (all packages)"
 go test -race -count=1 -timeout 20m ./...
 
+echo "== benchmark smoke run (every measurement at tiny size)"
+./bench/run.sh --smoke > /tmp/gateway-bench-smoke.log 2>&1 || { cat /tmp/gateway-bench-smoke.log >&2; exit 1; }
+tail -n 3 /tmp/gateway-bench-smoke.log
+
 echo "== load-sensitive tests without -race (build tag !race)"
 go test -count=1 -run 'Flood' -v ./gateway/ | grep -E '^(=== RUN|--- |\s+flood_test|ok|FAIL)'
 

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Server kinds.
+const (
+	kindGateway = "gateway"
+	kindPion    = "pion"
+	kindLibcoap = "libcoap"
+)
+
+// server is one server process under measurement.
+type server struct {
+	kind    string
+	cmd     *exec.Cmd
+	addr    string // DTLS address, host:port
+	pprof   string // pionecho's pprof address
+	metrics string // the gateway's admin /metrics URL, if it has one
+	logPath string
+	exited  chan struct{}
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+// freePort returns a UDP port that was free a moment ago on loopback.
+func freePort() (int, error) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+func freeTCPPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startServer starts a server of kind over the key file keys (YAML; for
+// libcoap, the shared text key). The gateway forwards to backendPort.
+func (e *env) startServer(kind, keys string, backendPort int, name string) (*server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(e.work, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &server{kind: kind, addr: fmt.Sprintf("127.0.0.1:%d", port), logPath: filepath.Join(dir, kind+".log"), exited: make(chan struct{})}
+	var cmd *exec.Cmd
+	switch kind {
+	case kindGateway:
+		cfg := filepath.Join(dir, "gateway.yaml")
+		// The defaults of deploy/examples/gateway.yaml, on loopback.
+		conf := fmt.Sprintf("listeners: [{address: %q}]\nbackends: {dm: {address: \"127.0.0.1:%d\"}}\nstore: {path: %q}\nlog: {level: info}\n",
+			s.addr, backendPort, keys)
+		if e.gatewayAdmin(keys) {
+			ap, err := freeTCPPort()
+			if err != nil {
+				return nil, err
+			}
+			conf += fmt.Sprintf("admin: {address: \"127.0.0.1:%d\"}\n", ap)
+			s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ap)
+		}
+		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		cmd = exec.Command(filepath.Join(e.bin, "gateway"), "serve", "--config", cfg)
+	case kindPion:
+		pp, err := freeTCPPort()
+		if err != nil {
+			return nil, err
+		}
+		s.pprof = fmt.Sprintf("127.0.0.1:%d", pp)
+		cmd = exec.Command(filepath.Join(e.bin, "pionecho"), "--listen", s.addr, "--keys", keys, "--pprof", s.pprof)
+	case kindLibcoap:
+		// -p P serves CoAP on P and DTLS on P+1; -h "" sends no identity
+		// hint; -k is the key for every identity.
+		plain, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		for plain == port-1 || plain+1 == port {
+			if plain, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		s.addr = fmt.Sprintf("127.0.0.1:%d", plain+1)
+		cmd = exec.Command(e.libcoap, "-A", "127.0.0.1", "-p", strconv.Itoa(plain), "-k", keys, "-h", "", "-v", "3")
+	default:
+		return nil, fmt.Errorf("unknown server kind %q", kind)
+	}
+	logf, err := os.Create(s.logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.cmd = cmd
+	go func() { _ = cmd.Wait(); close(s.exited) }()
+	if err := s.waitReady(20 * time.Second); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("%s: %w (log %s)", kind, err, s.logPath)
+	}
+	return s, nil
+}
+
+// waitReady waits until the process has bound its DTLS port (a UDP socket
+// on the port in /proc/PID/net/udp).
+func (s *server) waitReady(limit time.Duration) error {
+	_, port, _ := net.SplitHostPort(s.addr)
+	p, _ := strconv.Atoi(port)
+	want := fmt.Sprintf(":%04X ", p)
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("exited during start-up")
+		default:
+		}
+		if f, err := os.Open(fmt.Sprintf("/proc/%d/net/udp", s.pid())); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				fields := strings.Fields(sc.Text())
+				if len(fields) > 2 && strings.HasSuffix(fields[1]+" ", want) {
+					f.Close()
+					return nil
+				}
+			}
+			f.Close()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not listening on %s after %s", s.addr, limit)
+}
+
+// stop sends SIGTERM and waits (SIGKILL after 10 s).
+func (s *server) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+// textKey is a random 32-character alphanumeric key, for libcoap's -k
+// (argv cannot carry arbitrary bytes).
+func textKey() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, 32)
+	for i := range b {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		b[i] = alphabet[n.Int64()]
+	}
+	return string(b)
+}
+
+// csvKeys writes n devices sharing key to a CSV key file for devsim.
+func csvKeys(path string, n int, key string) error {
+	var b strings.Builder
+	b.WriteString("identity,key_hex,endpoint\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "load%06d,%x,urn:dev:load%06d\n", i, key, i)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// gatewayAdmin reports, once, whether the gateway's configuration has an
+// admin section (an HTTP listener with /metrics): the runner then gives it
+// a free port, rather than a fixed default another program may hold, and
+// reads the gateway's goroutine count from it.
+func (e *env) gatewayAdmin(keys string) bool {
+	e.adminOnce.Do(func() {
+		cfg := filepath.Join(e.work, "admin-probe.yaml")
+		conf := fmt.Sprintf("listeners: [{address: \"127.0.0.1:0\"}]\nbackends: {dm: {address: \"127.0.0.1:9\"}}\nstore: {path: %q}\nadmin: {address: \"127.0.0.1:0\"}\n", keys)
+		if os.WriteFile(cfg, []byte(conf), 0o600) != nil {
+			return
+		}
+		e.admin = exec.Command(filepath.Join(e.bin, "gateway"), "check-config", cfg).Run() == nil
+		e.logf("gateway admin listener (/metrics): %v", e.admin)
+	})
+	return e.admin
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
+	"github.com/lwm2m-gateway/gateway/pskstore"
+)
+
+// client is one connected simulated device.
+type client interface {
+	// setup runs what the device does right after its handshake (LwM2M:
+	// Register, and the backend's Observe when the pattern notifies),
+	// reporting each step through step.
+	setup(ctx context.Context, step stepFunc) error
+	// do runs one operation of the message pattern and waits for its end.
+	do(ctx context.Context, op string) error
+	// close ends the session (LwM2M: after De-register with --deregister).
+	close(ctx context.Context)
+}
+
+// stepFunc times f and records it as one request of operation op.
+type stepFunc func(op string, f func() error) error
+
+type slotState uint8
+
+const (
+	stateDown slotState = iota
+	stateConnecting
+	stateUp
+)
+
+// slot is one device of the fleet: its handshake, its key, and its current
+// connection if any.
+type slot struct {
+	idx  int
+	prof *profile
+	key  pskstore.Key
+
+	mu       sync.Mutex
+	state    slotState
+	c        client
+	inflight int
+}
+
+// runner runs the phases of a load run (see run in main.go).
+type runner struct {
+	o       *options
+	slots   []*slot
+	st      *stats
+	backend *embeddedBackend // nil without --backend
+	tmpl    []byte           // raw mode request
+
+	connSem chan struct{} // bounds handshakes in flight (--concurrency)
+	cursor  atomic.Uint64 // round-robin position for messages
+
+	opMu  sync.Mutex
+	opSeq *wrr
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	bg sync.WaitGroup // churn reconnections
+}
+
+func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, backend *embeddedBackend, tmpl []byte) *runner {
+	r := &runner{
+		o: o, st: newStats(), backend: backend, tmpl: tmpl,
+		connSem: make(chan struct{}, o.concurrency),
+		opSeq:   newWRR(o.pattern.weights),
+		rng:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)),
+	}
+	r.slots = make([]*slot, len(profs))
+	for i, p := range profs {
+		s := &slot{idx: i, prof: p}
+		if keys != nil {
+			s.key = keys[picked[i]]
+		}
+		r.slots[i] = s
+	}
+	return r
+}
+
+// dial runs one device's handshake.
+func (r *runner) dial(ctx context.Context, s *slot) (client, error) {
+	if r.o.raw {
+		c, err := dialRaw(ctx, r.o.server, s.idx, r.o.sourceIPs, s.prof, s.key, r.o.serverName, r.o.noDTLS, r.tmpl)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	var b *devsim.Backend
+	if r.backend != nil {
+		b = r.backend.lwm2m
+	}
+	c, err := dialLwM2M(ctx, r.o, s.prof, s.key, b)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// setState moves s to state (and client c when up), keeping the count of
+// connected devices. The caller holds s.mu.
+func (r *runner) setState(s *slot, state slotState, c client) {
+	if s.state == stateUp && state != stateUp {
+		r.st.up.Add(-1)
+	}
+	if state == stateUp && s.state != stateUp {
+		r.st.up.Add(1)
+	}
+	s.state, s.c = state, c
+}
+
+// connect runs the handshake and the setup of slot s, which the caller
+// has marked connecting; it ends with s up or down.
+func (r *runner) connect(ctx context.Context, s *slot) {
+	hctx, cancel := context.WithTimeout(ctx, r.o.timeout)
+	t0 := time.Now()
+	c, err := r.dial(hctx, s)
+	cancel()
+	r.st.handshake(s.prof, time.Since(t0), err)
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, r.o.timeout)
+		err = c.setup(sctx, func(op string, f func() error) error {
+			t := time.Now()
+			err := f()
+			r.st.op(op, time.Since(t), err)
+			return err
+		})
+		cancel()
+		if err != nil {
+			c.close(ctx)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		r.setState(s, stateDown, nil)
+		return
+	}
+	r.setState(s, stateUp, c)
+}
+
+// connectAll is the connect phase: every device once, at --connect-rate,
+// at most --concurrency handshakes in flight.
+func (r *runner) connectAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, s := range r.slots {
+		if r.o.connectRate > 0 {
+			due := start.Add(time.Duration(float64(i) / r.o.connectRate * float64(time.Second)))
+			if !sleepUntil(ctx, due) {
+				break
+			}
+		}
+		select {
+		case r.connSem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		s.mu.Lock()
+		s.state = stateConnecting
+		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-r.connSem }()
+			r.connect(ctx, s)
+		}()
+	}
+	wg.Wait()
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// closeAll ends every session, 64 at a time.
+func (r *runner) closeAll(ctx context.Context) {
+	r.bg.Wait()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, s := range r.slots {
+		s.mu.Lock()
+		c := s.c
+		r.setState(s, stateDown, nil)
+		s.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, r.o.timeout)
+			defer cancel()
+			c.close(cctx)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+)
+
+const hexKey = "8f1c2a9b7e3d4c5f60718293a4b5c6d7e8f9012345678901abcdef0123456789"
+
+func TestParseCSVKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    []string // identity/endpoint pairs
+		wantErr string   // substring; "" for success
+	}{
+		{name: "header and comment", in: "# keys\nidentity,key_hex,endpoint\ndev-1," + hexKey + ",urn:dev:1\n",
+			want: []string{"dev-1", "urn:dev:1"}},
+		{name: "endpoint defaults to identity", in: "dev-2," + hexKey + "\n", want: []string{"dev-2", "dev-2"}},
+		{name: "spaces trimmed", in: "dev-3, " + hexKey + " , urn:dev:3\n", want: []string{"dev-3", "urn:dev:3"}},
+		{name: "two devices", in: "a," + hexKey + ",ea\nb," + hexKey + ",eb\n", want: []string{"a", "ea", "b", "eb"}},
+		{name: "bad hex", in: "dev," + hexKey[:5] + "zz\n", wantErr: "line 1: key_hex"},
+		{name: "empty key", in: "dev,,urn\n", wantErr: "key_hex"},
+		{name: "one field", in: "dev\n", wantErr: "line 1: want identity,key_hex"},
+		{name: "four fields", in: "dev," + hexKey + ",ep,x\n", wantErr: "got 4 fields"},
+		{name: "empty identity", in: " ," + hexKey + "\n", wantErr: "empty identity"},
+		{name: "duplicate", in: "a," + hexKey + "\na," + hexKey + "\n", wantErr: "line 2: identity repeats line 1"},
+		{name: "no keys", in: "# nothing\n", wantErr: "no keys"},
+		{name: "bad quoting", in: "\"a," + hexKey + "\n", wantErr: "line"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			keys, err := parseCSVKeys(strings.NewReader(tt.in))
+			if tt.wantErr != "" {
+				if !errors.Is(err, errCSV) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), hexKey[:16]) {
+					t.Fatalf("error echoes the key: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, k := range keys {
+				got = append(got, string(k.Identity), k.Endpoint)
+				if len(k.Secret) != 32 {
+					t.Errorf("key of %s is %d bytes", k.Identity, len(k.Secret))
+				}
+				for _, p := range profiles {
+					if !p.allows(k) {
+						t.Errorf("CSV key does not allow %s", p.name)
+					}
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// --gen-keys writes a file the gateway's own parser accepts, with bindings
+// that match the mix, and loadKeys reads it (and the CSV variant) back.
+func TestGenKeysRoundTrip(t *testing.T) {
+	m, err := parseMix("1.3-dhe=60,1.3-ke=20,1.2-ccm8=20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := genKeys(50, m, "gw.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"keys.yaml", "keys.csv"} {
+		path := filepath.Join(dir, name)
+		if err := writeKeys(path, keys); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600 (R9)", name, st.Mode().Perm())
+		}
+		got, err := loadKeys(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 50 {
+			t.Fatalf("%s: %d keys", name, len(got))
+		}
+		profs := m.assign(50)
+		picked, shared, err := pickKeys(got, profs)
+		if err != nil || shared != 0 {
+			t.Fatalf("%s: pickKeys: shared %d, %v", name, shared, err)
+		}
+		for i, p := range profs {
+			if picked[i] != i {
+				t.Errorf("%s: device %d got key %d", name, i, picked[i])
+			}
+			k := got[i]
+			if string(k.Identity) != string(keys[i].Identity) || k.Endpoint != keys[i].Endpoint || !bytes.Equal(k.Secret, keys[i].Secret) {
+				t.Errorf("%s: key %d differs after the round trip", name, i)
+			}
+			if name == "keys.yaml" {
+				if k.ServerName != "gw.example" {
+					t.Errorf("key %d server name %q", i, k.ServerName)
+				}
+				wantKE, wantLegacy := p.name == "1.3-ke", p.name == "1.2-ccm8"
+				if k.Modes.Has(pskstore.ModeKE) != wantKE || k.Legacy != wantLegacy {
+					t.Errorf("key %d (%s): modes %v legacy %v", i, p.name, k.Modes, k.Legacy)
+				}
+			}
+		}
+	}
+	if keys[0].Endpoint != "urn:dev:load000001" || string(keys[49].Identity) != "load000050" {
+		t.Errorf("names: %s %s", keys[0].Endpoint, keys[49].Identity)
+	}
+}
+
+func TestLoadKeysRefusesWhatTheGatewayRefuses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "short.yaml")
+	// R1: a 15-byte key.
+	data := "keys:\n  - identity: \"d\"\n    key_hex: \"000102030405060708090a0b0c0d0e\"\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadKeys(path); err == nil {
+		t.Fatal("a 15-byte key was accepted")
+	}
+}
+
+func TestPickKeys(t *testing.T) {
+	key := func(id string, modes pskstore.Modes, legacy bool) pskstore.Key {
+		return pskstore.Key{Identity: []byte(id), Secret: make([]byte, 32), Modes: modes, Legacy: legacy}
+	}
+	keys := []pskstore.Key{
+		key("dhe", pskstore.ModeDHE, false),
+		key("ke", pskstore.ModeDHE|pskstore.ModeKE, false),
+		key("legacy", pskstore.ModeDHE, true),
+	}
+	dhe, ke, ccm8 := findProfile("1.3-dhe"), findProfile("1.3-ke"), findProfile("1.2-ccm8")
+
+	// Device order differs from key order: each still gets a fitting key.
+	picked, shared, err := pickKeys(keys, []*profile{ccm8, ke, dhe})
+	if err != nil || shared != 0 {
+		t.Fatalf("shared %d, %v", shared, err)
+	}
+	if want := []int{2, 1, 0}; picked[0] != want[0] || picked[1] != want[1] || picked[2] != want[2] {
+		t.Errorf("picked %v, want %v", picked, want)
+	}
+	// More psk_ke devices than psk_ke keys: the key is shared.
+	_, shared, err = pickKeys(keys, []*profile{ke, ke, ke})
+	if err != nil || shared != 2 {
+		t.Errorf("shared %d, %v; want 2", shared, err)
+	}
+	// No key allows plain PSK.
+	if _, _, err := pickKeys(keys[:2], []*profile{ccm8}); err == nil {
+		t.Error("no error without a legacy key")
+	}
+}

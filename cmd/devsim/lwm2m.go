@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
+)
+
+// Operations of a message pattern (--pattern). Register and observe also
+// run once after every handshake in LwM2M mode (observe only when the
+// pattern has notify).
+const (
+	opRegister = "register" // device: POST /rd?ep=… (again)
+	opUpdate   = "update"   // device: POST /rd/{location}
+	opNotify   = "notify"   // device: 2.05 notification on the backend's observation of /3/0/9
+	opRead     = "read"     // backend: GET /3/0/0, answered by the device through the gateway
+	opSend     = "send"     // device: LwM2M Send, POST /dp with SenML JSON
+	opObserve  = "observe"  // backend: GET Observe=0 /3/0/9 (setup only)
+	opEcho     = "echo"     // raw mode: one request of --size bytes
+)
+
+// lwm2mOps are the operations --pattern accepts in LwM2M mode.
+var lwm2mOps = []string{opUpdate, opNotify, opRead, opSend, opRegister}
+
+// needsBackend reports whether an operation is driven from the backend
+// side, so the tool must run the backend itself (--backend).
+func needsBackend(op string) bool { return op == opRead || op == opNotify }
+
+// lwm2mClient is one LwM2M-mode device: a devsim.Device, and the embedded
+// backend when the pattern has backend-side operations.
+type lwm2mClient struct {
+	dev        *devsim.Device
+	backend    *devsim.Backend // nil without --backend
+	observe    bool
+	deregister bool
+	n          atomic.Int64
+}
+
+// dialLwM2M runs the DTLS handshake of one device (devsim.Dial).
+func dialLwM2M(ctx context.Context, o *options, p *profile, k pskstore.Key, backend *devsim.Backend) (*lwm2mClient, error) {
+	ep := k.Endpoint
+	if ep == "" {
+		ep = string(k.Identity)
+	}
+	cfg := devsim.DeviceConfig{
+		Server: o.server, Identity: k.Identity, Key: k.Secret, Hash: k.Hash,
+		Version: p.version, Mode: p.mode, CipherSuites: []ciphersuite.ID{suiteFor(p, k)},
+		ServerName: o.serverName, Endpoint: ep, Lifetime: o.lifetime, HandshakeTimeout: o.timeout,
+	}
+	d, err := devsim.Dial(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &lwm2mClient{dev: d, backend: backend, observe: o.pattern.has(opNotify), deregister: o.deregister}, nil
+}
+
+// setup registers the device and, for a pattern with notify, has the
+// backend observe its battery level.
+func (c *lwm2mClient) setup(ctx context.Context, step stepFunc) error {
+	if err := step(opRegister, func() error { _, err := c.dev.Register(ctx); return err }); err != nil {
+		return err
+	}
+	if !c.observe || c.backend == nil {
+		return nil
+	}
+	return step(opObserve, func() error {
+		// Notifications land in the backend's buffer, which drops what
+		// nobody reads: the tool measures the device's round trip.
+		_, err := c.backend.Observe(ctx, c.dev.Endpoint(), "/3/0/9")
+		return err
+	})
+}
+
+func (c *lwm2mClient) do(ctx context.Context, op string) error {
+	n := c.n.Add(1)
+	switch op {
+	case opUpdate:
+		return c.dev.Update(ctx)
+	case opRegister:
+		_, err := c.dev.Register(ctx)
+		return err
+	case opNotify:
+		return c.dev.Notify(ctx, fmt.Appendf(nil, "%d", 100-n%100))
+	case opRead:
+		_, err := c.backend.Read(ctx, c.dev.Endpoint(), "/3/0/0")
+		return err
+	case opSend:
+		return c.dev.Send(ctx, fmt.Appendf(nil, `[{"n":"/3/0/9","v":%d,"t":%d}]`, 100-n%100, time.Now().Unix()))
+	}
+	return fmt.Errorf("unknown operation %q", op)
+}
+
+func (c *lwm2mClient) close(ctx context.Context) {
+	if c.deregister && c.dev.Location() != "" {
+		_ = c.dev.Deregister(ctx)
+	}
+	_ = c.dev.Close()
+}
