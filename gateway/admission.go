@@ -97,5 +97,5 @@ func (s *session) isEmbryonic() bool {
 func (s *session) isEstablished() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.ups) > 0 || s.closed
+	return s.established || s.closed
 }

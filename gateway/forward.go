@@ -67,10 +67,18 @@ func (s *session) establish() error {
 	name := s.backendFor(key, state.ServerName)
 	s.binding = lwm2m.NewBinding(key.Endpoint)
 	s.backend = name
-	up, err := s.dialUpstream(name)
-	if err != nil {
-		return err
+	if _, ok := srv.cfg.Backends[name]; !ok {
+		return ErrNoBackend
 	}
+	// The upstream socket opens with the device's first datagram (route):
+	// a handshake costs no socket, and a device that never speaks holds none.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.established = true
+	s.mu.Unlock()
 	if !srv.cfg.AllowParallelSessions {
 		if old := srv.table.claimIdentity(s, key.Identity); old != nil {
 			old.close("replaced by a new session of the same identity")
@@ -95,7 +103,6 @@ func (s *session) establish() error {
 		zap.String("suite", state.CipherSuiteID.String()),
 		zap.String("mode", mode),
 		zap.String("backend", name),
-		zap.Stringer("upstream", up.conn.LocalAddr()),
 	}
 	if srv.cfg.LogIdentities {
 		fields = append(fields, zap.ByteString("identity", key.Identity))
@@ -196,7 +203,7 @@ func (s *session) close(reason string) {
 		srv.table.remove(s)
 		s.mu.Lock()
 		s.closed = true
-		ups, established := s.ups, len(s.ups) > 0
+		ups, established := s.ups, s.established
 		s.mu.Unlock()
 		if s.idle != nil {
 			s.idle.Stop()

@@ -32,15 +32,16 @@ type session struct {
 	routeAddr netip.AddrPort
 	cids      [][]byte
 
-	mu      sync.Mutex
-	key     pskstore.Key // chosen by the PSK callback
-	hasKey  bool
-	tag     string
-	pskOnly bool        // DTLS 1.3 ServerHello without key_share: psk_ke
-	failure string      // why the handshake failed, for logs and counters
-	ups     []*upstream // open backend sockets
-	backend string      // the identity's backend name, set once established
-	closed  bool
+	mu          sync.Mutex
+	key         pskstore.Key // chosen by the PSK callback
+	hasKey      bool
+	tag         string
+	pskOnly     bool        // DTLS 1.3 ServerHello without key_share: psk_ke
+	failure     string      // why the handshake failed, for logs and counters
+	ups         []*upstream // open backend sockets
+	backend     string      // the identity's backend name, set once established
+	established bool
+	closed      bool
 
 	// bmu serialises the LwM2M binding and the origin table between the
 	// device's goroutine and the backends' goroutines.
