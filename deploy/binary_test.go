@@ -1,13 +1,17 @@
 package deploy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"debug/elf"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,6 +108,86 @@ func TestBuildStaticBinary(t *testing.T) {
 			t.Errorf("chrooted check-config output %q", stdout)
 		}
 	})
+
+	t.Run("serves a DTLS session chrooted as 65532", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Log("not root: the chroot check needs root and runs in CI, which runs as root")
+			return
+		}
+		serveChrooted(t, bin)
+	})
+}
+
+// serveChrooted runs `gateway serve` in an empty root holding only the
+// binary, /etc/passwd, /etc/group and /etc/gateway, as UID 65532 (what the
+// distroless image provides), and has a simulated device register through it.
+func serveChrooted(t *testing.T, bin string) {
+	backend, err := devsim.NewBackend("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	root := filepath.Join(t.TempDir(), "root")
+	for _, d := range []string{root, filepath.Join(root, "etc"), filepath.Join(root, "etc", "gateway")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "gateway"), string(data), 0o755, -1)
+	writeFile(t, filepath.Join(root, "etc", "passwd"),
+		"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n", 0o644, -1)
+	writeFile(t, filepath.Join(root, "etc", "group"), "root:x:0:\nnonroot:x:65532:\n", 0o644, -1)
+	cfg := fmt.Sprintf("listeners: [{address: \"127.0.0.1:0\"}]\nbackends: {dm: {address: %q}}\nstore: {path: keys.yaml, tag_key_file: tag.key}\nadmin: {address: \"\"}\n", backend.Addr())
+	dir := filepath.Join(root, "etc", "gateway")
+	writeGatewayDir(t, dir, []byte(cfg), 65532)
+	keyHex := randomHex(t, 32)
+	writeFile(t, filepath.Join(dir, "keys.yaml"), keyFile(keyHex), 0o400, 65532)
+
+	cmd := exec.Command("/gateway", "serve", "--config", "/etc/gateway/gateway.yaml")
+	cmd.Env = []string{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: 65532, Gid: 65532}}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "listening" {
+				addr <- fmt.Sprint(line["addr"])
+			}
+		}
+	}()
+	var gw string
+	select {
+	case gw = <-addr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("chrooted gateway did not start listening")
+	}
+	key, _ := hex.DecodeString(keyHex)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	d, err := devsim.Dial(ctx, devsim.DeviceConfig{Server: gw, Identity: []byte("device-0001"), Key: key, Endpoint: "urn:dev:0001"})
+	if err != nil {
+		t.Fatalf("handshake with the chrooted gateway: %v", err)
+	}
+	defer d.Close()
+	if _, err := d.Register(ctx); err != nil {
+		t.Fatalf("register through the chrooted gateway: %v", err)
+	}
+	if _, err := backend.WaitRegistration(ctx, "urn:dev:0001"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // checkStaticELF fails unless bin is an ELF executable without a program
