@@ -35,6 +35,9 @@ func (srv *Server) inspectClientHello(p []byte) helloVerdict {
 		return helloMalformed
 	}
 	hs = hs[:recLen]
+	if len(hs) < handshakeHeaderLen {
+		return helloMalformed
+	}
 	msgLen := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
 	fragOff := int(hs[6])<<16 | int(hs[7])<<8 | int(hs[8])
 	fragLen := int(hs[9])<<16 | int(hs[10])<<8 | int(hs[11])

@@ -6,10 +6,14 @@ import (
 )
 
 // FuzzRecordHeader feeds arbitrary datagrams to the demultiplexer's header
-// readers: they must never panic, a CID they return lies inside the
-// datagram and has the configured length, and only a handshake record can
-// look like a ClientHello.
+// readers and ClientHello inspection: they must never panic, a CID they
+// return lies inside the datagram and has the configured length, and only a
+// handshake record can look like a ClientHello.
 func FuzzRecordHeader(f *testing.F) {
+	srv, err := New(Config{Store: newMapStore(), Backends: map[string]string{"dm": "127.0.0.1:5683"}})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add([]byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0, 36}, 8)
 	f.Add(append([]byte{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1}, bytes.Repeat([]byte{7}, 20)...), 8)
 	f.Add(append([]byte{0x3c}, bytes.Repeat([]byte{9}, 30)...), 4)
@@ -22,8 +26,11 @@ func FuzzRecordHeader(f *testing.F) {
 				t.Fatalf("CID %x (len %d) for cidLen %d", cid, len(cid), cidLen)
 			}
 		}
-		if isClientHello(p) && p[0] != contentTypeHandshake {
-			t.Fatal("non-handshake record taken for a ClientHello")
+		if isClientHello(p) {
+			if p[0] != contentTypeHandshake {
+				t.Fatal("non-handshake record taken for a ClientHello")
+			}
+			_ = srv.inspectClientHello(p)
 		}
 	})
 }
