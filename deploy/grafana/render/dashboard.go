@@ -170,6 +170,7 @@ func (p *panel) evaluate(h *history, vars map[string]string) ([]series, error) {
 var namedColors = map[string]string{
 	"green": "#73BF69", "red": "#F2495C", "orange": "#FF9830", "yellow": "#FADE2A",
 	"blue": "#5794F2", "purple": "#B877D9", "text": "#CCCCDC",
+	"dark-red": "#C4162A", "dark-orange": "#FA6400", "dark-purple": "#8F3BB8", "light-blue": "#8AB8FF", "light-orange": "#FFB357",
 }
 
 var classicPalette = []string{"#7EB26D", "#EAB839", "#6ED0E0", "#EF843C", "#E24D42", "#1F78C1", "#BA43A9",

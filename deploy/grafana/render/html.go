@@ -196,12 +196,18 @@ func (pg *page) timeseries(p *panel, res []series, w, h int) string {
 	t0, t1 := pg.times[0], pg.times[len(pg.times)-1]
 	span := t1.Sub(t0).Seconds()
 	xOf := func(t time.Time) float64 { return float64(left) + t.Sub(t0).Seconds()/span*pw }
-	tickEvery := 10 * time.Second
-	if span > 150 {
-		tickEvery = 30 * time.Second
+	tickEvery := time.Minute
+	for _, d := range []time.Duration{5, 10, 15, 20, 30} {
+		if float64(d)*pw/span >= 64 {
+			tickEvery = d * time.Second
+			break
+		}
 	}
 	for t := t0.Truncate(tickEvery).Add(tickEvery); !t.After(t1); t = t.Add(tickEvery) {
 		x := xOf(t)
+		if x < float64(left)+26 || x > float64(left)+pw-26 {
+			continue // the label would run into the axis labels or off the panel
+		}
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%.0f" stroke="#2c3235" stroke-width="1"/>`, x, x, top, float64(top)+plotH)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle" font-size="10.5" fill="#9fa1a6">%s</text>`, x, float64(top)+plotH+14, t.Format("15:04:05"))
 	}

@@ -21,9 +21,8 @@ import (
 //	aggregations    sum, max, min, avg, with "by (labels)" before or after
 //	binary ops      + - * / between scalars and vectors (one-to-one matching)
 //
-// rate is (last - first) / (t_last - t_first) over the samples in the window,
-// with counter resets handled; Prometheus additionally extrapolates to the
-// window edges, which changes nothing visible at a 1 s scrape interval.
+// rate and increase extrapolate as Prometheus does (extrapolatedRate), with
+// counter resets handled; a window holds the samples in (t-window, t].
 // Anything else is a parse error, so a dashboard query this program does not
 // understand fails the render instead of being drawn wrong.
 
@@ -443,21 +442,44 @@ func (s *selNode) rangeRate(h *history, i int, perSecond bool) []elem {
 		if len(p.v) < 2 {
 			continue
 		}
-		// Points are newest first.
+		// Points are newest first. Prometheus' extrapolatedRate: the
+		// increase between the first and last sample, extrapolated towards
+		// the window's edges (not past where the counter would be zero, nor
+		// further than about half a scrape interval past a gap), divided by
+		// the window for rate.
+		n := len(p.v)
 		delta := 0.0
-		for j := len(p.v) - 1; j > 0; j-- {
+		for j := n - 1; j > 0; j-- {
 			if d := p.v[j-1] - p.v[j]; d >= 0 {
 				delta += d
 			} else {
 				delta += p.v[j-1] // counter reset
 			}
 		}
-		span := p.t[0].Sub(p.t[len(p.t)-1]).Seconds()
-		v := delta
-		if perSecond {
-			v = delta / span
+		first := p.v[n-1]
+		sampled := p.t[0].Sub(p.t[n-1]).Seconds()
+		toStart := p.t[n-1].Sub(h.times[i].Add(-s.window)).Seconds()
+		toEnd := h.times[i].Sub(p.t[0]).Seconds()
+		avg := sampled / float64(n-1)
+		if delta > 0 && first >= 0 {
+			if toZero := sampled * first / delta; toZero < toStart {
+				toStart = toZero
+			}
+		}
+		interval := sampled
+		if toStart < avg*1.1 {
+			interval += toStart
 		} else {
-			v = delta * s.window.Seconds() / span
+			interval += avg / 2
+		}
+		if toEnd < avg*1.1 {
+			interval += toEnd
+		} else {
+			interval += avg / 2
+		}
+		v := delta * interval / sampled
+		if perSecond {
+			v /= s.window.Seconds()
 		}
 		out = append(out, elem{labels: p.labels.without("__name__"), value: v})
 	}

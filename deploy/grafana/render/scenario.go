@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"fmt"
 	mrand "math/rand/v2"
@@ -14,7 +15,9 @@ import (
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
+	"github.com/pion/dtls/v4/pkg/protocol"
 )
 
 // The run: a fleet of well-behaved devices of every handshake kind, plus a
@@ -145,7 +148,7 @@ func (s *scenario) run(ctx context.Context) {
 	at("l1", []float64{0.34, 0.64}, "a device registering as another endpoint (L1)", s.l1)
 	at("lab", []float64{0.28}, "2 devices of a backend that is down (upstream errors)", s.lab)
 	at("stray", []float64{0.40, 0.46}, "stray datagrams: not ClientHellos, oversized", s.stray)
-	at("flood", []float64{0.52}, "ClientHello flood from 127.0.0.2 (per-IP handshake rate)", s.flood)
+	at("flood", []float64{0.52}, "ClientHello flood from 60 ports of 127.0.0.2 that never answer (per-IP handshake rate)", s.flood)
 	at("storm", []float64{0.60}, "a device registering 12 times in a row (register rate, 4.29)", s.storm)
 	wg.Wait()
 }
@@ -219,7 +222,9 @@ func (s *scenario) session(ctx context.Context, dev *devsim.Device, ep string, r
 			_ = op(func(c context.Context) error { _, err := s.backend.Read(c, ep, "/3/0/0"); return err })
 		}
 	}
-	// A rebooting device just goes away: no De-register.
+	if rng.IntN(2) == 0 {
+		_ = op(dev.Deregister)
+	}
 }
 
 // dialOnce makes one handshake attempt and, if it succeeds, runs then.
@@ -311,28 +316,73 @@ func (s *scenario) stray(ctx context.Context) {
 	}
 }
 
-// flood sends ClientHello-shaped datagrams from another loopback address
-// faster than limits.handshake_rate allows for one source IP.
+// flood replays one real ClientHello from 60 fresh ports of another
+// loopback address (127.0.0.2) and never answers: spoofed sources, faster
+// than limits.handshake_rate allows for one IP. The first ones become
+// embryonic sessions that time out; the rest are dropped as rate_limited.
 func (s *scenario) flood(ctx context.Context) {
+	hello, err := captureClientHello(ctx)
+	if err != nil {
+		s.logf("flood: %v", err)
+		return
+	}
 	raddr, err := net.ResolveUDPAddr("udp", s.gwAddr)
 	if err != nil {
 		return
 	}
-	for i := range 50 {
-		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, raddr)
+	var conns []*net.UDPConn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range 60 {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, raddr)
 		if err != nil {
 			s.logf("flood: %v", err)
 			return
 		}
-		// DTLS 1.2 record, epoch 0, handshake: a truncated ClientHello.
-		hello := []byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, byte(i), 0, 16,
-			1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, 0xfe, 0xfd, 0, 0}
-		_, _ = conn.Write(hello)
-		_ = conn.Close()
-		if !sleep(ctx, 20*time.Millisecond) {
+		conns = append(conns, c)
+		_, _ = c.Write(hello)
+		if !sleep(ctx, 15*time.Millisecond) {
 			return
 		}
 	}
+	sleep(ctx, 8*time.Second) // keep the ports: answers land somewhere
+}
+
+// captureClientHello has a pion DTLS client send its first flight to a
+// socket of ours and returns that datagram.
+func captureClientHello(ctx context.Context) ([]byte, error) {
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		return nil, err
+	}
+	defer sink.Close()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		return nil, err
+	}
+	psk := dtls.PSK{Identity: []byte("flood"), Key: secret(), Hash: crypto.SHA256}
+	conn, err := dtls.Client(pc, sink.LocalAddr(),
+		dtls.WithPSK(func() ([]dtls.PSK, error) { return []dtls.PSK{psk}, nil }, nil),
+		dtls.WithMinVersion(protocol.Version1_2), dtls.WithMaxVersion(protocol.Version1_2),
+		dtls.WithCipherSuites(ciphersuite.TLS_PSK_WITH_AES_128_CCM_8))
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	defer conn.Close()
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	go func() { _ = conn.HandshakeContext(hctx) }()
+	_ = sink.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := sink.ReadFromUDP(buf)
+	if err != nil {
+		return nil, fmt.Errorf("no ClientHello: %w", err)
+	}
+	return buf[:n], nil
 }
 
 func (s *scenario) storm(ctx context.Context) {

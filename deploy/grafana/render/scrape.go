@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,19 +108,30 @@ func parseExposition(r io.Reader, extra labels) (map[string]elem, error) {
 	return out, sc.Err()
 }
 
-// scrapeLoop scrapes every period until ctx ends or n scrapes are done.
+// scrapeLoop scrapes every period until ctx ends or n periods have passed.
+// A scrape that fails or takes longer than 5s leaves a gap, as in
+// Prometheus; five failures in a row end the loop.
 func scrapeLoop(ctx context.Context, url, job, instance string, period time.Duration, n int, h *history, progress func(int)) error {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
+	failed := 0
 	for i := 0; i < n; i++ {
-		sctx, cancel := context.WithTimeout(ctx, period)
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		s, err := scrape(sctx, url, job, instance)
 		cancel()
-		if err != nil {
-			return err
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			if failed++; failed == 5 {
+				return err
+			}
+			logf("scrape failed, gap in the data: %v", err)
+		default:
+			failed = 0
+			h.times = append(h.times, time.Now())
+			h.samples = append(h.samples, s)
 		}
-		h.times = append(h.times, time.Now())
-		h.samples = append(h.samples, s)
 		if progress != nil {
 			progress(i)
 		}
@@ -128,6 +140,9 @@ func scrapeLoop(ctx context.Context, url, job, instance string, period time.Dura
 			return ctx.Err()
 		case <-tick.C:
 		}
+	}
+	if len(h.times) < 2 {
+		return errors.New("fewer than two scrapes")
 	}
 	return nil
 }
