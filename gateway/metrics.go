@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,13 @@ var (
 	descUpstreamErrors = prometheus.NewDesc("gateway_upstream_errors_total",
 		"Errors writing to or reading from backend sockets.", nil, nil)
 )
+
+// failureReasons are the handshake failure reasons the gateway records.
+var failureReasons = []string{"unknown_identity", "bad_key_or_protocol", "policy_R2", "policy_R3", "policy_R5",
+	"store_error", "timeout", "closed"}
+
+// refusalRules are the rules behind device datagrams the gateway refuses.
+var refusalRules = []string{"L1", "L2", "rate", "CoAP"}
 
 // lookupSeconds is the store lookup latency on the handshake path.
 func newLookupHistogram() prometheus.Histogram {
@@ -70,11 +78,23 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range st.okBy {
 		counter(descHandshakes, v, k.version, k.mode, "ok")
 	}
+	// Known reasons and rules are exported from zero, so the first failure
+	// of a kind shows in rate() and alerts can be written against them.
+	for _, reason := range failureReasons {
+		counter(descHandshakes, st.failed[reason], "", "", reason)
+	}
 	for reason, v := range st.failed {
-		counter(descHandshakes, v, "", "", reason)
+		if !slices.Contains(failureReasons, reason) {
+			counter(descHandshakes, v, "", "", reason)
+		}
+	}
+	for _, rule := range refusalRules {
+		counter(descRefused, st.refusal[rule], rule)
 	}
 	for rule, v := range st.refusal {
-		counter(descRefused, v, rule)
+		if !slices.Contains(refusalRules, rule) {
+			counter(descRefused, v, rule)
+		}
 	}
 	st.mu.Unlock()
 	est := st.established.Load()

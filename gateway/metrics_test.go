@@ -39,8 +39,12 @@ gateway_datagrams_total{backend="dm",direction="to_device"} 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gateway_datagrams_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(srv.Collector(), "gateway_handshakes_total"); n != 2 {
-		t.Fatalf("handshake series: %d, want ok and unknown_identity", n)
+	// One ok series plus every known failure reason, exported from zero.
+	if n := testutil.CollectAndCount(srv.Collector(), "gateway_handshakes_total"); n != 1+len(failureReasons) {
+		t.Fatalf("handshake series: %d, want %d", n, 1+len(failureReasons))
+	}
+	if v := testutil.ToFloat64(onlySeries(t, reg, "gateway_handshakes_total", "unknown_identity")); v != 1 {
+		t.Fatalf("unknown_identity failures: %v", v)
 	}
 	families, err := reg.Gather()
 	if err != nil {
@@ -55,4 +59,28 @@ gateway_datagrams_total{backend="dm",direction="to_device"} 1
 			}
 		}
 	}
+}
+
+// onlySeries returns a collector of the single series of name whose result
+// label is result.
+func onlySeries(t *testing.T, reg *prometheus.Registry, name, result string) prometheus.Collector {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "probe", Help: "probe"}, func() float64 { return m.GetCounter().GetValue() })
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s series with result %q", name, result)
+	return nil
 }
