@@ -124,13 +124,33 @@ type Backend struct {
 
 // Store says where PSK identities and keys come from.
 type Store struct {
-	// Type is StoreFile or StoreMemory. Empty means StoreFile.
+	// Type is StoreFile, StoreMemory or StorePostgres. Empty means
+	// StoreFile.
 	Type StoreType `yaml:"type"`
 
-	// Path is the key file of a StoreFile store; ignored by StoreMemory.
+	// Path is the key file of a StoreFile store; ignored by the others.
 	// Default "keys.yaml"; empty is invalid for a file store. Load resolves a
 	// relative path against the directory of the configuration file.
 	Path string `yaml:"path"`
+
+	// DSN locates the database of a StorePostgres store, as a URL
+	// ("postgres://gateway@db.example.com:5432/gateway?sslmode=verify-full")
+	// or key=value pairs ("host=/run/postgresql dbname=gateway"). Exactly
+	// one of DSN and DSNEnv for a postgres store, neither for the others.
+	// A DSN may hold a password, and this file is rarely treated as a
+	// secret: prefer DSNEnv. Errors never show the password.
+	DSN string `yaml:"dsn"`
+
+	// DSNEnv names the environment variable holding the DSN of a
+	// StorePostgres store (for a Kubernetes Secret mapped into the
+	// environment); the recommended way. Empty means none.
+	DSNEnv string `yaml:"dsn_env"`
+
+	// LookupTimeout bounds one key lookup of a StorePostgres store,
+	// connecting included: a handshake fails this fast, like one with an
+	// unknown identity, when the database does not answer. Must be > 0.
+	// Default 500ms; ignored by the other stores.
+	LookupTimeout Duration `yaml:"lookup_timeout"`
 
 	// TagKeyFile is a file holding the secret that keys identity tags in logs
 	// (R9), so tags are stable across restarts and replicas. Empty means a
@@ -138,9 +158,10 @@ type Store struct {
 	TagKeyFile string `yaml:"tag_key_file"`
 
 	// KEKFile is a file holding the key-encryption key that seals the keys
-	// of a file store at rest (pskstore/sealed, AES-256-GCM): 32 raw bytes,
-	// 64 hex digits or base64. Empty means none. At most one of KEKFile and
-	// KEKEnv; file stores only. Load resolves a relative path like Path.
+	// of a file or postgres store at rest (pskstore/sealed, AES-256-GCM):
+	// 32 raw bytes, 64 hex digits or base64. Empty means none. At most one
+	// of KEKFile and KEKEnv; not for a memory store. Load resolves a
+	// relative path like Path.
 	KEKFile string `yaml:"kek_file"`
 
 	// KEKEnv names the environment variable holding the key-encryption key
@@ -148,9 +169,9 @@ type Store struct {
 	// Secret mapped into the environment). Empty means none.
 	KEKEnv string `yaml:"kek_env"`
 
-	// InsecurePlaintextKeys accepts plaintext keys (key_hex, key_base64) in
-	// a file store that has a KEK, during a migration to sealed keys. Default
-	// false: with a KEK, a plaintext key refuses the whole file. Needs
+	// InsecurePlaintextKeys accepts plaintext keys in a file or postgres
+	// store that has a KEK, during a migration to sealed keys. Default
+	// false: with a KEK, a plaintext key refuses the whole store. Needs
 	// KEKFile or KEKEnv.
 	InsecurePlaintextKeys bool `yaml:"insecure_plaintext_keys"`
 }
@@ -228,6 +249,7 @@ type Log struct {
 const (
 	DefaultListenAddress      = ":5684"
 	DefaultStorePath          = "keys.yaml"
+	DefaultLookupTimeout      = Duration(500 * time.Millisecond)
 	DefaultConnectionIDLength = 8
 	DefaultMTU                = 1200
 	DefaultHandshakeTimeout   = Duration(10 * time.Second)
@@ -249,7 +271,7 @@ const (
 func Default() *Config {
 	return &Config{
 		Listeners: []Listener{{Address: DefaultListenAddress, MissingSNI: SNIAllow}},
-		Store:     Store{Type: StoreFile, Path: DefaultStorePath},
+		Store:     Store{Type: StoreFile, Path: DefaultStorePath, LookupTimeout: DefaultLookupTimeout},
 		DTLS: DTLS{
 			Versions:           []Version{DTLS12, DTLS13},
 			Groups:             []Group{GroupX25519},

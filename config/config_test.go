@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestParseFull(t *testing.T) {
 		},
 		DefaultBackend: "dm",
 		Store: Store{Type: StoreFile, Path: "keys.yaml", TagKeyFile: "/etc/gateway/tag.key",
-			KEKFile: "/etc/gateway/kek", InsecurePlaintextKeys: true},
+			KEKFile: "/etc/gateway/kek", InsecurePlaintextKeys: true, LookupTimeout: Duration(2 * time.Second)},
 		DTLS: DTLS{
 			Versions:           []Version{DTLS13},
 			Groups:             []Group{GroupX25519MLKEM768, GroupX25519, GroupP256, GroupP384},
@@ -110,6 +111,13 @@ sessions: {one_per_identity: false, drain_timeout: 0s}
 			withDM(func(c *Config) { c.Store.Type = StoreMemory })},
 		{"kek from the environment", dm + `store: {kek_env: GATEWAY_KEK, insecure_plaintext_keys: false}`,
 			withDM(func(c *Config) { c.Store.KEKEnv = "GATEWAY_KEK" })},
+		{"postgres store, dsn from the environment", dm + `store: {type: postgres, dsn_env: GATEWAY_PG_DSN}`,
+			withDM(func(c *Config) { c.Store.Type, c.Store.DSNEnv = StorePostgres, "GATEWAY_PG_DSN" })},
+		{"postgres store, sealed, every field", string(readTestdata(t, "postgres.yaml")),
+			withDM(func(c *Config) {
+				c.Store = Store{Type: StorePostgres, Path: DefaultStorePath, DSN: "host=/run/postgresql dbname=gateway user=gateway",
+					LookupTimeout: Duration(250 * time.Millisecond), TagKeyFile: "tag.key", KEKEnv: "GATEWAY_KEK", InsecurePlaintextKeys: true}
+			})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,6 +129,44 @@ sessions: {one_per_identity: false, drain_timeout: 0s}
 				t.Errorf("got\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDSNRedacted: a DSN's passwords never reach an error, whatever its
+// form, and the rest of it does, to say which DSN is meant.
+func TestDSNRedacted(t *testing.T) {
+	for _, tt := range []struct{ dsn, want string }{
+		{"postgres://gw:s3cret@db.example.com:5432/gw?sslmode=verify-full", "postgres://gw:xxxxx@db.example.com:5432/gw?sslmode=verify-full"},
+		{"postgresql://gw:s3cret@h1:5432,h2:5432/gw", "postgresql://gw:xxxxx@h1:5432,h2:5432/gw"},
+		{"postgres://gw:s3:cr@et@db/gw", "postgres://gw:xxxxx@et@db/gw"},
+		{"postgres://db/gw?user=gw&password=s3cret&sslpassword=s3cret", "postgres://db/gw?user=gw&password=xxxxx&sslpassword=xxxxx"},
+		{"postgres://gw@db/gw", "postgres://gw@db/gw"},
+		{"host=db user=gw password=s3cret dbname=gw", "host=db user=gw password=xxxxx dbname=gw"},
+		{"host=db password = 's3 cr\\'et' dbname=gw sslpassword=s3cret", "host=db password = xxxxx dbname=gw sslpassword=xxxxx"},
+		{"host=/run/postgresql dbname=gw", "host=/run/postgresql dbname=gw"},
+	} {
+		got := RedactDSN(tt.dsn)
+		if got != tt.want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", tt.dsn, got, tt.want)
+		}
+		if strings.Contains(got, "s3") || DSNHasPassword(tt.dsn) != (got != tt.dsn) {
+			t.Errorf("RedactDSN(%q) = %q shows the password, or DSNHasPassword disagrees", tt.dsn, got)
+		}
+		// No error of a configuration holding it shows the password.
+		for _, yml := range []string{
+			"store: {dsn: %q}", // wrong store type
+			"store: {type: postgres, dsn: %q, dsn_env: X}",          // both
+			"store: {type: memory, dsn: %q, lookup_timeout: -1s}",   // several
+			"store: {type: postgres, dsn: %q, path: [1]}\nbogus: 1", // decode errors
+		} {
+			_, err := Parse([]byte(dm + strings.ReplaceAll(yml, "%q", strconv.Quote(tt.dsn))))
+			if err == nil {
+				t.Fatalf("%s: no error", yml)
+			}
+			if strings.Contains(err.Error(), "s3") {
+				t.Errorf("error shows the password: %v", err)
+			}
+		}
 	}
 }
 

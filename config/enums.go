@@ -21,6 +21,9 @@ const (
 	StoreFile StoreType = "file"
 	// StoreMemory starts empty; for demos and tests only.
 	StoreMemory StoreType = "memory"
+	// StorePostgres keeps keys in PostgreSQL (Store.DSN or Store.DSNEnv),
+	// shared by every replica; revocations reach all of them (R10).
+	StorePostgres StoreType = "postgres"
 )
 
 // Version is a DTLS protocol version.

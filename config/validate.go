@@ -16,7 +16,10 @@ const (
 	MaxMTU                = 9000
 	MaxConnectionIDLength = 32
 	MaxIdentityLength     = 65535 // the wire limit of a PSK identity (R7)
-	maxBackendName        = 63
+	// MaxPostgresIdentityLength is the longest identity a postgres store
+	// keeps (pskstore/postgres.MaxIdentityLen: a btree index entry).
+	MaxPostgresIdentityLength = 2048
+	maxBackendName            = 63
 )
 
 // Validate checks every field and returns nil or a FieldErrors holding every
@@ -89,13 +92,40 @@ func (c *Config) validateStore(es *FieldErrors) {
 		}
 	case StoreMemory:
 		if s.KEKFile != "" {
-			es.add("store.kek_file", s.KEKFile, "only for store type %q", StoreFile)
+			es.add("store.kek_file", s.KEKFile, "only for store types %q and %q", StoreFile, StorePostgres)
 		}
 		if s.KEKEnv != "" {
-			es.add("store.kek_env", s.KEKEnv, "only for store type %q", StoreFile)
+			es.add("store.kek_env", s.KEKEnv, "only for store types %q and %q", StoreFile, StorePostgres)
+		}
+	case StorePostgres:
+		switch {
+		case s.DSN == "" && s.DSNEnv == "":
+			es.add("store.dsn_env", "", "store type %q needs store.dsn_env (preferred: the DSN may hold a password) or store.dsn", StorePostgres)
+		case s.DSN != "" && s.DSNEnv != "":
+			es.add("store.dsn_env", s.DSNEnv, "give store.dsn or store.dsn_env, not both")
+		case s.DSN != "":
+			if msg := checkDSN(s.DSN); msg != "" {
+				es.add("store.dsn", RedactDSN(s.DSN), "%s", msg)
+			}
+		case !validEnvName(s.DSNEnv):
+			es.add("store.dsn_env", s.DSNEnv, "must be an environment variable name: letters, digits and '_', not starting with a digit")
+		}
+		if n := c.DTLS.MaxIdentityLength; n > MaxPostgresIdentityLength {
+			es.add("dtls.max_identity_length", strconv.Itoa(n), "at most %d bytes with store type %q (identities are its primary key)", MaxPostgresIdentityLength, StorePostgres)
 		}
 	default:
-		es.add("store.type", string(s.Type), "must be %q or %q", StoreFile, StoreMemory)
+		es.add("store.type", string(s.Type), "must be %q, %q or %q", StoreFile, StoreMemory, StorePostgres)
+	}
+	if s.Type != StorePostgres {
+		if s.DSN != "" {
+			es.add("store.dsn", RedactDSN(s.DSN), "only for store type %q", StorePostgres)
+		}
+		if s.DSNEnv != "" {
+			es.add("store.dsn_env", s.DSNEnv, "only for store type %q", StorePostgres)
+		}
+	}
+	if s.LookupTimeout <= 0 {
+		es.add("store.lookup_timeout", s.LookupTimeout.String(), "must be greater than 0")
 	}
 	if s.KEKFile != "" && s.KEKEnv != "" {
 		es.add("store.kek_env", s.KEKEnv, "give store.kek_file or store.kek_env, not both")

@@ -72,6 +72,7 @@ func startGateway(t *testing.T, configYAML, keysYAML string) *gatewayProc {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "gateway.yaml")
+	configYAML += "\n" + freeAdmin(configYAML) + "\n"
 	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}

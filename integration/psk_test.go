@@ -47,13 +47,23 @@ store:
   tag_key_file: tag.key
 %s
 sessions: {drain_timeout: 3s}
-`, backend.String(), storeExtra),
+%s
+`, backend.String(), storeExtra, freeAdmin(storeExtra)),
 	} {
 		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return s
+}
+
+// freeAdmin gives a gateway a free admin port unless its configuration sets
+// one: the default is a fixed port and tests run several gateways at once.
+func freeAdmin(config string) string {
+	if strings.Contains(config, "admin:") {
+		return ""
+	}
+	return `admin: {address: "127.0.0.1:0"}`
 }
 
 // start runs `gateway serve` on the site's configuration.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,13 +14,16 @@ import (
 // pskUsage is the synopsis of `gateway psk`.
 const pskUsage = `usage: gateway psk <command> (--config FILE | --store FILE) [flags] [arguments]
 
-Administers the file key store. --config reads the gateway's configuration
-for the key file, its key-encryption key (store.kek_file, store.kek_env) and
-the identity-tag key; --store names a bare key file, with --kek-file or
---kek-env, --tag-key-file and --insecure-plaintext-keys. Keys are never read
-from the command line. Every change is written atomically; a running gateway
-picks it up through its file watcher and closes the sessions of revoked and
-rotated identities (R10).
+Administers the key store: a key file, or a PostgreSQL store. --config reads
+the gateway's configuration for the store (store.type, store.path or
+store.dsn/store.dsn_env), its key-encryption key (store.kek_file,
+store.kek_env) and the identity-tag key; --store names a bare key file, with
+--kek-file or --kek-env, --tag-key-file and --insecure-plaintext-keys. Keys
+are never read from the command line. Every change is written atomically: a
+key file is replaced, and a running gateway picks it up through its file
+watcher; a PostgreSQL change is one transaction, and every gateway replica
+sees it at once. Either way the sessions of revoked and rotated identities
+close (R10).
 
 commands:
   gen --identity ID --endpoint EP [binding flags] [--length 32]
@@ -28,7 +32,7 @@ commands:
       [binding flags] [--allow-low-entropy]
         add an identity with a key read from stdin or from F
   add --from-csv F
-        bulk provisioning, all or nothing; a header row names the columns:
+        bulk provisioning, all or nothing (PostgreSQL: one COPY); a header row names the columns:
         identity|identity_hex, key_hex|key_base64, endpoint, and optionally
         server_name, backend, hash, versions, modes, legacy, allow_low_entropy
   list                  identities, tags and bindings (never keys)
@@ -42,7 +46,8 @@ commands:
   export --format yaml|csv [ID...]
         identities with their PLAINTEXT keys, for device provisioning
   rekey --new-kek-file F | --new-kek-env NAME
-        re-seal every key under a new key-encryption key
+        re-seal every key under a new key-encryption key (PostgreSQL: in one
+        transaction; then restart every replica with the new key)
 
 binding flags: --server-name SNI  --backend NAME  --hash sha256|sha384
   --versions 1.3,1.2  --modes psk_dhe_ke[,psk_ke]  --legacy
@@ -68,6 +73,7 @@ var pskCommands = map[string]pskCommand{
 
 // pskContext is what a subcommand runs with.
 type pskContext struct {
+	ctx    context.Context // of the store's operations
 	name   string
 	stdin  io.Reader
 	stdout io.Writer
@@ -93,7 +99,7 @@ func pskCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := refuseKeyArgs(args[1:]); err != nil {
 		return err
 	}
-	err := cmd(&pskContext{name: name, stdin: stdin, stdout: stdout, stderr: stderr}, args[1:])
+	err := cmd(&pskContext{ctx: context.Background(), name: name, stdin: stdin, stdout: stdout, stderr: stderr}, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}

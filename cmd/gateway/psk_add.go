@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -58,26 +57,28 @@ func pskAdd(c *pskContext, args []string) error {
 	if *format != "hex" && *format != "base64" && *format != "raw" {
 		return usageError{fmt.Sprintf("--key-format %q: use hex, base64 or raw", *format)}
 	}
-	kf, err := fs.open(create)
+	ks, err := fs.open(create)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	if err := kf.checkBackend(k); err != nil {
+	defer ks.close()
+	if err := ks.checkBackend(k); err != nil {
 		return err
 	}
 	if k.Secret, err = readKey(c, *keyFile, *format); err != nil {
 		return err
 	}
-	warnings, err := checkNew(kf.policy, kf.keys, []pskstore.Key{k}, nil)
-	printWarnings(c.stderr, warnings)
+	loaded, err := ks.admin.loaded(c.ctx)
 	if err != nil {
 		return err
 	}
-	if err := kf.save(append(slices.Clone(kf.keys), k)); err != nil {
+	if err := ks.checkNew(c, loaded, []pskstore.Key{k}, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stderr, "added identity %s (%s) to %s, %s\n", showID(k.Identity), kf.tag(k.Identity), kf.path, kf.sealing())
+	if err := ks.admin.add(c.ctx, []pskstore.Key{k}, nil); err != nil {
+		return storeError(err, []pskstore.Key{k}, nil)
+	}
+	fmt.Fprintf(c.stderr, "added identity %s (%s) to %s, %s\n", showID(k.Identity), ks.tag(k.Identity), ks.where(), ks.sealing())
 	return nil
 }
 

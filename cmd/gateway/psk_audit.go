@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,13 +9,15 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
 )
 
 // pskAudit runs the RFC 9257 policy over the whole store and prints every
 // finding with its rule ID: a MUST finding (the gateway would refuse to load
-// the file) exits 1, SHOULD findings and store warnings exit 0. A store that
+// the store) exits 1, SHOULD findings and store warnings exit 0. A store that
 // does not load is audited from its load errors.
 func pskAudit(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
@@ -25,31 +28,32 @@ func pskAudit(c *pskContext, args []string) error {
 	if err := positional(pos, 0, 0, ""); err != nil {
 		return err
 	}
-	kf, err := fs.locate()
+	ks, err := fs.open(auditing)
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(kf.path)
-	if err != nil {
-		return err
-	}
-	kf.data, kf.exists = data, true
+	defer ks.close()
 	a := &audit{w: c.stdout}
-	keys, perr := file.Parse(data, kf.options()...)
-	if perr != nil {
-		a.loadErrors(kf.path, withPath(perr, kf.path))
+	keys, err := ks.admin.list(c.ctx)
+	if err != nil {
+		a.loadErrors(ks.where(), err)
 	} else {
-		kf.keys = keys
-		for _, f := range pskstore.CheckKeys(keys, kf.policy) {
+		for _, f := range pskstore.CheckKeys(keys, ks.policy) {
 			k := keys[f.Index]
 			a.finding(string(f.Rule), f.Severity, fmt.Sprintf("keys[%d] identity %s (%s): %s", f.Index, showID(k.Identity), f.Tag, f.Msg))
 		}
 	}
-	a.storeChecks(kf)
+	if err := a.storeChecks(c.ctx, ks); err != nil {
+		return err
+	}
 	fmt.Fprintf(c.stdout, "audit: %d keys in %s, %d MUST findings, %d SHOULD findings, %d store warnings\n",
-		len(kf.keys), kf.path, a.must, a.should, a.warnings)
+		len(keys), ks.where(), a.must, a.should, a.warnings)
 	if a.must > 0 {
-		return fmt.Errorf("%d MUST findings: the gateway refuses this key file", a.must)
+		what := "key file"
+		if ks.shared {
+			what = "key store"
+		}
+		return fmt.Errorf("%d MUST findings: the gateway refuses this %s", a.must, what)
 	}
 	return nil
 }
@@ -99,24 +103,38 @@ func (a *audit) loadErrors(path string, err error) {
 	}
 }
 
-// storeChecks reports how the keys are kept: file modes, plaintext at rest.
-func (a *audit) storeChecks(kf *keyFile) {
-	if fi, err := os.Stat(kf.path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		a.warn(fmt.Sprintf("%s: mode %04o is readable by group or others; use 0600 (R9)", kf.path, fi.Mode().Perm()))
+// storeChecks reports how the keys are kept: file modes, plaintext at
+// rest, a password in the configuration file.
+func (a *audit) storeChecks(ctx context.Context, ks *keyStore) error {
+	where := ks.where()
+	if kf, ok := ks.admin.(*keyFile); ok {
+		if fi, err := os.Stat(kf.path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			a.warn(fmt.Sprintf("%s: mode %04o is readable by group or others; use 0600 (R9)", kf.path, fi.Mode().Perm()))
+		}
 	}
 	switch {
-	case kf.kek == nil:
-		a.warn(fmt.Sprintf("%s: keys are stored in plaintext at rest; configure a key-encryption key and run gateway psk rekey", kf.path))
-	case kf.plaintext:
-		if n := len(kf.plaintextEntries()); n > 0 {
-			a.warn(fmt.Sprintf("%s: %d keys in plaintext at rest (insecure_plaintext_keys); seal them with gateway psk rekey", kf.path, n))
+	case ks.kek == nil:
+		a.warn(fmt.Sprintf("%s: keys are stored in plaintext at rest; configure a key-encryption key and run gateway psk rekey", where))
+	case ks.plaintext:
+		plain, err := ks.admin.plaintext(ctx)
+		var ke *postgres.KeyError
+		switch {
+		case errors.As(err, &ke): // reported by loadErrors
+		case err != nil:
+			return err
+		case len(plain) > 0:
+			a.warn(fmt.Sprintf("%s: %d keys in plaintext at rest (insecure_plaintext_keys); seal them with gateway psk rekey", where, len(plain)))
 		}
 	}
-	if kf.cfg != nil && kf.cfg.Store.KEKFile != "" {
-		if fi, err := os.Stat(kf.cfg.Store.KEKFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			a.warn(fmt.Sprintf("%s: kek file mode %04o is readable by group or others; use 0400 or 0600", kf.cfg.Store.KEKFile, fi.Mode().Perm()))
+	if ks.cfg != nil && ks.cfg.Store.KEKFile != "" {
+		if fi, err := os.Stat(ks.cfg.Store.KEKFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			a.warn(fmt.Sprintf("%s: kek file mode %04o is readable by group or others; use 0400 or 0600", ks.cfg.Store.KEKFile, fi.Mode().Perm()))
 		}
 	}
+	if ks.cfg != nil && ks.cfg.Store.DSN != "" && config.DSNHasPassword(ks.cfg.Store.DSN) {
+		a.warn("store.dsn holds a password in the configuration file; move the DSN to an environment variable (store.dsn_env) (R9)")
+	}
+	return nil
 }
 
 // plaintextEntries returns the positions of the entries whose key is

@@ -35,11 +35,11 @@ func addCSV(c *pskContext, fs *pskFlagSet, path string) error {
 	if err != nil {
 		return err
 	}
-	kf, err := fs.open(create)
+	ks, err := fs.open(create)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
+	defer ks.close()
 
 	prog := newProgress(c.stderr, "checking rows", len(rows))
 	keys := make([]pskstore.Key, 0, len(rows))
@@ -48,10 +48,10 @@ func addCSV(c *pskContext, fs *pskFlagSet, path string) error {
 	for i, row := range rows {
 		k, err := row.key(cols)
 		if err == nil {
-			err = kf.checkBackend(k)
+			err = ks.checkBackend(k)
 		}
 		if err == nil {
-			err = pskstore.CheckKey(k, kf.policy).Err()
+			err = pskstore.CheckKey(k, ks.policy).Err()
 		}
 		if err != nil {
 			problems = append(problems, row.where(k)+": "+err.Error())
@@ -69,14 +69,21 @@ func addCSV(c *pskContext, fs *pskFlagSet, path string) error {
 		}
 		return fmt.Errorf("%s: %d of %d rows refused, nothing written:\n  %s", path, n, len(rows), strings.Join(problems, "\n  "))
 	}
-	warnings, err := checkNew(kf.policy, kf.keys, keys, func(i int) string { return fmt.Sprintf("line %d", lines[i]) })
-	printWarnings(c.stderr, warnings)
+	where := func(i int) string { return fmt.Sprintf("line %d", lines[i]) }
+	loaded, err := ks.admin.loaded(c.ctx)
 	if err != nil {
+		return err
+	}
+	if err := ks.checkNew(c, loaded, keys, where); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	fmt.Fprintf(c.stderr, "writing %d keys to %s, %s\n", len(keys), kf.path, kf.sealing())
-	if err := kf.save(slices.Concat(kf.keys, keys)); err != nil {
-		return err
+	fmt.Fprintf(c.stderr, "writing %d keys to %s, %s\n", len(keys), ks.where(), ks.sealing())
+	wrote := newProgress(c.stderr, "writing keys", len(keys))
+	if err := ks.admin.add(c.ctx, keys, wrote.update); err != nil {
+		return fmt.Errorf("%s: %w", path, storeError(err, keys, where))
+	}
+	if ks.shared {
+		wrote.done() // the database reports progress; a file is written at once
 	}
 	fmt.Fprintf(c.stderr, "added %d identities from %s\n", len(keys), path)
 	return nil

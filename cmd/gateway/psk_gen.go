@@ -1,8 +1,8 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
 )
@@ -27,32 +27,34 @@ func pskGen(c *pskContext, args []string) error {
 	if *length < pskstore.MinKeyLen || *length > 1024 {
 		return usageError{fmt.Sprintf("--length must be between %d (R1: 128 bits) and 1024 bytes", pskstore.MinKeyLen)}
 	}
-	kf, err := fs.open(create)
+	ks, err := fs.open(create)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	if err := kf.checkBackend(k); err != nil {
+	defer ks.close()
+	if err := ks.checkBackend(k); err != nil {
 		return err
 	}
 	if k.Secret, err = pskstore.GenerateSecret(*length); err != nil {
 		return err
 	}
-	warnings, err := checkNew(kf.policy, kf.keys, []pskstore.Key{k}, nil)
-	printWarnings(c.stderr, warnings)
+	loaded, err := ks.admin.loaded(c.ctx)
 	if err != nil {
 		return err
 	}
-	if err := kf.save(append(slices.Clone(kf.keys), k)); err != nil {
+	if err := ks.checkNew(c, loaded, []pskstore.Key{k}, nil); err != nil {
 		return err
 	}
-	printKeyBlock(c.stdout, fmt.Sprintf("%s (%s): shown once, provision the device with it now", plainID(k.Identity), kf.tag(k.Identity)), k)
-	fmt.Fprintf(c.stderr, "added identity %s (%s) to %s, %s\n", showID(k.Identity), kf.tag(k.Identity), kf.path, kf.sealing())
+	if err := ks.admin.add(c.ctx, []pskstore.Key{k}, nil); err != nil {
+		return storeError(err, []pskstore.Key{k}, nil)
+	}
+	printKeyBlock(c.stdout, fmt.Sprintf("%s (%s): shown once, provision the device with it now", plainID(k.Identity), ks.tag(k.Identity)), k)
+	fmt.Fprintf(c.stderr, "added identity %s (%s) to %s, %s\n", showID(k.Identity), ks.tag(k.Identity), ks.where(), ks.sealing())
 	return nil
 }
 
-// pskRotate gives an identity a fresh random key and keeps its bindings. The
-// gateway closes the identity's sessions when it reloads the file (R10).
+// pskRotate gives an identity a fresh random key and keeps its bindings.
+// Running gateways close the identity's sessions (R10).
 func pskRotate(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	isHex := fs.Bool("hex", false, "the ID argument is hex")
@@ -71,16 +73,16 @@ func pskRotate(c *pskContext, args []string) error {
 	if *length < pskstore.MinKeyLen || *length > 1024 {
 		return usageError{fmt.Sprintf("--length must be between %d (R1: 128 bits) and 1024 bytes", pskstore.MinKeyLen)}
 	}
-	kf, err := fs.open(readWrite)
+	ks, err := fs.open(readWrite)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	i, err := kf.find(id)
+	defer ks.close()
+	k, err := ks.find(c.ctx, id)
 	if err != nil {
 		return err
 	}
-	k := kf.keys[i].Clone()
+	k = k.Clone()
 	if k.ImportContext != nil {
 		return fmt.Errorf("identity %s is an imported key (R6): its key derives from an external PSK that was deleted; revoke it and import a new external PSK instead", showID(id))
 	}
@@ -88,24 +90,22 @@ func pskRotate(c *pskContext, args []string) error {
 		return err
 	}
 	k.AllowLowEntropy = false // a generated key passes the screen (R2)
-	others := slices.Delete(slices.Clone(kf.keys), i, i+1)
-	warnings, err := checkNew(kf.policy, others, []pskstore.Key{k}, nil)
-	printWarnings(c.stderr, warnings)
+	others, err := ks.others(c.ctx, id)
 	if err != nil {
 		return err
 	}
-	keys := slices.Clone(kf.keys)
-	keys[i] = k
-	if err := kf.save(keys); err != nil {
+	if err := ks.checkNew(c, others, []pskstore.Key{k}, nil); err != nil {
 		return err
 	}
-	printKeyBlock(c.stdout, fmt.Sprintf("%s (%s): new key, shown once, provision the device with it now", plainID(id), kf.tag(id)), k)
-	fmt.Fprintf(c.stderr, "rotated identity %s (%s) in %s; the running gateway closes its sessions under the old key when it reloads the file (R10)\n", showID(id), kf.tag(id), kf.path)
+	if err := ks.admin.rotate(c.ctx, k); err != nil {
+		return err
+	}
+	printKeyBlock(c.stdout, fmt.Sprintf("%s (%s): new key, shown once, provision the device with it now", plainID(id), ks.tag(id)), k)
+	fmt.Fprintf(c.stderr, "rotated identity %s (%s) in %s; %s\n", showID(id), ks.tag(id), ks.where(), ks.liveNote("its sessions under the old key"))
 	return nil
 }
 
-// pskRevoke removes an identity. The gateway closes its sessions when it
-// reloads the file (R10).
+// pskRevoke removes an identity. Running gateways close its sessions (R10).
 func pskRevoke(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	isHex := fs.Bool("hex", false, "the ID argument is hex")
@@ -120,18 +120,18 @@ func pskRevoke(c *pskContext, args []string) error {
 	if err != nil {
 		return err
 	}
-	kf, err := fs.open(readWrite)
+	ks, err := fs.open(readWrite)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	i, err := kf.find(id)
+	defer ks.close()
+	err = ks.admin.revoke(c.ctx, id)
+	if errors.Is(err, pskstore.ErrUnknownIdentity) {
+		return ks.notFound(c.ctx, id)
+	}
 	if err != nil {
 		return err
 	}
-	if err := kf.save(slices.Delete(slices.Clone(kf.keys), i, i+1)); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stderr, "revoked identity %s (%s): removed from %s; the running gateway closes its sessions when it reloads the file (R10)\n", showID(id), kf.tag(id), kf.path)
+	fmt.Fprintf(c.stderr, "revoked identity %s (%s): removed from %s; %s\n", showID(id), ks.tag(id), ks.where(), ks.liveNote("its sessions"))
 	return nil
 }

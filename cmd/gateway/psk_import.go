@@ -2,11 +2,8 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
-	"slices"
 
 	"github.com/lwm2m-gateway/gateway/config"
-	"github.com/lwm2m-gateway/gateway/pskstore/file"
 	"github.com/lwm2m-gateway/gateway/pskstore/importer"
 )
 
@@ -48,16 +45,15 @@ func pskImport(c *pskContext, args []string) error {
 		return usageError{fmt.Sprintf("--kdf %q: use both, sha256 or sha384", *kdf)}
 	}
 
-	kf, err := fs.open(readWrite)
+	ks, err := fs.open(readWrite)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	i, err := kf.find(id)
+	defer ks.close()
+	epsk, err := ks.find(c.ctx, id)
 	if err != nil {
 		return err
 	}
-	epsk := kf.keys[i]
 	if epsk.ImportContext != nil {
 		return fmt.Errorf("identity %s is already an imported key; import from an external PSK", showID(id))
 	}
@@ -68,23 +64,24 @@ func pskImport(c *pskContext, args []string) error {
 	if err != nil {
 		return fmt.Errorf("identity %s: %w", showID(id), err)
 	}
-	others := slices.Delete(slices.Clone(kf.keys), i, i+1)
-	warnings, err := checkNew(kf.policy, others, imported, func(j int) string { return "imported key for " + kdfName(targets[j].KDF) })
-	printWarnings(c.stderr, warnings)
+	others, err := ks.others(c.ctx, id)
 	if err != nil {
 		return err
 	}
-	keys := slices.Insert(others, i, imported...)
-	if err := kf.save(keys); err != nil {
+	where := func(j int) string { return "imported key for " + kdfName(targets[j].KDF) }
+	if err := ks.checkNew(c, others, imported, where); err != nil {
 		return err
+	}
+	if err := ks.admin.replace(c.ctx, id, imported); err != nil {
+		return storeError(err, imported, where)
 	}
 	for j, k := range imported {
 		printKeyBlock(c.stdout, fmt.Sprintf("imported from %s for DTLS 1.3 %s (%s): shown once, provision the device with it now",
-			plainID(id), kdfName(targets[j].KDF), kf.tag(k.Identity)), k)
+			plainID(id), kdfName(targets[j].KDF), ks.tag(k.Identity)), k)
 	}
 	fmt.Fprintf(c.stderr, "imported identity %s with context client %q, server %q: %d imported keys stored and the external PSK deleted from %s (R6).\n"+
 		"Devices send an imported identity (binary: identity_hex above) and use its key as an ordinary external PSK "+
-		"(pion/dtls has no \"imp binder\" label, RFC 9258 §5.2).\n", showID(id), *client, *server, len(imported), kf.path)
+		"(pion/dtls has no \"imp binder\" label, RFC 9258 §5.2).\n", showID(id), *client, *server, len(imported), ks.where())
 	return nil
 }
 
@@ -97,9 +94,9 @@ func kdfName(kdf uint16) string {
 
 // pskRekey re-seals every key under a new key-encryption key. The store is
 // read with the current KEK (plaintext keys are accepted: rekey is also how
-// a plaintext store gets sealed), the result is checked to open under the
-// new KEK, and only then written, atomically; on any failure the file is
-// left as it was.
+// a plaintext store gets sealed), every key is checked to open under the
+// new KEK, and only then written: the key file atomically, the PostgreSQL
+// store in one transaction; on any failure the store is left as it was.
 func pskRekey(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	newFile := fs.String("new-kek-file", "", "`FILE` holding the new key-encryption key (32 raw bytes, hex or base64)")
@@ -118,45 +115,28 @@ func pskRekey(c *pskContext, args []string) error {
 	if err != nil {
 		return fmt.Errorf("new kek: %w", err)
 	}
-	kf, err := fs.locate()
+	ks, err := fs.open(rekeying)
 	if err != nil {
 		return err
 	}
-	kf.plaintext = true
-	if kf.unlock, err = lockDir(filepath.Dir(kf.path)); err != nil {
-		return err
-	}
-	defer kf.close()
-	if err := kf.read(false); err != nil {
-		return err
-	}
+	defer ks.close()
 	was := "plaintext"
-	if kf.kek != nil {
-		was = "kek " + kf.kek.ID()
+	if ks.kek != nil {
+		was = "kek " + ks.kek.ID()
 	}
-	// Check the round trip under the new KEK before touching the file.
-	opts := []file.Option{file.WithPolicy(kf.policy), file.WithKEK(newKEK)}
-	data, err := file.Marshal(kf.keys, opts...)
+	n, err := ks.admin.rekey(c.ctx, newKEK)
 	if err != nil {
-		return err
-	}
-	back, err := file.Parse(data, opts...)
-	if err != nil {
-		return fmt.Errorf("the re-sealed store does not load, nothing written: %w", err)
-	}
-	for i := range kf.keys {
-		want := kf.keys[i].Clone()
-		want.Normalize()
-		if i >= len(back) || !back[i].Equal(want) {
-			return fmt.Errorf("keys[%d] changed when re-sealed, nothing written", i)
-		}
-	}
-	if err := kf.save(kf.keys, file.WithKEK(newKEK)); err != nil {
 		return err
 	}
 	newSource := kekSource(config.Store{KEKFile: *newFile, KEKEnv: *newEnv})
-	fmt.Fprintf(c.stderr, "re-sealed %d keys in %s under kek %s (was %s).\n"+
-		"Now configure the new key-encryption key (%s) for the gateway and restart it; until then it keeps serving the keys it has loaded "+
-		"and logs that it cannot reload the file.\n", len(kf.keys), kf.path, newKEK.ID(), was, newSource)
+	fmt.Fprintf(c.stderr, "re-sealed %d keys in %s under kek %s (was %s).\n", n, ks.where(), newKEK.ID(), was)
+	if ks.shared {
+		fmt.Fprintf(c.stderr, "Now configure the new key-encryption key (%s) for every gateway replica and restart them: until then, "+
+			"replicas still configured with the old one fail new handshakes (their established sessions go on); "+
+			"gateway psk commands need the new one too.\n", newSource)
+		return nil
+	}
+	fmt.Fprintf(c.stderr, "Now configure the new key-encryption key (%s) for the gateway and restart it; until then it keeps serving the keys it has loaded "+
+		"and logs that it cannot reload the file.\n", newSource)
 	return nil
 }

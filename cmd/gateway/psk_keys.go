@@ -130,14 +130,23 @@ func hashName(h crypto.Hash) string {
 
 // checkBackend refuses a backend the gateway's configuration does not
 // declare (with --store there is nothing to check against).
-func (kf *keyFile) checkBackend(k pskstore.Key) error {
-	if kf.cfg == nil || k.Backend == "" {
+func (ks *keyStore) checkBackend(k pskstore.Key) error {
+	if ks.cfg == nil || k.Backend == "" {
 		return nil
 	}
-	if _, ok := kf.cfg.Backends[k.Backend]; !ok {
-		return fmt.Errorf("backend %q is not declared in the configuration (declared: %s)", k.Backend, strings.Join(kf.cfg.BackendNames(), ", "))
+	if _, ok := ks.cfg.Backends[k.Backend]; !ok {
+		return fmt.Errorf("backend %q is not declared in the configuration (declared: %s)", k.Backend, strings.Join(ks.cfg.BackendNames(), ", "))
 	}
 	return nil
+}
+
+// checkNew runs checkNew with the store's policy and prints the SHOULD
+// findings as warnings. existing is what the backend has loaded
+// (storeAdmin.loaded), less the identity a change replaces.
+func (ks *keyStore) checkNew(c *pskContext, existing, added []pskstore.Key, where func(i int) string) error {
+	warnings, err := checkNew(ks.policy, existing, added, where)
+	printWarnings(c.stderr, warnings)
+	return err
 }
 
 // maxProblems bounds the problems listed when new keys are refused.

@@ -355,11 +355,12 @@ func TestSaveRefusesConcurrentChange(t *testing.T) {
 	e := newPSKEnv(t, true)
 	fs := newPSKFlags(&pskContext{name: "revoke", stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}})
 	fs.config = e.config
-	kf, err := fs.open(readWrite)
+	ks, err := fs.open(readWrite)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kf.close()
+	defer ks.close()
+	kf := ks.admin.(*keyFile)
 	// Another writer (an editor, another host) changes the file.
 	if err := file.Save(e.keys, e.initial[:1], file.WithKEK(e.kek)); err != nil {
 		t.Fatal(err)

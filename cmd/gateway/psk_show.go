@@ -20,21 +20,25 @@ func pskList(c *pskContext, args []string) error {
 	if err := positional(pos, 0, 0, ""); err != nil {
 		return err
 	}
-	kf, err := fs.open(readOnly)
+	ks, err := fs.open(readOnly)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
+	defer ks.close()
+	keys, err := ks.admin.list(c.ctx)
+	if err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tTAG\tENDPOINT\tSERVER_NAME\tBACKEND\tVERSIONS\tMODES\tFLAGS")
-	for _, k := range kf.keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", plainID(k.Identity), kf.tag(k.Identity), orDash(k.Endpoint),
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", plainID(k.Identity), ks.tag(k.Identity), orDash(k.Endpoint),
 			orDash(k.ServerName), orDash(k.Backend), versionList(k.Versions), k.Modes, orDash(strings.Join(keyFlagsOf(k), ",")))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stderr, "%d identities in %s, %s\n", len(kf.keys), kf.path, kf.sealing())
+	fmt.Fprintf(c.stderr, "%d identities in %s, %s\n", len(keys), ks.where(), ks.sealing())
 	return nil
 }
 
@@ -88,21 +92,20 @@ func pskShow(c *pskContext, args []string) error {
 	if err != nil {
 		return err
 	}
-	kf, err := fs.open(readOnly)
+	ks, err := fs.open(readOnly)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	i, err := kf.find(id)
+	defer ks.close()
+	k, err := ks.find(c.ctx, id)
 	if err != nil {
 		return err
 	}
-	k := kf.keys[i]
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	row := func(name, format string, args ...any) { fmt.Fprintf(tw, name+"\t"+format+"\n", args...) }
 	row("identity", "%s", showID(k.Identity))
 	row("identity_hex", "%s", hex.EncodeToString(k.Identity))
-	row("tag", "%s", kf.tag(k.Identity))
+	row("tag", "%s", ks.tag(k.Identity))
 	row("endpoint", "%s", orDash(k.Endpoint))
 	row("server_name", "%s", orNote(k.ServerName, "(not bound to a server name)"))
 	row("backend", "%s", orNote(k.Backend, "(the default backend)"))
@@ -119,9 +122,15 @@ func pskShow(c *pskContext, args []string) error {
 			row("import_context", "%s", hex.EncodeToString(k.ImportContext))
 		}
 	}
-	at := kf.sealing()
-	if kf.kek != nil && kf.plaintext && kf.plaintextEntries()[i] {
-		at = "PLAINTEXT at rest (allowed by insecure_plaintext_keys), seal it with gateway psk rekey"
+	at := ks.sealing()
+	if ks.kek != nil && ks.plaintext {
+		plain, err := ks.admin.plaintext(c.ctx)
+		if err != nil {
+			return err
+		}
+		if plain[string(k.Identity)] {
+			at = "PLAINTEXT at rest (allowed by insecure_plaintext_keys), seal it with gateway psk rekey"
+		}
 	}
 	row("key", "%d bytes, %s", len(k.Secret), at)
 	return tw.Flush()
@@ -147,25 +156,27 @@ func pskExport(c *pskContext, args []string) error {
 	if *format != "yaml" && *format != "csv" {
 		return usageError{"--format yaml|csv is required"}
 	}
-	kf, err := fs.open(readOnly)
+	ks, err := fs.open(readOnly)
 	if err != nil {
 		return err
 	}
-	defer kf.close()
-	keys := kf.keys
-	if len(pos) > 0 {
-		keys = nil
-		for _, arg := range pos {
-			id, err := identityArg(arg, *isHex)
-			if err != nil {
-				return err
-			}
-			i, err := kf.find(id)
-			if err != nil {
-				return err
-			}
-			keys = append(keys, kf.keys[i])
+	defer ks.close()
+	var keys []pskstore.Key
+	if len(pos) == 0 {
+		if keys, err = ks.admin.list(c.ctx); err != nil {
+			return err
 		}
+	}
+	for _, arg := range pos {
+		id, err := identityArg(arg, *isHex)
+		if err != nil {
+			return err
+		}
+		k, err := ks.find(c.ctx, id)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
 	}
 	fmt.Fprintf(c.stderr, "warning: the output holds %d PLAINTEXT keys: hand it to the provisioning system over a secure channel, "+
 		"never to logs, tickets or chat, and delete it afterwards\n", len(keys))

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"unicode"
 	"unicode/utf8"
@@ -18,40 +20,61 @@ import (
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
-// keyFile is the key file a psk command works on: where it is, how it is
-// sealed, the policy it is checked with, and its content when read.
+// keyFile is the key file backend of the psk commands: where the file
+// is, how it is read and written, and its content when read. Writers hold
+// a lock on the file's directory until close, so two psk commands never
+// interleave their read-modify-write.
 type keyFile struct {
-	path      string
-	kek       *sealed.KEK // nil: plaintext keys
-	kekSource string      // "store.kek_file /etc/…", for messages
-	plaintext bool        // plaintext keys accepted although kek is set
-	policy    pskstore.Options
-	cfg       *config.Config // nil with --store
+	ks   *keyStore // the policy, KEK and plaintext choice of reads and writes
+	path string
 
-	exists bool
-	data   []byte         // content as read, to detect concurrent changes
-	keys   []pskstore.Key // in file order
-	unlock func()
+	exists  bool
+	data    []byte         // content as read, to detect concurrent changes
+	keys    []pskstore.Key // in file order
+	loadErr error          // why the file does not load (audit mode only)
+	unlock  func()
 }
 
-// openMode says what a command does with the key file.
+var _ storeAdmin = (*keyFile)(nil)
+
+// openMode says what a command does with the key store.
 type openMode int
 
 const (
 	readOnly  openMode = iota
 	readWrite          // the file must exist
 	create             // read-write; a missing file is an empty store
+	// auditing reads a store that may not load: its errors are reported
+	// by keys, for audit to list, rather than by open.
+	auditing
+	// rekeying reads and writes, accepting plaintext keys although the
+	// store has a KEK: rekey is also how a plaintext store gets sealed.
+	rekeying
 )
 
-// open locates the key file from --config or --store, reads and checks it.
-// Writers hold a lock on the file's directory until close, so two psk
-// commands never interleave their read-modify-write.
-func (fs *pskFlagSet) open(mode openMode) (*keyFile, error) {
-	kf, err := fs.locate()
+// open locates the key store from --config or --store and opens it: the
+// key file, read and checked, or the PostgreSQL database.
+func (fs *pskFlagSet) open(mode openMode) (*keyStore, error) {
+	ks, err := fs.locate()
 	if err != nil {
 		return nil, err
 	}
-	if mode != readOnly {
+	if mode == rekeying {
+		ks.plaintext = true
+	}
+	if ks.cfg != nil && ks.cfg.Store.Type == config.StorePostgres {
+		if err := ks.openPostgres(mode); err != nil {
+			return nil, err
+		}
+		return ks, nil
+	}
+	path := fs.store
+	if ks.cfg != nil {
+		path = ks.cfg.Store.Path
+	}
+	kf := &keyFile{ks: ks, path: path}
+	ks.admin = kf
+	if mode != readOnly && mode != auditing {
 		unlock, err := lockDir(filepath.Dir(kf.path))
 		if err != nil {
 			return nil, err
@@ -59,15 +82,18 @@ func (fs *pskFlagSet) open(mode openMode) (*keyFile, error) {
 		kf.unlock = unlock
 	}
 	if err := kf.read(mode == create); err != nil {
-		kf.close()
-		return nil, err
+		if mode != auditing || !kf.exists {
+			kf.close()
+			return nil, err
+		}
+		kf.loadErr = err
 	}
-	return kf, nil
+	return ks, nil
 }
 
-// locate resolves where the key file and its KEK are, without reading the
-// key file.
-func (fs *pskFlagSet) locate() (*keyFile, error) {
+// locate resolves where the key store and its KEK are, without reading
+// the store.
+func (fs *pskFlagSet) locate() (*keyStore, error) {
 	switch {
 	case fs.config != "" && fs.store != "":
 		return nil, usageError{"give --config or --store, not both"}
@@ -79,25 +105,25 @@ func (fs *pskFlagSet) locate() (*keyFile, error) {
 		return nil, usageError{"give --kek-file or --kek-env, not both"}
 	}
 	if fs.store != "" {
-		kf := &keyFile{path: fs.store, plaintext: fs.plaintext}
+		ks := &keyStore{plaintext: fs.plaintext}
 		tagger, err := newTagger(config.Store{TagKeyFile: fs.tagKeyFile})
 		if err != nil {
 			return nil, err
 		}
-		kf.policy.Tagger = tagger
+		ks.policy.Tagger = tagger
 		store := config.Store{KEKFile: fs.kekFile, KEKEnv: fs.kekEnv}
-		if kf.kek, err = loadKEK(store); err != nil {
+		if ks.kek, err = loadKEK(store); err != nil {
 			return nil, err
 		}
-		kf.kekSource = kekSource(store)
-		return kf, nil
+		ks.kekSource = kekSource(store)
+		return ks, nil
 	}
 	cfg, err := config.Load(fs.config)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Store.Type != config.StoreFile {
-		return nil, fmt.Errorf("%s: store.type is %q: only a file store can be administered with gateway psk", fs.config, cfg.Store.Type)
+	if cfg.Store.Type != config.StoreFile && cfg.Store.Type != config.StorePostgres {
+		return nil, fmt.Errorf("%s: store.type is %q: gateway psk administers a file or postgres store", fs.config, cfg.Store.Type)
 	}
 	tagger, err := newTagger(cfg.Store)
 	if err != nil {
@@ -107,8 +133,8 @@ func (fs *pskFlagSet) locate() (*keyFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keyFile{
-		path: cfg.Store.Path, kek: kek, kekSource: kekSource(cfg.Store), plaintext: cfg.Store.InsecurePlaintextKeys,
+	return &keyStore{
+		kek: kek, kekSource: kekSource(cfg.Store), plaintext: cfg.Store.InsecurePlaintextKeys,
 		policy: pskstore.Options{MaxIdentityLen: cfg.DTLS.MaxIdentityLength, Tagger: tagger}, cfg: cfg,
 	}, nil
 }
@@ -125,7 +151,7 @@ func kekSource(s config.Store) string {
 
 // options are the file options of reads and writes.
 func (kf *keyFile) options() []file.Option {
-	return []file.Option{file.WithPolicy(kf.policy), file.WithKEK(kf.kek), file.WithInsecurePlaintextKeys(kf.plaintext)}
+	return []file.Option{file.WithPolicy(kf.ks.policy), file.WithKEK(kf.ks.kek), file.WithInsecurePlaintextKeys(kf.ks.plaintext)}
 }
 
 func (kf *keyFile) read(mayCreate bool) error {
@@ -192,34 +218,93 @@ func (kf *keyFile) close() {
 	}
 }
 
-// find returns the index of identity, or an error naming it (and a near
-// miss under case folding, R7).
-func (kf *keyFile) find(identity []byte) (int, error) {
-	for i, k := range kf.keys {
-		if bytes.Equal(k.Identity, identity) {
-			return i, nil
-		}
-	}
-	msg := fmt.Sprintf("identity %s not found in %s", showID(identity), kf.path)
-	if folded, ok := pskstore.FoldIdentity(identity); ok {
-		for _, k := range kf.keys {
-			if f, ok := pskstore.FoldIdentity(k.Identity); ok && f == folded {
-				msg += fmt.Sprintf(" (did you mean %s? identities are compared byte by byte)", showID(k.Identity))
-				break
-			}
-		}
-	}
-	return -1, errors.New(msg)
+func (kf *keyFile) where() string { return kf.path }
+
+func (kf *keyFile) list(context.Context) ([]pskstore.Key, error) { return kf.keys, kf.loadErr }
+
+func (kf *keyFile) loaded(context.Context) ([]pskstore.Key, error) { return kf.keys, kf.loadErr }
+
+// index returns the position of identity, or -1.
+func (kf *keyFile) index(identity []byte) int {
+	return slices.IndexFunc(kf.keys, func(k pskstore.Key) bool { return bytes.Equal(k.Identity, identity) })
 }
 
-func (kf *keyFile) tag(identity []byte) string { return kf.policy.Tagger.Tag(identity) }
-
-// sealing describes how keys are kept at rest, for notes.
-func (kf *keyFile) sealing() string {
-	if kf.kek == nil {
-		return "plaintext at rest (no key-encryption key)"
+func (kf *keyFile) get(_ context.Context, identity []byte) (pskstore.Key, error) {
+	if kf.loadErr != nil {
+		return pskstore.Key{}, kf.loadErr
 	}
-	return "sealed at rest under kek " + kf.kek.ID()
+	i := kf.index(identity)
+	if i < 0 {
+		return pskstore.Key{}, pskstore.ErrUnknownIdentity
+	}
+	return kf.keys[i], nil
+}
+
+func (kf *keyFile) add(_ context.Context, keys []pskstore.Key, _ func(int)) error {
+	return kf.save(slices.Concat(kf.keys, keys))
+}
+
+func (kf *keyFile) rotate(_ context.Context, k pskstore.Key) error {
+	i := kf.index(k.Identity)
+	if i < 0 {
+		return pskstore.ErrUnknownIdentity
+	}
+	keys := slices.Clone(kf.keys)
+	keys[i] = k
+	return kf.save(keys)
+}
+
+func (kf *keyFile) revoke(_ context.Context, identity []byte) error {
+	i := kf.index(identity)
+	if i < 0 {
+		return pskstore.ErrUnknownIdentity
+	}
+	return kf.save(slices.Delete(slices.Clone(kf.keys), i, i+1))
+}
+
+func (kf *keyFile) replace(_ context.Context, identity []byte, keys []pskstore.Key) error {
+	i := kf.index(identity)
+	if i < 0 {
+		return pskstore.ErrUnknownIdentity
+	}
+	return kf.save(slices.Insert(slices.Delete(slices.Clone(kf.keys), i, i+1), i, keys...))
+}
+
+// rekey checks the round trip under kek before touching the file, then
+// writes it, atomically; on any failure the file is left as it was.
+func (kf *keyFile) rekey(_ context.Context, kek *sealed.KEK) (int, error) {
+	opts := []file.Option{file.WithPolicy(kf.ks.policy), file.WithKEK(kek)}
+	data, err := file.Marshal(kf.keys, opts...)
+	if err != nil {
+		return 0, err
+	}
+	back, err := file.Parse(data, opts...)
+	if err != nil {
+		return 0, fmt.Errorf("the re-sealed store does not load, nothing written: %w", err)
+	}
+	for i := range kf.keys {
+		want := kf.keys[i].Clone()
+		want.Normalize()
+		if i >= len(back) || !back[i].Equal(want) {
+			return 0, fmt.Errorf("keys[%d] changed when re-sealed, nothing written", i)
+		}
+	}
+	if err := kf.save(kf.keys, file.WithKEK(kek)); err != nil {
+		return 0, err
+	}
+	return len(kf.keys), nil
+}
+
+// plaintext returns the identities of the entries whose key is written in
+// plaintext (key_hex, key_base64).
+func (kf *keyFile) plaintext(context.Context) (map[string]bool, error) {
+	out := make(map[string]bool)
+	for i := range kf.plaintextEntries() {
+		if i < len(kf.keys) {
+			out[string(kf.keys[i].Identity)] = true
+		}
+	}
+	return out, nil
 }
 
 // showID renders an identity for the operator: printable UTF-8 quoted as

@@ -13,7 +13,6 @@ import (
 
 	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/gateway"
-	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
 	"go.uber.org/zap"
 )
@@ -52,6 +51,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}
+	defer closeStore(store)
 	srv, err := gateway.New(gatewayConfig(cfg, store, tagger, log))
 	if err != nil {
 		return err
@@ -125,9 +125,10 @@ func checkConfigCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}
-	n := 0
-	if ks, ok := store.(interface{ Keys() []pskstore.Key }); ok {
-		n = len(ks.Keys())
+	defer closeStore(store)
+	n, err := countKeys(store)
+	if err != nil {
+		return fmt.Errorf("key store: %w", err)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d backends, %s store with %d keys)\n", args[0], len(cfg.Listeners), len(cfg.Backends), cfg.Store.Type, n)
 	return nil

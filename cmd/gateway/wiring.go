@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
 	"github.com/lwm2m-gateway/gateway/pskstore/memory"
+	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
@@ -28,6 +31,9 @@ func newLogger(c config.Log, level zap.AtomicLevel) (*zap.Logger, error) {
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.Sampling = nil // the gateway samples its attacker-triggerable logs itself
+		// No caller field: its stack walk was a measurable part of a
+		// handshake's cost (bench/BENCHMARKS.md); messages are unique enough.
+		zc.DisableCaller = true
 	}
 	lvl, err := zapcore.ParseLevel(string(c.Level))
 	if err != nil {
@@ -56,28 +62,73 @@ func newTagger(c config.Store) (*pskstore.Tagger, error) {
 	return pskstore.NewTagger(secret), nil
 }
 
-// openStore opens the configured key store.
+// openStore opens the configured key store. A PostgreSQL store must be
+// closed (io.Closer) when done.
 func openStore(c *config.Config, tagger *pskstore.Tagger, log *zap.Logger) (gateway.KeyStore, error) {
 	policy := pskstore.Options{MaxIdentityLen: c.DTLS.MaxIdentityLength, Tagger: tagger}
-	switch c.Store.Type {
-	case config.StoreMemory:
+	if c.Store.Type == config.StoreMemory {
 		return memory.NewWithOptions(policy)
-	default:
-		kek, err := loadKEK(c.Store)
-		if err != nil {
-			return nil, err
-		}
-		if kek == nil {
-			log.Warn("psk store: keys are stored in plaintext; set store.kek_file or store.kek_env to seal them at rest")
-		} else if c.Store.InsecurePlaintextKeys {
-			log.Warn("psk store: store.insecure_plaintext_keys accepts plaintext keys although keys are sealed; seal them with `gateway psk rekey`")
-		}
-		return file.Open(c.Store.Path, file.WithPolicy(policy), file.WithLogger(log),
-			file.WithKEK(kek), file.WithInsecurePlaintextKeys(c.Store.InsecurePlaintextKeys))
 	}
+	kek, err := loadKEK(c.Store)
+	if err != nil {
+		return nil, err
+	}
+	if kek == nil {
+		log.Warn("psk store: keys are stored in plaintext; set store.kek_file or store.kek_env to seal them at rest")
+	} else if c.Store.InsecurePlaintextKeys {
+		log.Warn("psk store: store.insecure_plaintext_keys accepts plaintext keys although keys are sealed; seal them with `gateway psk rekey`")
+	}
+	if c.Store.Type == config.StorePostgres {
+		return openPostgres(c.Store, policy, kek, log)
+	}
+	return file.Open(c.Store.Path, file.WithPolicy(policy), file.WithLogger(log),
+		file.WithKEK(kek), file.WithInsecurePlaintextKeys(c.Store.InsecurePlaintextKeys))
 }
 
-// loadKEK reads the key-encryption key of a file store (store.kek_file or
+// lookupMargin is what the gateway's lookup bound leaves a PostgreSQL
+// store's own one (store.lookup_timeout) to fail first.
+const lookupMargin = 250 * time.Millisecond
+
+// postgresOpenTimeout bounds connecting to PostgreSQL and migrating its
+// schema at start.
+const postgresOpenTimeout = 30 * time.Second
+
+// openPostgres opens the PostgreSQL store of c (store.dsn or
+// store.dsn_env), sealed under kek when not nil.
+func openPostgres(c config.Store, policy pskstore.Options, kek *sealed.KEK, log *zap.Logger) (*postgres.Store, error) {
+	dsn, err := storeDSN(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.DSN != "" && config.DSNHasPassword(c.DSN) {
+		log.Warn("psk store: store.dsn holds a password in the configuration file; move the DSN to an environment variable (store.dsn_env)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), postgresOpenTimeout)
+	defer cancel()
+	return postgres.Open(ctx, postgres.Config{
+		DSN:                   dsn,
+		LookupTimeout:         time.Duration(c.LookupTimeout),
+		Policy:                policy,
+		KEK:                   kek,
+		InsecurePlaintextKeys: c.InsecurePlaintextKeys,
+		Logger:                log,
+	})
+}
+
+// storeDSN returns the DSN of a postgres store: store.dsn, or the value of
+// the variable store.dsn_env names. Errors never show a DSN.
+func storeDSN(c config.Store) (string, error) {
+	if c.DSNEnv == "" {
+		return c.DSN, nil
+	}
+	dsn, ok := os.LookupEnv(c.DSNEnv)
+	if !ok || dsn == "" {
+		return "", fmt.Errorf("store.dsn_env: environment variable %s is not set", c.DSNEnv)
+	}
+	return dsn, nil
+}
+
+// loadKEK reads the key-encryption key of the store (store.kek_file or
 // store.kek_env), or returns nil when none is configured.
 func loadKEK(c config.Store) (*sealed.KEK, error) {
 	switch {
@@ -139,6 +190,11 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 		HandshakeBurst:        c.Limits.HandshakeBurst,
 		MaxDatagram:           c.Limits.MaxDatagram,
 	}
+	if lt := time.Duration(c.Store.LookupTimeout); c.Store.Type == config.StorePostgres && lt+lookupMargin > 2*time.Second {
+		// The store bounds its lookups itself (store.lookup_timeout); the
+		// gateway's own bound (2s by default) must not cut them shorter.
+		gc.LookupTimeout = lt + lookupMargin
+	}
 	if gc.HandshakeRate == 0 {
 		gc.HandshakeRate = -1 // config: 0 means unlimited; gateway: 0 means the default
 	}
@@ -170,4 +226,24 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 		gc.CipherSuites = append(gc.CipherSuites, suiteIDs[s])
 	}
 	return gc
+}
+
+// countKeys returns how many keys store holds, for check-config.
+func countKeys(store gateway.KeyStore) (int64, error) {
+	switch s := store.(type) {
+	case interface{ Keys() []pskstore.Key }: // file, memory
+		return int64(len(s.Keys())), nil
+	case *postgres.Store:
+		ctx, cancel := context.WithTimeout(context.Background(), postgresOpenTimeout)
+		defer cancel()
+		return s.Count(ctx)
+	}
+	return 0, nil
+}
+
+// closeStore releases what store holds (a PostgreSQL store's connections).
+func closeStore(store gateway.KeyStore) {
+	if c, ok := store.(io.Closer); ok {
+		_ = c.Close()
+	}
 }

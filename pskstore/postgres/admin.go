@@ -24,14 +24,14 @@ func (s *Store) Put(ctx context.Context, k pskstore.Key) error {
 	}
 	k = k.Clone()
 	k.Normalize()
-	r, err := toRow(k)
+	r, err := toRow(s.kek.Load(), k)
 	if err != nil {
 		return fmt.Errorf("postgres: put: identity %s: %w", s.tag(k.Identity), err)
 	}
 	fp := s.fp.Fingerprint(k.Secret)
-	err = s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, `INSERT INTO psk_keys (`+keyColumns+`, fingerprint)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, r.args(fp[:])...)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, r.args(fp[:])...)
 		return err
 	})
 	if err != nil {
@@ -42,43 +42,57 @@ func (s *Store) Put(ctx context.Context, k pskstore.Key) error {
 
 // Rotate replaces the key material of identity with secret, keeping its
 // bindings, after checking the result with pskstore.CheckKey and that no
-// other identity holds secret (R4). It returns pskstore.ErrUnknownIdentity
-// if identity is absent. Every replica's Watch reports Rotated, so sessions
-// under the old key close (R10); rotating to the same key changes nothing.
+// other identity holds secret (R4). An allow_low_entropy exemption is
+// dropped when secret passes the entropy screen (R2): it was granted for
+// the old key material. The old key is not opened, so Rotate also replaces
+// a key sealed under another KEK. It returns pskstore.ErrUnknownIdentity
+// if identity is absent. Every replica's Watch reports Rotated, so
+// sessions under the old key close (R10); rotating to the same key changes
+// nothing.
 func (s *Store) Rotate(ctx context.Context, identity []byte, secret pskstore.Secret) error {
 	var fp [32]byte
-	err := s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			var r row
-			err := tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM psk_keys WHERE identity = $1 FOR UPDATE`, identity).Scan(r.dest()...)
+			var (
+				r   row
+				old []byte
+			)
+			err := tx.QueryRow(ctx, `SELECT `+keyColumns+`, fingerprint FROM psk_keys WHERE identity = $1 FOR UPDATE`, identity).
+				Scan(append(r.dest(), &old)...)
 			if err != nil {
 				return err
 			}
-			k, err := r.toKey(s.tag)
+			k, err := r.bindings(s.tag)
 			if err != nil {
 				return err
 			}
 			k.Secret = bytes.Clone(secret)
+			if k.AllowLowEntropy {
+				k.AllowLowEntropy, _ = pskstore.LowEntropy(k.Secret)
+			}
 			if err := pskstore.CheckKey(k, s.policy).Err(); err != nil {
 				return err
 			}
-			nr, err := toRow(k)
+			fp = s.fp.Fingerprint(k.Secret)
+			if bytes.Equal(old, fp[:]) {
+				return nil // the same key: nothing to rotate
+			}
+			nr, err := toRow(s.kek.Load(), k)
 			if err != nil {
 				return err
 			}
-			fp = s.fp.Fingerprint(k.Secret)
-			_, err = tx.Exec(ctx, `UPDATE psk_keys SET key = $2, fingerprint = $3, updated_at = now() WHERE identity = $1`,
-				identity, nr.key, fp[:])
+			_, err = tx.Exec(ctx, `UPDATE psk_keys SET key = $2, kek_id = $3, fingerprint = $4, allow_low_entropy = $5, updated_at = now()
+				WHERE identity = $1`, identity, nr.key, nullable(nr.kekID), fp[:], k.AllowLowEntropy)
 			return err
 		})
 	})
-	if err == nil {
+	var ke *KeyError
+	switch {
+	case err == nil:
 		return nil
-	}
-	if isPolicy(err) {
+	case isPolicy(err), errors.As(err, &ke):
 		return fmt.Errorf("postgres: rotate: %w", err)
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
+	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("postgres: rotate: %w", pskstore.ErrUnknownIdentity)
 	}
 	return s.writeError("rotate", identity, err, s.holderOf(ctx, fp[:]))
@@ -88,7 +102,7 @@ func (s *Store) Rotate(ctx context.Context, identity []byte, secret pskstore.Sec
 // Every replica's Watch reports Revoked, so its sessions close (R10).
 func (s *Store) Delete(ctx context.Context, identity []byte) (bool, error) {
 	var n int64
-	err := s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		tag, err := c.Exec(ctx, `DELETE FROM psk_keys WHERE identity = $1`, identity)
 		n = tag.RowsAffected()
 		return err
@@ -100,10 +114,11 @@ func (s *Store) Delete(ctx context.Context, identity []byte) (bool, error) {
 }
 
 // Keys returns every key, sorted by identity (byte order). It reads the
-// whole table: for audits and exports, not for the handshake path.
+// whole table: for audits and exports, not for the handshake path. A key
+// that does not open fails it with a *KeyError.
 func (s *Store) Keys(ctx context.Context) ([]pskstore.Key, error) {
 	var keys []pskstore.Key
-	err := s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, `SELECT `+keyColumns+` FROM psk_keys ORDER BY identity`)
 		if err != nil {
 			return err
@@ -114,7 +129,7 @@ func (s *Store) Keys(ctx context.Context) ([]pskstore.Key, error) {
 			if err := rows.Scan(r.dest()...); err != nil {
 				return err
 			}
-			k, err := r.toKey(s.tag)
+			k, err := s.toKey(&r, false)
 			if err != nil {
 				return err
 			}
@@ -131,11 +146,87 @@ func (s *Store) Keys(ctx context.Context) ([]pskstore.Key, error) {
 // Count returns the number of identities.
 func (s *Store) Count(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		return c.QueryRow(ctx, `SELECT count(*) FROM psk_keys`).Scan(&n)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: count: %w", s.readError(err))
 	}
 	return n, nil
+}
+
+// Replace removes identity and adds keys in its place in one transaction,
+// all or none: an RFC 9258 import replaces an external PSK by the keys
+// imported from it, and the external PSK must not outlive them (R6). keys
+// are checked as PutMany checks them, and against the stored keys other
+// than identity; a key that collides with a stored one fails Replace with
+// a *BatchError (ErrDuplicateIdentity) or an R4 *pskstore.PolicyError
+// naming it. It returns pskstore.ErrUnknownIdentity if identity is absent.
+// Every replica's Watch reports identity Revoked and each key Added.
+func (s *Store) Replace(ctx context.Context, identity []byte, keys []pskstore.Key) error {
+	prints, err := s.checkBatch(keys)
+	if err != nil {
+		return fmt.Errorf("postgres: replace: %w", err)
+	}
+	kek := s.kek.Load()
+	failed := -1
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
+		failed = -1
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM psk_keys WHERE identity = $1`, identity)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				return pskstore.ErrUnknownIdentity
+			}
+			for i, k := range keys {
+				k = k.Clone()
+				k.Normalize()
+				r, err := toRow(kek, k)
+				if err == nil {
+					_, err = tx.Exec(ctx, `INSERT INTO psk_keys (`+keyColumns+`, fingerprint)
+						VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, r.args(prints[i][:])...)
+				}
+				if err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pskstore.ErrUnknownIdentity):
+		return fmt.Errorf("postgres: replace: %w", err)
+	case failed >= 0:
+		err = s.writeError("replace", keys[failed].Identity, err, s.holderOf(ctx, prints[failed][:]))
+		if pe := (*pskstore.PolicyError)(nil); errors.As(err, &pe) {
+			pe.Index = failed
+			return err
+		}
+		return &BatchError{Index: failed, Err: err}
+	}
+	return s.writeError("replace", identity, err, nil)
+}
+
+// PlaintextIdentities returns the identities whose key is stored in
+// plaintext, sorted; with a KEK and InsecurePlaintextKeys, those that
+// Rekey would seal. For audits.
+func (s *Store) PlaintextIdentities(ctx context.Context) ([][]byte, error) {
+	var ids [][]byte
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT identity FROM psk_keys WHERE kek_id IS NULL ORDER BY identity`)
+		if err != nil {
+			return err
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: plaintext identities: %w", s.readError(err))
+	}
+	return ids, nil
 }

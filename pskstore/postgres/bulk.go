@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 // progressEvery is how many keys PutMany copies between progress calls; a
@@ -50,7 +51,7 @@ func (s *Store) PutMany(ctx context.Context, keys []pskstore.Key, progress func(
 		}
 		return nil
 	}
-	err = s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT set_config('pskstore.publish', 'off', true)`); err != nil {
 				return err
@@ -58,7 +59,7 @@ func (s *Store) PutMany(ctx context.Context, keys []pskstore.Key, progress func(
 			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE psk_import (LIKE psk_keys INCLUDING DEFAULTS) ON COMMIT DROP`); err != nil {
 				return err
 			}
-			src := &importSource{keys: keys, prints: prints, progress: progress}
+			src := &importSource{keys: keys, prints: prints, kek: s.kek.Load(), progress: progress}
 			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"psk_import"}, importColumns, src); err != nil {
 				return err
 			}
@@ -96,7 +97,7 @@ func (s *Store) importConflict(ctx context.Context, tx pgx.Tx, keys []pskstore.K
 	err := tx.QueryRow(ctx, `SELECT i.identity FROM psk_import i JOIN psk_keys k USING (identity) LIMIT 1`).Scan(&id)
 	switch {
 	case err == nil:
-		return fmt.Errorf("keys[%d]: identity %s: %w", index(id), s.tag(id), ErrDuplicateIdentity)
+		return &BatchError{Index: index(id), Err: fmt.Errorf("identity %s: %w", s.tag(id), ErrDuplicateIdentity)}
 	case !errors.Is(err, pgx.ErrNoRows):
 		return err
 	}
@@ -112,10 +113,24 @@ func (s *Store) importConflict(ctx context.Context, tx pgx.Tx, keys []pskstore.K
 	return nil
 }
 
+// BatchError is the error of one key of a batch (PutMany, Replace): keys[Index].
+// Policy findings are *pskstore.PolicyError values with their own Index
+// instead.
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchError) Error() string { return fmt.Sprintf("keys[%d]: %v", e.Index, e.Err) }
+
+// Unwrap returns Err, for errors.Is(err, ErrDuplicateIdentity).
+func (e *BatchError) Unwrap() error { return e.Err }
+
 // importSource feeds keys to COPY, sealed and fingerprinted.
 type importSource struct {
 	keys     []pskstore.Key
-	prints   [][32]byte // keyed fingerprints of keys (R4)
+	prints   [][32]byte  // keyed fingerprints of keys (R4)
+	kek      *sealed.KEK // seals the keys; nil: plaintext
 	progress func(int)
 	n        int
 	values   []any
@@ -128,7 +143,7 @@ func (src *importSource) Next() bool {
 	}
 	k := src.keys[src.n]
 	k.Normalize()
-	r, err := toRow(k)
+	r, err := toRow(src.kek, k)
 	if err != nil {
 		src.err = fmt.Errorf("keys[%d]: %w", src.n, err)
 		return false

@@ -78,7 +78,7 @@ func (s *Store) sharedKeyError(identity []byte, other func() []byte) *pskstore.P
 func (s *Store) holderOf(ctx context.Context, fingerprint []byte) func() []byte {
 	return func() []byte {
 		var id []byte
-		_ = s.pool.withConn(ctx, false, func(c *pgx.Conn) error {
+		_ = s.withConn(ctx, func(c *pgx.Conn) error {
 			return c.QueryRow(ctx, `SELECT identity FROM psk_keys WHERE fingerprint = $1`, fingerprint).Scan(&id)
 		})
 		return id
@@ -86,12 +86,13 @@ func (s *Store) holderOf(ctx context.Context, fingerprint []byte) func() []byte 
 }
 
 // readError classifies the error of a read: ErrClosed, ctx's error and
-// corrupt rows as they are, anything else wrapping pskstore.ErrUnavailable.
+// keys that do not open (*KeyError) as they are, anything else wrapping
+// pskstore.ErrUnavailable.
 func (s *Store) readError(err error) error {
-	var corrupt *errCorrupt
+	var ke *KeyError
 	switch {
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
-		errors.As(err, &corrupt):
+		errors.As(err, &ke):
 		return sanitize(err)
 	}
 	return fmt.Errorf("%w: %w", pskstore.ErrUnavailable, sanitize(err))

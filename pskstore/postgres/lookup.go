@@ -13,16 +13,19 @@ import (
 
 // lookupAttempts bounds the connections one Lookup tries: a connection the
 // server dropped (restart, pg_terminate_backend) fails the first query on
-// it; the idle connections, likely dropped too, are closed, and the lookup
-// is retried on a new one before its deadline.
+// it; the pool's other connections, likely dropped too, are closed (idle
+// ones at once, busy ones when released: pgxpool.Pool.Reset), and the
+// lookup is retried on a new one before its deadline.
 const lookupAttempts = 3
 
 // Lookup returns the key of identity, pskstore.ErrUnknownIdentity if there
 // is none, ctx's error if ctx is done, or, when the database does not
 // answer within the lookup timeout or fails, an error wrapping
-// pskstore.ErrUnavailable. While the database is known to be down, one
-// lookup at a time probes it and the others fail at once, so handshakes
-// fail fast and recovery needs no restart.
+// pskstore.ErrUnavailable; a key the store cannot open (another KEK, a
+// plaintext key where keys must be sealed, …) is an error wrapping both
+// pskstore.ErrUnavailable and a *KeyError. While the database is known to
+// be down, one lookup at a time probes it and the others fail at once, so
+// handshakes fail fast and recovery needs no restart.
 func (s *Store) Lookup(ctx context.Context, identity []byte) (pskstore.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return pskstore.Key{}, fmt.Errorf("postgres: lookup: %w", err)
@@ -36,7 +39,7 @@ func (s *Store) Lookup(ctx context.Context, identity []byte) (pskstore.Key, erro
 		}
 		defer s.probing.Store(false)
 	}
-	lctx, cancel := context.WithTimeout(ctx, s.timeout)
+	lctx, cancel := context.WithTimeout(context.WithValue(ctx, lookupKey{}, true), s.timeout)
 	defer cancel()
 
 	var (
@@ -45,23 +48,23 @@ func (s *Store) Lookup(ctx context.Context, identity []byte) (pskstore.Key, erro
 	)
 	for range lookupAttempts {
 		var lost bool
-		err = s.pool.withConn(lctx, false, func(c *pgx.Conn) error {
+		err = s.withConn(lctx, func(c *pgx.Conn) error {
 			var r row
 			err := c.QueryRow(lctx, `SELECT `+keyColumns+` FROM psk_keys WHERE identity = $1`, identity).Scan(r.dest()...)
 			if err != nil {
 				lost = connLost(c, err)
 				return err
 			}
-			k, err = r.toKey(s.tag)
+			k, err = s.toKey(&r, false)
 			return err
 		})
 		if !lost || lctx.Err() != nil {
 			break
 		}
-		s.pool.purgeIdle()
+		s.pool.Reset()
 	}
 
-	var corrupt *errCorrupt
+	var ke *KeyError
 	switch {
 	case err == nil:
 		s.reachable()
@@ -69,7 +72,7 @@ func (s *Store) Lookup(ctx context.Context, identity []byte) (pskstore.Key, erro
 	case errors.Is(err, pgx.ErrNoRows):
 		s.reachable()
 		return pskstore.Key{}, pskstore.ErrUnknownIdentity
-	case errors.As(err, &corrupt):
+	case errors.As(err, &ke):
 		s.reachable()
 		return pskstore.Key{}, fmt.Errorf("postgres: lookup: %w: %w", pskstore.ErrUnavailable, err)
 	case ctx.Err() != nil: // the caller gave up; says nothing about the database

@@ -63,14 +63,15 @@ func loadMigrations() ([]migration, error) {
 // holding an advisory lock keyed by the schema, so replicas starting
 // together apply each migration once and the others wait and find them
 // applied. The versions applied are kept in psk_schema_migrations (prefixed
-// so it cannot clash with another tool's schema_migrations table).
-func migrate(ctx context.Context, c *pgx.Conn, log *zap.Logger) error {
+// so it cannot clash with another tool's schema_migrations table). It
+// returns the schema.
+func migrate(ctx context.Context, c *pgx.Conn, log *zap.Logger) (string, error) {
 	ms, err := loadMigrations()
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return "", fmt.Errorf("migrate: %w", err)
 	}
+	var schema *string
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		var schema *string
 		if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 			return err
 		}
@@ -118,9 +119,9 @@ func migrate(ctx context.Context, c *pgx.Conn, log *zap.Logger) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return "", fmt.Errorf("migrate: %w", err)
 	}
-	return nil
+	return *schema, nil
 }
 
 // keyCheckLabel is HMAC'ed with the fingerprint secret into psk_store.key_check.

@@ -158,3 +158,33 @@ func TestLookupRecoversAfterTerminate(t *testing.T) {
 		t.Fatalf("Delete after pg_terminate_backend = %v, %v", ok, err)
 	}
 }
+
+// TestLookupRecoversWithOnePooledConn: connections broken by an outage do
+// not hold their slot of the pool while pgx cleans them up (which waits up
+// to 15s for a cancel request to an unreachable server), so even a pool of
+// one connection serves lookups as soon as the database is back.
+func TestLookupRecoversWithOnePooledConn(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	d := newDB(t)
+	p := newProxy(t, d)
+	s := openDSN(t, d.dsnVia(p.addr, appName(t, "one")), func(c *Config) { c.LookupTimeout, c.MaxConns = timeout, 1 })
+	keys := newKeys(t, "device", 1)
+	if err := s.PutMany(ctxT(t), keys, nil); err != nil {
+		t.Fatal(err)
+	}
+	id := keys[0].Identity
+	for range 3 {
+		if err := lookupWithin(t, s, id, timeout); err != nil {
+			t.Fatal(err)
+		}
+		p.blackhole()
+		if err := lookupWithin(t, s, id, timeout+100*time.Millisecond); !errors.Is(err, pskstore.ErrUnavailable) {
+			t.Fatalf("Lookup with the database not answering: %v, want ErrUnavailable", err)
+		}
+		start := time.Now()
+		recovers(t, p, s, id)
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("lookups recovered %v after the database came back, want within 2s", took)
+		}
+	}
+}

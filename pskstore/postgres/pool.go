@@ -4,145 +4,90 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 )
 
-// pool is a small connection pool of *pgx.Conn. pgxpool is not used: it
-// needs github.com/jackc/puddle/v2, which go.sum does not carry. withConn
-// has the shape of pgxpool.Pool.AcquireFunc, so switching is mechanical.
+// The store's connections come from a pgxpool.Pool, tuned for the
+// handshake path; the change listener holds a dedicated *pgx.Conn of its
+// own (watch.go), outside the pool.
 //
-// A connection is used by one goroutine at a time. Broken connections are
-// dropped when they are handed back (pgx closes a connection on any I/O or
-// fatal server error); idle ones are dropped after maxIdle.
-type pool struct {
-	cfg   *pgx.ConnConfig
-	slots chan struct{} // one token per connection open or being opened
-
-	mu     sync.Mutex
-	idle   []idleConn // most recently used last
-	closed bool
-}
-
-type idleConn struct {
-	c     *pgx.Conn
-	since time.Time
-}
+// A connection is used by one goroutine at a time. pgxpool destroys a
+// connection handed back broken or inside a transaction a failure left
+// open; idle ones are closed after maxIdle. Before a write, a connection
+// idle for more than pingAfter is pinged, so a connection the server
+// dropped is not used (writes are not retried); lookups skip the ping and
+// retry on another connection instead (lookup.go), which is cheaper on the
+// handshake path.
 
 const (
 	// maxIdle is how long an unused connection is kept: NATs and
 	// firewalls drop idle TCP flows silently.
 	maxIdle = 5 * time.Minute
-	// pingAfter is how long a connection may sit idle before a caller that
-	// asks for a checked connection (a write, which is not retried) pings
-	// it first, so a connection the server dropped is not used.
+	// pingAfter is how long a connection may sit idle before a write pings
+	// it first.
 	pingAfter = time.Second
+	// defaultConnectTimeout bounds a connection attempt of Open and the
+	// admin operations when the DSN sets no connect_timeout.
+	defaultConnectTimeout = 10 * time.Second
 )
 
-func newPool(cfg *pgx.ConnConfig, maxConns int) *pool {
-	return &pool{cfg: cfg, slots: make(chan struct{}, maxConns)}
+// lookupKey marks the context of a lookup's acquire: no ping (the lookup
+// retries instead), and a new connection made for it gives up after the
+// lookup timeout rather than defaultConnectTimeout. pgxpool keeps
+// connecting after the acquiring caller gave up, so without the shorter
+// timeout an unreachable database would fill the pool with attempts that
+// outlive it by seconds, and delay recovery.
+type lookupKey struct{}
+
+// newPool builds (without connecting) the pool of the store from cfg, as
+// pgxpool.ParseConfig returned it, overriding its pool settings.
+func newPool(cfg *pgxpool.Config, maxConns int, lookupTimeout time.Duration) (*pgxpool.Pool, error) {
+	cfg.MaxConns = int32(maxConns)
+	cfg.MinConns, cfg.MinIdleConns = 0, 0
+	cfg.MaxConnIdleTime = maxIdle
+	cfg.ShouldPing = func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfter && ctx.Value(lookupKey{}) == nil
+	}
+	cfg.BeforeConnect = func(ctx context.Context, c *pgx.ConnConfig) error {
+		if ctx.Value(lookupKey{}) != nil && (c.ConnectTimeout == 0 || c.ConnectTimeout > lookupTimeout) {
+			c.ConnectTimeout = lookupTimeout
+		}
+		return nil
+	}
+	// The pool is built without I/O: Open's first acquire connects.
+	return pgxpool.NewWithConfig(context.Background(), cfg)
 }
 
-// withConn runs f on a connection, waiting for a free slot until ctx is
-// done. With checked, an idle connection is pinged before use.
-func (p *pool) withConn(ctx context.Context, checked bool, f func(*pgx.Conn) error) error {
-	c, err := p.acquire(ctx, checked)
+// withConn runs f on a pooled connection, waiting for a free one until ctx
+// is done. After Close it returns ErrClosed.
+func (s *Store) withConn(ctx context.Context, f func(*pgx.Conn) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	c, err := s.pool.Acquire(ctx)
+	if errors.Is(err, puddle.ErrClosedPool) {
+		return ErrClosed
+	}
 	if err != nil {
 		return err
 	}
-	defer p.release(c)
-	return f(c)
-}
-
-func (p *pool) acquire(ctx context.Context, checked bool) (*pgx.Conn, error) {
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	err = f(c.Conn())
+	if c.Conn().IsClosed() {
+		// pgx closed it on a fatal error and cleans up in the background,
+		// sending a cancel request first: up to 15s when the server is
+		// unreachable. Released, the connection would hold its slot of the
+		// pool until then, and an outage could exhaust the pool and delay
+		// the recovery; hijacked, the slot is free at once.
+		_ = c.Hijack()
+		return err
 	}
-	for {
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			<-p.slots
-			return nil, ErrClosed
-		}
-		n := len(p.idle)
-		if n == 0 {
-			p.mu.Unlock()
-			break
-		}
-		ic := p.idle[n-1]
-		p.idle[n-1] = idleConn{}
-		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
-
-		idle := time.Since(ic.since)
-		switch {
-		case ic.c.IsClosed() || idle > maxIdle:
-		case checked && idle > pingAfter && ic.c.Ping(ctx) != nil:
-			if ctx.Err() != nil {
-				closeConn(ic.c)
-				<-p.slots
-				return nil, ctx.Err()
-			}
-		default:
-			return ic.c, nil
-		}
-		closeConn(ic.c)
-	}
-	c, err := pgx.ConnectConfig(ctx, p.cfg)
-	if err != nil {
-		<-p.slots
-		return nil, err
-	}
-	return c, nil
-}
-
-// release hands c back, or closes it if it is broken or inside a
-// transaction left open by a failure.
-func (p *pool) release(c *pgx.Conn) {
-	defer func() { <-p.slots }()
-	if c.IsClosed() || c.PgConn().TxStatus() != 'I' {
-		closeConn(c)
-		return
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		closeConn(c)
-		return
-	}
-	p.idle = append(p.idle, idleConn{c: c, since: time.Now()})
-	p.mu.Unlock()
-}
-
-// purgeIdle closes the idle connections, after one was found broken: a
-// server restart or pg_terminate_backend breaks them all at once.
-func (p *pool) purgeIdle() {
-	p.mu.Lock()
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	for _, ic := range idle {
-		closeConn(ic.c)
-	}
-}
-
-// close closes the idle connections; connections in use are closed when
-// they are released.
-func (p *pool) close() {
-	p.mu.Lock()
-	p.closed = true
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	for _, ic := range idle {
-		closeConn(ic.c)
-	}
+	c.Release()
+	return err
 }
 
 // closeConn closes c without waiting long for a server that may be gone.

@@ -5,13 +5,19 @@
 // the change feed: triggers record each change and NOTIFY channel
 // psk_changes, and every replica's Watch reports it (R10).
 //
+// Keys are encrypted at rest with package sealed (AES-256-GCM under a
+// key-encryption key given in Config.KEK and never stored in the database,
+// the identity as associated data), so a dump or backup of the database
+// alone reveals no PSK (R9). Without a KEK keys are stored in plaintext.
+// Rekey re-seals every key under a new KEK in one transaction.
+//
 // Lookups are bounded by Config.LookupTimeout. When PostgreSQL cannot
 // answer, Lookup fails fast with an error wrapping pskstore.ErrUnavailable
 // (the gateway answers it like an unknown identity); sessions already
 // established are not affected, since they never look up again. The store
-// recovers on its own: broken connections are replaced, and while the
-// database is down only one lookup at a time probes it, the others fail at
-// once.
+// recovers on its own: broken connections of its pool (pgxpool) are
+// replaced, and while the database is down only one lookup at a time
+// probes it, the others fail at once.
 //
 // It does not own the key file format, the session table nor the choice of
 // backend: cmd/gateway builds a Store from configuration.
@@ -21,15 +27,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 var (
@@ -54,7 +65,9 @@ type Config struct {
 	// ("postgres://user@127.0.0.1:5432/db?sslmode=disable") or key=value
 	// pairs ("host=/run/postgresql dbname=gateway"); see pgx.ParseConfig.
 	// Run-time parameters such as search_path may be given in it; the
-	// tables are created in the first schema of the search path.
+	// tables are created in the first schema of the search path. Pool
+	// parameters (pool_max_conns, …) are ignored: MaxConns sizes the pool.
+	// The DSN may hold a password: errors never show it.
 	DSN string
 	// LookupTimeout bounds one Lookup, connecting included. Zero means
 	// DefaultLookupTimeout (500ms).
@@ -69,6 +82,20 @@ type Config struct {
 	// created with a FingerprintKey must always be opened with it: Open
 	// refuses another one (a check value is kept, not the key).
 	FingerprintKey []byte
+	// KEK seals keys at rest (package sealed): every write stores the key
+	// sealed under it, and reads open it. Nil means no KEK: keys are
+	// written in plaintext and a sealed key is refused (ErrNoKEK). With a
+	// KEK a plaintext key is refused (ErrPlaintextKey) unless
+	// InsecurePlaintextKeys; a key sealed under another KEK is refused
+	// naming both KEK ids (sealed.ErrWrongKEK). Open checks every stored
+	// key against these rules (by the KEK id kept with each key, without
+	// decrypting) and fails on the first key that breaks one, naming it by
+	// tag, so a gateway given the wrong KEK does not start.
+	KEK *sealed.KEK
+	// InsecurePlaintextKeys accepts plaintext keys although KEK is set,
+	// during a migration to sealed keys (see Rekey); writes are sealed all
+	// the same. Without a KEK it has no effect. Default false.
+	InsecurePlaintextKeys bool
 	// MaxConns is the most database connections the store opens, besides
 	// the one its change listener holds. Zero means DefaultMaxConns (8).
 	MaxConns int
@@ -81,12 +108,17 @@ type Config struct {
 // Store is a PostgreSQL-backed pskstore.Store, pskstore.Watcher and key
 // administration API. It is safe for concurrent use. Close releases it.
 type Store struct {
-	pool    *pool
-	listen  *pgx.ConnConfig // the listener's connection settings
-	timeout time.Duration
-	policy  pskstore.Options
-	fp      *pskstore.Fingerprinter
-	log     *zap.Logger
+	pool     *pgxpool.Pool
+	listen   *pgx.ConnConfig // the listener's connection settings
+	timeout  time.Duration
+	policy   pskstore.Options
+	fp       *pskstore.Fingerprinter
+	log      *zap.Logger
+	location string // where the store is, for messages: no password
+
+	kek      atomic.Pointer[sealed.KEK] // nil: plaintext; swapped by Rekey
+	insecure bool                       // plaintext keys accepted although kek is set
+	closing  atomic.Bool                // set by Close
 
 	down    atomic.Bool // the last lookup could not reach the database
 	probing atomic.Bool // a lookup is probing a database that was down
@@ -115,13 +147,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: open: Policy.MaxIdentityLen %d above the %d bytes this backend stores",
 			cfg.Policy.MaxIdentityLen, MaxIdentityLen)
 	}
-	connCfg, err := pgx.ParseConfig(cfg.DSN)
+	poolCfg, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
 		// pgx's parse errors may quote the DSN, password included: drop them.
 		return nil, errors.New("postgres: open: invalid DSN")
 	}
+	connCfg := poolCfg.ConnConfig
 	if connCfg.ConnectTimeout == 0 {
-		connCfg.ConnectTimeout = 10 * time.Second
+		connCfg.ConnectTimeout = defaultConnectTimeout
 	}
 	app := connCfg.RuntimeParams["application_name"]
 	if app == "" {
@@ -131,22 +164,31 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	listenCfg := connCfg.Copy()
 	listenCfg.RuntimeParams["application_name"] = app + " listener"
 
+	timeout := orDefault(cfg.LookupTimeout, DefaultLookupTimeout)
+	p, err := newPool(poolCfg, orDefault(cfg.MaxConns, DefaultMaxConns), timeout)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
 	s := &Store{
-		pool:        newPool(connCfg, orDefault(cfg.MaxConns, DefaultMaxConns)),
+		pool:        p,
 		listen:      listenCfg,
-		timeout:     orDefault(cfg.LookupTimeout, DefaultLookupTimeout),
+		timeout:     timeout,
 		policy:      cfg.Policy,
 		log:         cfg.Logger,
+		insecure:    cfg.InsecurePlaintextKeys,
 		pollEvery:   defaultPollEvery,
 		listenReady: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	s.kek.Store(cfg.KEK)
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.With(zap.String("store", "postgres"))
-	err = s.pool.withConn(ctx, true, func(c *pgx.Conn) error {
-		if err := migrate(ctx, c, s.log); err != nil {
+	var schema string
+	err = s.withConn(ctx, func(c *pgx.Conn) error {
+		var err error
+		if schema, err = migrate(ctx, c, s.log); err != nil {
 			return err
 		}
 		secret, err := fingerprintKey(ctx, c, cfg.FingerprintKey)
@@ -154,23 +196,43 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return err
 		}
 		s.fp = pskstore.NewFingerprinter(secret)
-		return nil
+		return s.checkSealing(ctx, c)
 	})
 	if err != nil {
-		s.pool.close()
+		s.pool.Close()
 		var ce *pgconn.ConnectError
-		if errors.As(err, &ce) {
-			return nil, fmt.Errorf("postgres: open: %w: %w", pskstore.ErrUnavailable, err)
+		var ke *KeyError
+		switch {
+		case errors.As(err, &ce):
+			return nil, fmt.Errorf("postgres: open: %w: %w", pskstore.ErrUnavailable, sanitize(err))
+		case errors.As(err, &ke):
+			return nil, fmt.Errorf("postgres: open: %w", err)
 		}
 		return nil, fmt.Errorf("postgres: open: %w", sanitize(err))
 	}
+	s.location = location(connCfg, schema)
 	s.policy.Fingerprinter = s.fp
 	return s, nil
 }
 
-// Close stops the change listener and closes the connections; watch
-// channels receive nothing more and still close when their context is
-// done. Methods called after Close fail with an error wrapping ErrClosed.
+// location describes where the store is, without credentials:
+// "127.0.0.1:5432/gateway schema public", "unix:/run/postgresql:5432/…".
+func location(c *pgx.ConnConfig, schema string) string {
+	host := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	if strings.HasPrefix(c.Host, "/") {
+		host = "unix:" + c.Host + ":" + strconv.Itoa(int(c.Port))
+	}
+	return fmt.Sprintf("%s/%s schema %s", host, c.Database, schema)
+}
+
+// Location says where the store is, for messages to the operator:
+// host, port, database and schema; never credentials.
+func (s *Store) Location() string { return s.location }
+
+// Close stops the change listener and closes the connections, after the
+// operations in progress hand theirs back, waiting at most 2s for them;
+// watch channels receive nothing more and still close when their context
+// is done. Methods called after Close fail with an error wrapping ErrClosed.
 // It is idempotent.
 func (s *Store) Close() error {
 	s.listenMu.Lock()
@@ -179,12 +241,33 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.closing.Store(true)
 	s.listenMu.Unlock()
 	close(s.done)
 	s.wg.Wait()
-	s.pool.close()
+	// pgxpool's Close waits for every connection to be cleaned up, which
+	// for a connection broken by an unreachable server takes up to 15s:
+	// wait a little, then let it finish on its own, so a shutdown is not
+	// held up by a database that went away.
+	closed := make(chan struct{})
+	go func() {
+		s.pool.Close()
+		close(closed)
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		s.log.Warn("psk store: connections still closing", zap.Duration("after", closeWait))
+	}
 	return nil
 }
+
+// closeWait bounds how long Close waits for the pool's connections.
+const closeWait = 2 * time.Second
+
+func (s *Store) isClosed() bool { return s.closing.Load() }
 
 // ErrDuplicateIdentity is returned (wrapped) by Put and PutMany for an
 // identity the store already holds: Put never replaces a key; use Rotate.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/pskstoretest"
@@ -396,5 +397,86 @@ func TestClose(t *testing.T) {
 	}
 	if err := s.Put(ctxT(t), pskstoretest.NewKey(t, []byte("device"))); !errors.Is(err, ErrClosed) {
 		t.Errorf("Put after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestReplace: an RFC 9258 import replaces the external PSK by its
+// imported keys in one transaction (R6), published as a revocation and
+// additions; a refused key leaves the store as it was.
+func TestReplace(t *testing.T) {
+	d := newDB(t)
+	s := d.open(t, appName(t, "repl"))
+	ctx := ctxT(t)
+	keys := newKeys(t, "device", 3)
+	if err := s.PutMany(ctx, keys, nil); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := d.open(t, appName(t, "watch")).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := newKeys(t, "imported", 3)
+	if err := s.Replace(ctx, keys[0].Identity, fresh[:2]); err != nil {
+		t.Fatal(err)
+	}
+	expectChange(t, ch, within, pskstore.Revoked, keys[0].Identity)
+	expectChange(t, ch, within, pskstore.Added, fresh[0].Identity)
+	expectChange(t, ch, within, pskstore.Added, fresh[1].Identity)
+	if _, err := s.Lookup(ctx, keys[0].Identity); !errors.Is(err, pskstore.ErrUnknownIdentity) {
+		t.Errorf("the replaced identity is still stored: %v", err)
+	}
+
+	var pe *pskstore.PolicyError
+	var be *BatchError
+	for _, tt := range []struct {
+		name string
+		id   []byte
+		keys []pskstore.Key
+		ok   func(error) bool
+	}{
+		{"absent identity", []byte("nope"), fresh[2:], func(err error) bool { return errors.Is(err, pskstore.ErrUnknownIdentity) }},
+		{"identity stored", keys[1].Identity, []pskstore.Key{fresh[2], {Identity: keys[2].Identity, Secret: newKeys(t, "x", 1)[0].Secret}},
+			func(err error) bool {
+				return errors.As(err, &be) && be.Index == 1 && errors.Is(err, ErrDuplicateIdentity)
+			}},
+		{"key material stored", keys[1].Identity, []pskstore.Key{fresh[2], {Identity: []byte("other"), Secret: keys[2].Secret}},
+			func(err error) bool { return errors.As(err, &pe) && pe.Rule == "R4" && pe.Index == 1 }},
+		{"short key", keys[1].Identity, []pskstore.Key{{Identity: []byte("short"), Secret: fresh[2].Secret[:15]}},
+			func(err error) bool { return errors.As(err, &pe) && pe.Rule == "R1" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.Replace(ctx, tt.id, tt.keys)
+			if !tt.ok(err) {
+				t.Fatalf("Replace: %v", err)
+			}
+			if strings.Contains(err.Error(), hex.EncodeToString(keys[2].Secret)) {
+				t.Errorf("error shows a key: %v", err)
+			}
+			if _, err := s.Lookup(ctx, keys[1].Identity); err != nil {
+				t.Errorf("a refused Replace removed the identity: %v", err)
+			}
+			if _, err := s.Lookup(ctx, fresh[2].Identity); !errors.Is(err, pskstore.ErrUnknownIdentity) {
+				t.Errorf("a refused Replace stored a key: %v", err)
+			}
+		})
+	}
+	expectNoChange(t, ch, 200*time.Millisecond)
+}
+
+// TestPlaintextIdentities lists the keys a Rekey would seal.
+func TestPlaintextIdentities(t *testing.T) {
+	d := newDB(t)
+	plain := d.open(t, appName(t, "p"))
+	keys := newKeys(t, "device", 2)
+	if err := plain.PutMany(ctxT(t), keys, nil); err != nil {
+		t.Fatal(err)
+	}
+	sealedStore := d.open(t, appName(t, "s"), withKEK(testKEK(t)), func(c *Config) { c.InsecurePlaintextKeys = true })
+	if err := sealedStore.Put(ctxT(t), pskstoretest.NewKey(t, []byte("device-sealed"))); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := sealedStore.PlaintextIdentities(ctxT(t))
+	if err != nil || len(ids) != 2 || !bytes.Equal(ids[0], keys[0].Identity) || !bytes.Equal(ids[1], keys[1].Identity) {
+		t.Fatalf("PlaintextIdentities = %q, %v", ids, err)
 	}
 }
