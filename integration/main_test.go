@@ -100,6 +100,7 @@ func startGateway(t *testing.T, configYAML, keysYAML string) *gatewayProc {
 		}
 		g.addr = ua
 	case err := <-g.exit:
+		g.exit <- err // for Cleanup, which waits for the exit
 		t.Fatalf("gateway exited before listening: %v\nlogs: %v", err, g.logLines())
 	case <-time.After(10 * time.Second):
 		t.Fatalf("gateway did not start listening; logs: %v", g.logLines())

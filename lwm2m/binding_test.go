@@ -286,8 +286,9 @@ func TestBindingL2CreatedUnusableLocation(t *testing.T) {
 		resp(codes.Created).withToken("reg"),                          // no Location-Path
 		resp(codes.Created).withToken("reg").withLocation("/rd"),      // the registry itself
 		resp(codes.Created).withToken("reg").withLocation("/other/1"), // outside /rd
-		resp(codes.Created).withToken("reg").withLocationSegments("rd", "a/b"),
+		resp(codes.Created).withToken("reg").withLocationSegments("rd", "a/../b"),
 		resp(codes.Created).withToken("reg").withLocationSegments("rd", ".."),
+		resp(codes.Created).withToken("reg").withLocationSegments("rd", "a//b"),
 		resp(codes.Changed).withToken("reg").withLocation("/rd/5a3f"), // not 2.01
 	} {
 		b := NewBinding("dev1")
@@ -514,5 +515,21 @@ func TestActionString(t *testing.T) {
 		if got := a.String(); got != want {
 			t.Errorf("%d: %q, want %q", a, got, want)
 		}
+	}
+}
+
+// TestBindingL2LocationInOneOption: a server that sends "rd/5" as a single
+// Location-Path option (lwm2m-node-lib does; RFC 7252 wants one option per
+// segment) still teaches the binding its location, and the device's Update
+// to /rd/5 is forwarded.
+func TestBindingL2LocationInOneOption(t *testing.T) {
+	b := NewBinding("dev1")
+	b.FromDevice(req(codes.POST, "/rd", "ep=dev1").withToken("reg").inspect(t))
+	b.FromBackend(resp(codes.Created).withToken("reg").withLocationSegments("rd/5").inspect(t))
+	if got, _, ok := b.Registered(); !ok || got != "/rd/5" {
+		t.Fatalf("learned %q, %v", got, ok)
+	}
+	if v := b.FromDevice(req(codes.POST, "/rd/5").withToken("upd").inspect(t)); v.Action != Forward {
+		t.Fatalf("update of /rd/5: %+v", v)
 	}
 }

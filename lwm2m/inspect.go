@@ -58,9 +58,12 @@ var optionBufs = sync.Pool{New: func() any { return new(optionBuf) }}
 // parameters, '&' inside a query option, and path segments a backend could
 // normalise ("a/b", ".", "..", empty) are errors.
 //
-// A 2.01 Created whose Location-Path has such segments is not an error (the
-// gateway passes backend responses on), but its Location is left empty, so a
-// Binding learns nothing from it.
+// The Location-Path of a backend's 2.01 Created is read more leniently: the
+// backend is trusted, and some LwM2M servers (Telefonica's lwm2m-node-lib)
+// send the whole location "rd/5" as one option although RFC 7252 §5.10.7
+// makes each option one segment. A '/' inside such an option is taken as a
+// segment separator; a Location with dot or empty segments is still left
+// empty, so a Binding learns nothing from it.
 func (in Inspector) Inspect(datagram []byte) (Message, error) {
 	buf := optionBufs.Get().(*optionBuf)
 	defer func() {
@@ -137,8 +140,8 @@ func (in Inspector) Inspect(datagram []byte) (Message, error) {
 		if m.Observe && (m.Code == codes.Content || m.Code == codes.Valid) {
 			m.Kind = Notify
 		}
-		if m.Code == codes.Created && len(location) > 0 && validSegments(location) {
-			m.Location = joinSegments(location)
+		if m.Code == codes.Created && len(location) > 0 {
+			m.Location = locationOf(location)
 		}
 		return m, nil
 	}
@@ -230,6 +233,19 @@ func validSegments(segs []message.Option) bool {
 		}
 	}
 	return true
+}
+
+// locationOf joins a backend's Location-Path options into "/a/b", splitting
+// an option that holds several segments ("rd/5"); it returns "" when a
+// segment is empty, "." or "..".
+func locationOf(segs []message.Option) string {
+	loc := joinSegments(segs)
+	for seg := range strings.SplitSeq(loc[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return ""
+		}
+	}
+	return loc
 }
 
 func joinSegments(segs []message.Option) string {

@@ -31,6 +31,20 @@ echo "== starting PostgreSQL"
 eval "$(scripts/pg.sh start)"
 trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 
+# The independent LwM2M server (Telefonica's lwm2m-node-lib) that
+# integration/lwm2m_interop_test.go puts behind the gateway, installed
+# exactly as integration/node/package-lock.json pins it.
+echo "== npm ci (integration/node: lwm2m-node-lib)"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "node or npm not found: install nodejs and npm (e.g. 'apt-get install -y nodejs npm'), then run 'make test'" >&2
+    exit 1
+  fi
+fi
+npm ci --prefix integration/node --no-audit --no-fund
+
 echo "== go vet"
 go vet ./...
 
