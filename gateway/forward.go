@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// run drives the session: handshake, policy (inside the handshake), upstream
-// socket, then the device→backend direction until the session ends.
+// run drives the session: handshake, policy (inside the handshake),
+// establishment, then the device→backend direction until the session ends.
 func (s *session) run() {
 	srv := s.srv
 	defer srv.wg.Done()
@@ -25,8 +25,10 @@ func (s *session) run() {
 		return
 	}
 	if err := s.establish(); err != nil {
-		s.close("upstream setup failed")
-		srv.log.Error("cannot open upstream socket", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+		s.close("establishment failed")
+		if !errors.Is(err, net.ErrClosed) {
+			srv.log.Error("cannot establish session", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+		}
 		return
 	}
 	s.fromDevice()
@@ -56,8 +58,9 @@ func (s *session) handshakeFailed(err error) {
 	s.close("handshake failed")
 }
 
-// establish opens the upstream socket, enforces one session per identity
-// and starts the backend→device direction.
+// establish picks the identity's backend, enforces one session per identity
+// and arms the idle timer; the upstream socket opens with the device's first
+// datagram (route).
 func (s *session) establish() error {
 	srv := s.srv
 	s.mu.Lock()

@@ -198,6 +198,19 @@ func (fs *pskFlagSet) printHelp() {
 	fs.SetOutput(io.Discard)
 }
 
+// parseIdentity parses args for the subcommands that take exactly one
+// identity (show, revoke, rotate): flags, then ID, text or, with --hex, hex.
+func (fs *pskFlagSet) parseIdentity(args []string, isHex *bool, what string) ([]byte, error) {
+	pos, err := fs.parse(args)
+	if err != nil {
+		return nil, err
+	}
+	if err := positional(pos, 1, 1, what); err != nil {
+		return nil, err
+	}
+	return identityArg(pos[0], *isHex)
+}
+
 // positional checks the number of positional arguments without echoing
 // them: a stray argument may be a key pasted in the wrong place.
 func positional(args []string, min, max int, what string) error {

@@ -59,14 +59,7 @@ func pskRotate(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	isHex := fs.Bool("hex", false, "the ID argument is hex")
 	length := fs.Int("length", 32, "key length in `bytes`, at least 16 (R1)")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, 1, "identity: rotate ID"); err != nil {
-		return err
-	}
-	id, err := identityArg(pos[0], *isHex)
+	id, err := fs.parseIdentity(args, isHex, "identity: rotate ID")
 	if err != nil {
 		return err
 	}
@@ -109,14 +102,7 @@ func pskRotate(c *pskContext, args []string) error {
 func pskRevoke(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	isHex := fs.Bool("hex", false, "the ID argument is hex")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, 1, "identity: revoke ID"); err != nil {
-		return err
-	}
-	id, err := identityArg(pos[0], *isHex)
+	id, err := fs.parseIdentity(args, isHex, "identity: revoke ID")
 	if err != nil {
 		return err
 	}

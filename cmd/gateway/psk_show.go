@@ -81,14 +81,7 @@ func keyFlagsOf(k pskstore.Key) []string {
 func pskShow(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	isHex := fs.Bool("hex", false, "the ID argument is hex")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 1, 1, "identity: show ID"); err != nil {
-		return err
-	}
-	id, err := identityArg(pos[0], *isHex)
+	id, err := fs.parseIdentity(args, isHex, "identity: show ID")
 	if err != nil {
 		return err
 	}
