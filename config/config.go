@@ -230,6 +230,14 @@ type Sessions struct {
 	// RegistrationGrace is added to a registered device's LwM2M lifetime to
 	// get its idle limit when that exceeds IdleTimeout. Default 2m; > 0.
 	RegistrationGrace Duration `yaml:"registration_grace"`
+
+	// ParkAfter parks an established session after this long without
+	// traffic in either direction: its DTLS state is serialized and its
+	// connection released until the next datagram from the device or the
+	// backend resumes it (the backend sees no change). idle_timeout still
+	// closes parked sessions, without close_notify. Must be >= 0; 0 never
+	// parks. Default 2m.
+	ParkAfter Duration `yaml:"park_after"`
 }
 
 // Log tunes logging.
@@ -257,6 +265,7 @@ const (
 	DefaultIdleTimeout        = Duration(75 * time.Minute)
 	DefaultDrainTimeout       = Duration(5 * time.Second)
 	DefaultRegistrationGrace  = Duration(2 * time.Minute)
+	DefaultParkAfter          = Duration(2 * time.Minute)
 	DefaultRegisterInterval   = Duration(10 * time.Second)
 	DefaultMaxSessions        = 200000
 	DefaultMaxEmbryonic       = 2048
@@ -285,6 +294,7 @@ func Default() *Config {
 			OnePerIdentity:    true,
 			DrainTimeout:      DefaultDrainTimeout,
 			RegistrationGrace: DefaultRegistrationGrace,
+			ParkAfter:         DefaultParkAfter,
 		},
 		Limits: Limits{
 			MaxSessions:      DefaultMaxSessions,

@@ -53,6 +53,7 @@ func TestParseFull(t *testing.T) {
 			OnePerIdentity:    false,
 			DrainTimeout:      0,
 			RegistrationGrace: DefaultRegistrationGrace,
+			ParkAfter:         0,
 		},
 		Log:    Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
 		Limits: Default().Limits,

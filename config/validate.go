@@ -193,6 +193,9 @@ func (c *Config) validateSessions(es *FieldErrors) {
 	if s.RegistrationGrace <= 0 {
 		es.add("sessions.registration_grace", s.RegistrationGrace.String(), "must be greater than 0")
 	}
+	if s.ParkAfter < 0 {
+		es.add("sessions.park_after", s.ParkAfter.String(), "must not be negative")
+	}
 }
 
 // validateRouting checks that every backend named for routing is declared.

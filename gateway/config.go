@@ -105,6 +105,15 @@ type Config struct {
 	// this long. Zero: 75 min, longer than a one-hour LwM2M registration
 	// lifetime so a device that updates hourly keeps its session.
 	IdleTimeout time.Duration
+	// ParkAfter parks an established session without traffic in either
+	// direction for this long: its DTLS state is exported and serialized,
+	// its pion Conn and goroutines released, and it is resumed by the next
+	// datagram from the device or from a backend for the device. Routes,
+	// LwM2M binding and upstream sockets stay, so the backend sees no
+	// change. IdleTimeout still closes parked sessions; closing a parked
+	// session sends no close_notify. Zero (or negative): never park; the
+	// configuration file's sessions.park_after defaults to 2 min.
+	ParkAfter time.Duration
 	// RegistrationGrace is added to a registered device's LwM2M lifetime to
 	// get its idle limit (when that exceeds IdleTimeout), so a device that
 	// updates just before its lifetime ends is never cut off. Zero: 2 min.
@@ -217,6 +226,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 75 * time.Minute
+	}
+	if c.ParkAfter < 0 {
+		c.ParkAfter = 0
 	}
 	if c.RegisterInterval == 0 {
 		c.RegisterInterval = 10 * time.Second

@@ -34,8 +34,8 @@
 //   - (c) a *dtls.Conn, unlike a DetachedConn, has ExportState and
 //     dtls.Resume, so an idle session can be parked as a few hundred bytes of
 //     serialized state and resumed over a fresh sessionConn when its next
-//     datagram arrives — the session table keys (CID, address) already allow
-//     that.
+//     datagram arrives (Config.ParkAfter, park.go); the session table keys
+//     (CID, address) stay while parked.
 //
 // The cost is pion's goroutines per Conn (its read loop and a context watcher
 // per read), which the benchmark issue measures.

@@ -14,24 +14,24 @@ import (
 
 // run drives the session: handshake, policy (inside the handshake),
 // establishment, then the device→backend direction until the session ends.
-func (s *session) run() {
+func (s *session) run(conn *dtls.Conn) {
 	srv := s.srv
 	defer srv.wg.Done()
 	ctx, cancel := context.WithTimeout(srv.ctx, srv.cfg.HandshakeTimeout)
-	err := s.conn.HandshakeContext(ctx)
+	err := conn.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
 		s.handshakeFailed(err)
 		return
 	}
-	if err := s.establish(); err != nil {
+	if err := s.establish(conn); err != nil {
 		s.close("establishment failed")
 		if !errors.Is(err, net.ErrClosed) {
 			srv.log.Error("cannot establish session", zap.String("identity_tag", s.identityTag()), zap.Error(err))
 		}
 		return
 	}
-	s.fromDevice()
+	s.fromDevice(conn)
 }
 
 func (s *session) handshakeFailed(err error) {
@@ -61,12 +61,12 @@ func (s *session) handshakeFailed(err error) {
 // establish picks the identity's backend, enforces one session per identity
 // and arms the idle timer; the upstream socket opens with the device's first
 // datagram (route).
-func (s *session) establish() error {
+func (s *session) establish(conn *dtls.Conn) error {
 	srv := s.srv
 	s.mu.Lock()
 	key, pskOnly := s.key, s.pskOnly
 	s.mu.Unlock()
-	state, _ := s.conn.ConnectionState()
+	state, _ := conn.ConnectionState()
 	name := s.backendFor(key, state.ServerName)
 	s.binding = lwm2m.NewBinding(key.Endpoint)
 	s.backend = name
@@ -87,7 +87,11 @@ func (s *session) establish() error {
 			old.close("replaced by a new session of the same identity")
 		}
 	}
-	s.idle = time.AfterFunc(srv.cfg.IdleTimeout, s.checkIdle)
+	s.lmu.Lock()
+	if !s.isClosed() {
+		s.idle = time.AfterFunc(s.firstCheck(), s.checkIdle)
+	}
+	s.lmu.Unlock()
 	mode := "psk_dhe_ke"
 	if pskOnly {
 		mode = "psk_ke"
@@ -114,18 +118,22 @@ func (s *session) establish() error {
 	return nil
 }
 
-// fromDevice forwards decrypted datagrams to the backend, byte for byte
-// (L4), after the LwM2M binding checks (L1, L2).
-func (s *session) fromDevice() {
+// fromDevice forwards decrypted datagrams from conn to the backend, byte for
+// byte (L4), after the LwM2M binding checks (L1, L2). It ends quietly when
+// conn was parked (or replaced by a resumed one) under it.
+func (s *session) fromDevice(conn *dtls.Conn) {
 	buf := make([]byte, s.srv.cfg.MaxDatagram)
 	for {
-		n, err := s.conn.Read(buf)
+		n, err := conn.Read(buf)
 		if err != nil {
+			if !s.isCurrent(conn) {
+				return // parked: the Conn was exported, the session lives on
+			}
 			s.close(closeReason(err, "device closed the session"))
 			return
 		}
 		s.touch()
-		up := s.admit(buf[:n])
+		up := s.admit(conn, buf[:n])
 		if up == nil {
 			continue
 		}
@@ -159,7 +167,7 @@ func (s *session) fromBackend(up *upstream) {
 		s.touch()
 		ended := s.learn(buf[:n], up)
 		s.srv.stats.toDevice(up.name, n)
-		if _, err := s.conn.Write(buf[:n]); err != nil {
+		if err := s.writeDevice(buf[:n]); err != nil {
 			s.close(closeReason(err, "write to device failed"))
 			return
 		}
@@ -174,17 +182,48 @@ func (s *session) fromBackend(up *upstream) {
 	}
 }
 
-// checkIdle closes the session after its idle limit without traffic, or
-// re-arms. A registered device may stay silent for its whole LwM2M lifetime
-// (queue mode), so its limit is the larger of IdleTimeout and lifetime plus
-// RegistrationGrace.
+// checkIdle closes the session after its idle limit without traffic, parks
+// it after ParkAfter without traffic, or re-arms. A registered device may
+// stay silent for its whole LwM2M lifetime (queue mode), so its limit is the
+// larger of IdleTimeout and lifetime plus RegistrationGrace. Parked sessions
+// keep their timer: the limit applies to them too.
 func (s *session) checkIdle() {
-	left := time.Until(time.Unix(0, s.lastActive.Load()).Add(s.idleLimit()))
-	if left > 0 {
-		s.idle.Reset(left)
+	idle := time.Since(time.Unix(0, s.lastActive.Load()))
+	limit := s.idleLimit()
+	if idle >= limit {
+		s.close("idle timeout")
 		return
 	}
-	s.close("idle timeout")
+	next := limit - idle
+	pa := s.srv.cfg.ParkAfter
+	if pa > 0 && idle >= pa {
+		// errParkBusy (a datagram is queued) retries below.
+		if err := s.park(); err != nil && !errors.Is(err, errParkBusy) {
+			if !errors.Is(err, net.ErrClosed) {
+				s.srv.log.Error("cannot park session", zap.String("identity_tag", s.identityTag()), zap.Error(err))
+				s.close("park failed")
+			}
+			return
+		}
+	}
+	s.lmu.Lock()
+	if !s.isClosed() {
+		if pa > 0 && s.parked == nil {
+			// Active (not parked, or resumed meanwhile): check again
+			// when it may be parked.
+			next = min(next, max(pa-time.Since(time.Unix(0, s.lastActive.Load())), pa/4))
+		}
+		s.idle.Reset(next)
+	}
+	s.lmu.Unlock()
+}
+
+// firstCheck is when the idle timer first fires after establishment.
+func (s *session) firstCheck() time.Duration {
+	if pa := s.srv.cfg.ParkAfter; pa > 0 && pa < s.srv.cfg.IdleTimeout {
+		return pa
+	}
+	return s.srv.cfg.IdleTimeout
 }
 
 func (s *session) idleLimit() time.Duration {
@@ -199,20 +238,34 @@ func (s *session) idleLimit() time.Duration {
 }
 
 // close ends the session once: close_notify to an established peer, upstream
-// socket closed, every route removed.
+// socket closed, every route removed. A parked session has no Conn, so its
+// peer gets no close_notify: its next record meets an unknown CID (or, by
+// address, is not a ClientHello) and is dropped, and the device handshakes
+// again, as after a gateway restart.
 func (s *session) close(reason string) {
 	s.closeOnce.Do(func() {
 		srv := s.srv
 		srv.table.remove(s)
+		s.lmu.Lock()
 		s.mu.Lock()
 		s.closed = true
 		ups, established := s.ups, s.established
 		s.mu.Unlock()
+		conn, pc, parked := s.conn, s.pc, s.parked != nil
+		s.conn, s.pc, s.parked = nil, nil, nil
 		if s.idle != nil {
 			s.idle.Stop()
 		}
-		_ = s.conn.Close() // sends close_notify once established
-		_ = s.pc.Close()
+		s.lmu.Unlock()
+		if parked {
+			srv.stats.unparked()
+		}
+		if conn != nil {
+			_ = conn.Close() // sends close_notify once established
+		}
+		if pc != nil {
+			_ = pc.Close()
+		}
 		for _, up := range ups {
 			_ = up.conn.Close()
 		}

@@ -60,7 +60,7 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	srv := l.srv
 	if cid := recordCID(p, srv.cfg.CIDLength); cid != nil {
 		if s := srv.table.byCID(cid); s != nil && s.l == l {
-			if !s.pc.deliver(p, from) {
+			if !s.deliver(p, from) {
 				srv.stats.drop(dropQueueFull)
 			}
 			return
@@ -71,7 +71,7 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	}
 	if s := srv.table.byAddr(l, from); s != nil {
 		s.embryo.datagrams.Add(1)
-		if !s.pc.deliver(p, from) {
+		if !s.deliver(p, from) {
 			srv.stats.drop(dropQueueFull)
 		}
 		return
@@ -105,7 +105,7 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 		return
 	}
 	s.embryo.datagrams.Add(1)
-	s.pc.deliver(p, from)
+	s.deliver(p, from)
 	if evict := srv.admission.admitEmbryo(s); len(evict) > 0 {
 		srv.stats.dropped[dropEvicted].Add(uint64(len(evict)))
 		// Unroute at once (cheap); closing waits for pion's handshake

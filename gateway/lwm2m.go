@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/lwm2m-gateway/gateway/lwm2m"
+	"github.com/pion/dtls/v4"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"go.uber.org/zap"
 )
@@ -13,7 +14,7 @@ import (
 // 4.00 without ep) and never forwarded; a datagram that is not CoAP is
 // dropped. Everything else passes unchanged (L4). It returns the backend
 // the datagram goes to, or nil.
-func (s *session) admit(p []byte) *upstream {
+func (s *session) admit(conn *dtls.Conn, p []byte) *upstream {
 	m, _ := s.srv.inspector.Inspect(p) // FromDevice refuses what Inspect flagged
 	s.bmu.Lock()
 	v := s.binding.FromDevice(m)
@@ -42,7 +43,7 @@ func (s *session) admit(p []byte) *upstream {
 	if v.Action == lwm2m.Reject {
 		fields = append(fields, zap.Stringer("code", v.Code))
 		if reply, err := lwm2m.Reply(m, v.Code); err == nil {
-			if _, err := s.conn.Write(reply); err != nil {
+			if _, err := conn.Write(reply); err != nil {
 				fields = append(fields, zap.NamedError("reply_err", err))
 			}
 		}

@@ -18,7 +18,11 @@ var (
 		"DTLS handshakes by version, PSK mode and result (ok, or the failure reason: unknown_identity, bad_key_or_protocol, policy_R2/R3/R5, store_error, timeout, closed).",
 		[]string{"version", "mode", "result"}, nil)
 	descSessions = prometheus.NewDesc("gateway_sessions",
-		"Sessions by state: established, or handshaking (created, not yet established).", []string{"state"}, nil)
+		"Sessions by state: established (active), parked (established, DTLS state serialized, no Conn), or handshaking (created, not yet established).", []string{"state"}, nil)
+	descParks = prometheus.NewDesc("gateway_session_parks_total",
+		"Idle sessions parked (Config.ParkAfter).", nil, nil)
+	descResumes = prometheus.NewDesc("gateway_session_resumes_total",
+		"Parked sessions resumed, by result (ok, failed: the session was closed).", []string{"result"}, nil)
 	descDatagrams = prometheus.NewDesc("gateway_datagrams_total",
 		"Datagrams forwarded, by direction (to_backend, to_device) and backend.", []string{"direction", "backend"}, nil)
 	descBytes = prometheus.NewDesc("gateway_bytes_total",
@@ -61,7 +65,7 @@ func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
 type collector struct{ srv *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descParks, descResumes} {
 		ch <- d
 	}
 	c.srv.lookup.Describe(ch)
@@ -97,8 +101,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	st.mu.Unlock()
-	est := st.established.Load()
-	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(est), "established")
+	est, parked := st.established.Load(), st.parkedNow.Load()
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(est-parked), "established")
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(parked), "parked")
+	counter(descParks, st.parks.Load())
+	counter(descResumes, st.resumes.Load(), "ok")
+	counter(descResumes, st.resumeFailures.Load(), "failed")
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(int64(srv.table.len())-est), "handshaking")
 	for _, name := range sortedKeys(st.backends) {
 		t := st.backends[name]

@@ -178,7 +178,8 @@ func (srv *Server) CloseIdentity(identity []byte, reason string) int {
 }
 
 // Shutdown stops accepting new sessions, closes every session with
-// close_notify and its upstream socket, and waits for them until ctx ends.
+// close_notify (parked sessions have no Conn and get none) and its upstream
+// socket, and waits for them until ctx ends.
 // It is idempotent.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.closing.Store(true)

@@ -22,11 +22,22 @@ import (
 // session is one DTLS association and its upstream socket. Its goroutine
 // (run) owns the handshake and the device→backend direction; fromBackend owns
 // the other direction. close may be called from anywhere, once it matters.
+//
+// An established session may be parked (park.go): its *dtls.Conn is
+// exported to serialized state and dropped, and resumed on the next datagram
+// either way. pc and conn therefore change over time: both are guarded by
+// lmu, which also serialises park, resume and close.
 type session struct {
-	srv  *Server
-	l    *listener
-	pc   *sessionConn
-	conn *dtls.Conn
+	srv *Server
+	l   *listener
+
+	// lmu guards the lifecycle: pc, conn, parked, idle and the parked
+	// transitions. Lock order: lmu before mu, bmu and table.mu; nothing
+	// that holds one of those takes lmu.
+	lmu    sync.Mutex
+	pc     *sessionConn
+	conn   *dtls.Conn
+	parked []byte // serialized dtls.State while parked, nil while active
 
 	// Guarded by srv.table.mu.
 	routeAddr netip.AddrPort
@@ -65,16 +76,16 @@ func (srv *Server) newSession(l *listener, from netip.AddrPort) (*session, error
 	s := &session{srv: srv, l: l, done: make(chan struct{}),
 		registers: rate.NewLimiter(rate.Every(srv.cfg.RegisterInterval), registerBurst)}
 	s.touch()
-	s.pc = newSessionConn(l, s.followPeer)
-	conn, err := dtls.Server(s.pc, net.UDPAddrFromAddrPort(from), srv.serverOptions(s)...)
+	pc := newSessionConn(l, s.followPeer)
+	conn, err := dtls.Server(pc, net.UDPAddrFromAddrPort(from), srv.serverOptions(s)...)
 	if err != nil {
 		srv.table.remove(s) // CIDs the option builder registered
 		return nil, err
 	}
-	s.conn = conn
+	s.pc, s.conn = pc, conn // before the session is shared: no lock needed
 	srv.table.add(s, from)
 	srv.wg.Add(1)
-	go s.run()
+	go s.run(conn)
 	return s, nil
 }
 
@@ -116,6 +127,7 @@ func (s *session) newCID() []byte {
 	return cid
 }
 
+// cidList is the session's Connection IDs; called with table.mu held.
 func (s *session) cidList() [][]byte { return s.cids }
 
 // selectPSK is pion's server PSK callback: the first offered identity the

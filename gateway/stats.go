@@ -9,7 +9,11 @@ import (
 // Stats is a snapshot of the data-path counters. No identities (R9).
 type Stats struct {
 	Sessions           int               // live sessions, established or handshaking
-	Established        int64             // established sessions now
+	Established        int64             // established sessions now, parked ones included
+	Parked             int64             // established sessions parked now (Config.ParkAfter)
+	Parks              uint64            // sessions parked so far
+	Resumes            uint64            // parked sessions resumed so far
+	ResumeFailures     uint64            // parked sessions that could not be resumed (closed)
 	HandshakesOK       uint64            // handshakes completed
 	HandshakesFailed   map[string]uint64 // failed handshakes by reason
 	DatagramsToBackend uint64
@@ -49,6 +53,10 @@ type traffic struct {
 
 type counters struct {
 	established    atomic.Int64
+	parkedNow      atomic.Int64
+	parks          atomic.Uint64
+	resumes        atomic.Uint64
+	resumeFailures atomic.Uint64
 	handshakesOK   atomic.Uint64
 	upstreamErrors atomic.Uint64
 	dropped        [numDropReasons]atomic.Uint64
@@ -93,6 +101,14 @@ func (c *counters) handshakeOK(version, mode string) {
 
 func (c *counters) sessionClosed() { c.established.Add(-1) }
 
+// parked counts a park; unparked a parked session that resumed or closed.
+func (c *counters) parked() {
+	c.parks.Add(1)
+	c.parkedNow.Add(1)
+}
+
+func (c *counters) unparked() { c.parkedNow.Add(-1) }
+
 func (c *counters) handshakeFailed(reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -122,6 +138,10 @@ func (srv *Server) Stats() Stats {
 	st := Stats{
 		Sessions:         srv.table.len(),
 		Established:      c.established.Load(),
+		Parked:           c.parkedNow.Load(),
+		Parks:            c.parks.Load(),
+		Resumes:          c.resumes.Load(),
+		ResumeFailures:   c.resumeFailures.Load(),
 		HandshakesOK:     c.handshakesOK.Load(),
 		UpstreamErrors:   c.upstreamErrors.Load(),
 		HandshakesFailed: map[string]uint64{},

@@ -59,6 +59,7 @@ func (t *table) addCID(s *session, cid []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.cids[string(cid)] = s
+	s.cids = append(s.cids, append([]byte(nil), cid...))
 }
 
 // moveAddr points the session's address route at its new peer address.

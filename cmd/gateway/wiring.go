@@ -183,6 +183,7 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 		BootstrapBackend:      c.BootstrapBackend,
 		ServerNameBackends:    c.ServerNameBackends,
 		RegistrationGrace:     time.Duration(c.Sessions.RegistrationGrace),
+		ParkAfter:             time.Duration(c.Sessions.ParkAfter),
 		RegisterInterval:      time.Duration(c.Limits.RegisterInterval),
 		MaxSessions:           c.Limits.MaxSessions,
 		MaxEmbryonic:          c.Limits.MaxEmbryonic,
