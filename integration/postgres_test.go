@@ -5,11 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
+	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -312,114 +311,35 @@ func TestPostgresOutage(t *testing.T) {
 	checkLogsHoldNoKey(t, g, live.key, fresh.key)
 }
 
-// tcpProxy forwards TCP connections to a target. stop closes its port
-// and every connection through it; blackhole breaks every connection and
-// accepts new ones without ever answering; start forwards again on the
-// same port.
+// tcpProxy stands between the gateways and PostgreSQL (internal/tcpproxy):
+// stop refuses connections, blackhole accepts and never answers, start
+// forwards again on the same port.
 type tcpProxy struct {
-	t      *testing.T
-	addr   string
-	target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	stall bool
-	conns map[net.Conn]struct{}
+	t    *testing.T
+	addr string
+	p    *tcpproxy.Proxy
 }
 
 func newTCPProxy(t *testing.T, target string) *tcpProxy {
 	t.Helper()
-	p := &tcpProxy{t: t, target: target, conns: make(map[net.Conn]struct{})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tp, err := tcpproxy.New(func() (net.Conn, error) { return net.Dial("tcp", target) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.stop)
-	return p
+	t.Cleanup(tp.Down)
+	return &tcpProxy{t: t, addr: tp.Addr(), p: tp}
 }
 
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns[c] = struct{}{}
-			stall := p.stall
-			p.mu.Unlock()
-			if !stall {
-				go p.forward(c)
-			}
-		}
-	}()
-}
-
-func (p *tcpProxy) forward(c net.Conn) {
-	s, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[s] = struct{}{}
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(s, c); s.Close(); c.Close() }()
-	_, _ = io.Copy(c, s)
-	s.Close()
-	c.Close()
-}
-
-// breakAll closes every connection; the caller holds mu.
-func (p *tcpProxy) breakAll() {
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
-func (p *tcpProxy) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	p.breakAll()
-}
+func (p *tcpProxy) stop() { p.p.Down() }
 
 func (p *tcpProxy) blackhole() {
-	p.mu.Lock()
-	p.stall = true
-	p.breakAll()
-	p.mu.Unlock()
-	p.listen()
+	if err := p.p.Blackhole(); err != nil {
+		p.t.Fatal(err)
+	}
 }
 
 func (p *tcpProxy) start() {
-	p.mu.Lock()
-	p.stall = false
-	p.mu.Unlock()
-	p.listen()
-}
-
-// listen opens the port again if it is closed.
-func (p *tcpProxy) listen() {
-	p.mu.Lock()
-	open := p.ln != nil
-	p.mu.Unlock()
-	if open {
-		return
+	if err := p.p.Up(); err != nil {
+		p.t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("proxy: listening again on %s: %v", p.addr, err)
-	}
-	p.serve(ln)
 }

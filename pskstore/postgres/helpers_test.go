@@ -5,13 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
+	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -173,122 +172,41 @@ func terminate(t testing.TB, app string) int {
 }
 
 // proxy stands between a store and PostgreSQL, so a test can take the
-// database away and bring it back: down refuses connections (the port is
-// closed), stall accepts them and never answers (a black hole), up
-// forwards. Switching to down or stall breaks every open connection.
+// database away (refused or black-holed) and bring it back (internal/tcpproxy).
 type proxy struct {
 	t    testing.TB
 	addr string
-	dial func() (net.Conn, error)
-
-	mu    sync.Mutex
-	ln    net.Listener
-	stall bool
-	conns map[net.Conn]struct{}
+	p    *tcpproxy.Proxy
 }
 
 func newProxy(t testing.TB, d *db) *proxy {
 	t.Helper()
 	target := d.base
-	p := &proxy{t: t, conns: make(map[net.Conn]struct{})}
-	p.dial = func() (net.Conn, error) {
+	tp, err := tcpproxy.New(func() (net.Conn, error) {
 		if strings.HasPrefix(target.Host, "/") {
 			return net.Dial("unix", filepath.Join(target.Host, fmt.Sprintf(".s.PGSQL.%d", target.Port)))
 		}
 		return net.Dial("tcp", net.JoinHostPort(target.Host, fmt.Sprint(target.Port)))
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.down)
-	return p
+	t.Cleanup(tp.Down)
+	return &proxy{t: t, addr: tp.Addr(), p: tp}
 }
 
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns[c] = struct{}{}
-			stall := p.stall
-			p.mu.Unlock()
-			if !stall {
-				go p.forward(c)
-			}
-		}
-	}()
-}
-
-func (p *proxy) forward(c net.Conn) {
-	s, err := p.dial()
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[s] = struct{}{}
-	p.mu.Unlock()
-	go func() { io.Copy(s, c); s.Close(); c.Close() }()
-	io.Copy(c, s)
-	s.Close()
-	c.Close()
-}
-
-// breakAll closes every connection; the caller holds mu.
-func (p *proxy) breakAll() {
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	p.breakAll()
-}
+func (p *proxy) down() { p.p.Down() }
 
 func (p *proxy) blackhole() {
-	p.mu.Lock()
-	p.stall = true
-	p.breakAll()
-	p.mu.Unlock()
-	p.listen()
+	if err := p.p.Blackhole(); err != nil {
+		p.t.Fatal(err)
+	}
 }
 
 func (p *proxy) up() {
-	p.mu.Lock()
-	p.stall = false
-	p.mu.Unlock()
-	p.listen()
-}
-
-// listen reopens the listener on the same address if it is closed.
-func (p *proxy) listen() {
-	p.mu.Lock()
-	open := p.ln != nil
-	p.mu.Unlock()
-	if open {
-		return
+	if err := p.p.Up(); err != nil {
+		p.t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("proxy: listening again on %s: %v", p.addr, err)
-	}
-	p.serve(ln)
 }
 
 // newKeys returns n keys named prefix-0000000… with 32 random bytes each.
