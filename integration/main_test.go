@@ -76,13 +76,26 @@ func startGateway(t *testing.T, configYAML, keysYAML string) *gatewayProc {
 	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(gatewayBin, "serve", "--config", cfgPath)
-	stderr, err := cmd.StderrPipe()
+	g, err := runGateway(t, cfgPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g
+}
+
+// runGateway runs `gateway serve --config cfgPath` with env added to the
+// environment and waits until it listens; it returns why it did not. The
+// process is killed when the test ends.
+func runGateway(t *testing.T, cfgPath string, env []string) (*gatewayProc, error) {
+	t.Helper()
+	cmd := exec.Command(gatewayBin, "serve", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	g := &gatewayProc{cmd: cmd, configPath: cfgPath, exit: make(chan error, 1)}
 	listening := make(chan string, 1)
@@ -96,16 +109,19 @@ func startGateway(t *testing.T, configYAML, keysYAML string) *gatewayProc {
 	case a := <-listening:
 		ua, err := net.ResolveUDPAddr("udp", a)
 		if err != nil {
-			t.Fatal(err)
+			return g, err
 		}
 		g.addr = ua
+		return g, nil
 	case err := <-g.exit:
 		g.exit <- err // for Cleanup, which waits for the exit
-		t.Fatalf("gateway exited before listening: %v\nlogs: %v", err, g.logLines())
+		for i := 0; i < 100 && len(g.logLines()) == 0; i++ {
+			time.Sleep(20 * time.Millisecond) // let the log reader catch up
+		}
+		return g, fmt.Errorf("gateway exited before listening: %v; logs: %v", err, g.logLines())
 	case <-time.After(10 * time.Second):
-		t.Fatalf("gateway did not start listening; logs: %v", g.logLines())
+		return g, fmt.Errorf("gateway did not start listening; logs: %v", g.logLines())
 	}
-	return g
 }
 
 func (g *gatewayProc) readLogs(r io.Reader, listening chan<- string) {

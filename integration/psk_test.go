@@ -79,40 +79,7 @@ func (s *pskSite) start(t *testing.T) *gatewayProc {
 // tryStart is start returning why the gateway did not come up.
 func (s *pskSite) tryStart(t *testing.T) (*gatewayProc, error) {
 	t.Helper()
-	cmd := exec.Command(gatewayBin, "serve", "--config", s.config)
-	cmd.Env = append(os.Environ(), s.env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g := &gatewayProc{cmd: cmd, exit: make(chan error, 1)}
-	listening := make(chan string, 1)
-	go g.readLogs(stderr, listening)
-	go func() { g.exit <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-g.exit
-	})
-	select {
-	case a := <-listening:
-		ua, err := net.ResolveUDPAddr("udp", a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.addr = ua
-		return g, nil
-	case err := <-g.exit:
-		g.exit <- err
-		for i := 0; i < 100 && len(g.logLines()) == 0; i++ {
-			time.Sleep(20 * time.Millisecond) // let the log reader catch up
-		}
-		return g, fmt.Errorf("gateway exited before listening: %v; logs: %v", err, g.logLines())
-	case <-time.After(10 * time.Second):
-		return g, fmt.Errorf("gateway did not start listening; logs: %v", g.logLines())
-	}
+	return runGateway(t, s.config, s.env)
 }
 
 // psk runs `gateway psk <args> --config <site config>` and returns its
