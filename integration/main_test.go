@@ -99,8 +99,17 @@ func runGateway(t *testing.T, cfgPath string, env []string) (*gatewayProc, error
 	}
 	g := &gatewayProc{cmd: cmd, configPath: cfgPath, exit: make(chan error, 1)}
 	listening := make(chan string, 1)
-	go g.readLogs(stderr, listening)
-	go func() { g.exit <- cmd.Wait() }()
+	logsDone := make(chan struct{})
+	go func() {
+		g.readLogs(stderr, listening)
+		close(logsDone)
+	}()
+	go func() {
+		// Wait closes the stderr pipe: read it to the end first, or the
+		// last lines (the error of a gateway that refused to start) are lost.
+		<-logsDone
+		g.exit <- cmd.Wait()
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-g.exit
@@ -115,9 +124,6 @@ func runGateway(t *testing.T, cfgPath string, env []string) (*gatewayProc, error
 		return g, nil
 	case err := <-g.exit:
 		g.exit <- err // for Cleanup, which waits for the exit
-		for i := 0; i < 100 && len(g.logLines()) == 0; i++ {
-			time.Sleep(20 * time.Millisecond) // let the log reader catch up
-		}
 		return g, fmt.Errorf("gateway exited before listening: %v; logs: %v", err, g.logLines())
 	case <-time.After(10 * time.Second):
 		return g, fmt.Errorf("gateway did not start listening; logs: %v", g.logLines())
