@@ -153,21 +153,27 @@ func checkLogsHoldNoKey(t *testing.T, g *gatewayProc, keys ...[]byte) {
 	}
 }
 
-// TestPskRevokeClosesLiveSessionR10: `gateway psk revoke` against the
-// running gateway's configuration closes that identity's session within
-// 2 s, through the file watcher, and leaves the other identity's alone.
-func TestPskRevokeClosesLiveSessionR10(t *testing.T) {
+// twoDeviceSite runs a file-store gateway with two identities and a
+// registered simulated device for each: the setup of the R10 CLI tests.
+func twoDeviceSite(t *testing.T, id1, id2 string) (*devsim.Backend, fleetKey, fleetKey, *pskSite, *gatewayProc, context.Context, *devsim.Device, *devsim.Device) {
+	t.Helper()
 	backend, err := devsim.NewBackend("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer backend.Close()
-	k1, k2 := newFleetKey("dev-revoked", ""), newFleetKey("dev-kept", "")
+	t.Cleanup(func() { _ = backend.Close() })
+	k1, k2 := newFleetKey(id1, ""), newFleetKey(id2, "")
 	s := newPskSite(t, backend.Addr(), "", keysFile(k1, k2))
 	g := s.start(t)
 	ctx := ctxTimeout(t, 60*time.Second)
-	d1 := dialRegistered(t, ctx, g, k1.identity, k1.key)
-	d2 := dialRegistered(t, ctx, g, k2.identity, k2.key)
+	return backend, k1, k2, s, g, ctx, dialRegistered(t, ctx, g, k1.identity, k1.key), dialRegistered(t, ctx, g, k2.identity, k2.key)
+}
+
+// TestPskRevokeClosesLiveSessionR10: `gateway psk revoke` against the
+// running gateway's configuration closes that identity's session within
+// 2 s, through the file watcher, and leaves the other identity's alone.
+func TestPskRevokeClosesLiveSessionR10(t *testing.T) {
+	backend, k1, k2, s, g, ctx, d1, d2 := twoDeviceSite(t, "dev-revoked", "dev-kept")
 
 	start := time.Now()
 	_, stderr := s.psk(t, 0, "revoke", k1.identity)
@@ -210,17 +216,7 @@ func TestPskRevokeClosesLiveSessionR10(t *testing.T) {
 // identity's session within 2 s; the device reconnects with the printed new
 // key, the old key no longer works, and the other identity is untouched.
 func TestPskRotateClosesLiveSessionR10(t *testing.T) {
-	backend, err := devsim.NewBackend("127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	k1, k2 := newFleetKey("dev-rotated", ""), newFleetKey("dev-steady", "")
-	s := newPskSite(t, backend.Addr(), "", keysFile(k1, k2))
-	g := s.start(t)
-	ctx := ctxTimeout(t, 60*time.Second)
-	d1 := dialRegistered(t, ctx, g, k1.identity, k1.key)
-	d2 := dialRegistered(t, ctx, g, k2.identity, k2.key)
+	_, k1, k2, s, g, ctx, d1, d2 := twoDeviceSite(t, "dev-rotated", "dev-steady")
 
 	start := time.Now()
 	stdout, stderr := s.psk(t, 0, "rotate", k1.identity)

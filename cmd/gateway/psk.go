@@ -198,6 +198,16 @@ func (fs *pskFlagSet) printHelp() {
 	fs.SetOutput(io.Discard)
 }
 
+// parseNone parses args for the subcommands that take flags only: a stray
+// argument is refused without being echoed (it may be a key).
+func (fs *pskFlagSet) parseNone(args []string) error {
+	pos, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	return positional(pos, 0, 0, "")
+}
+
 // parseIdentity parses args for the subcommands that take exactly one
 // identity (show, revoke, rotate): flags, then ID, text or, with --hex, hex.
 func (fs *pskFlagSet) parseIdentity(args []string, isHex *bool, what string) ([]byte, error) {

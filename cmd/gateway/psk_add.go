@@ -25,11 +25,7 @@ func pskAdd(c *pskContext, args []string) error {
 	format := fs.String("key-format", "", "how the key is written: `hex`, base64 or raw (required; never guessed)")
 	allowLow := fs.Bool("allow-low-entropy", false, "accept a key that fails the entropy screen for this identity (R2; then no psk_ke, no legacy)")
 	fromCSV := fs.String("from-csv", "", "bulk provisioning from `FILE`, all or nothing (see gateway psk help)")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 0, 0, ""); err != nil {
+	if err := fs.parseNone(args); err != nil {
 		return err
 	}
 	if *fromCSV != "" {

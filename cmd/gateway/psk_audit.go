@@ -21,11 +21,7 @@ import (
 // does not load is audited from its load errors.
 func pskAudit(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 0, 0, ""); err != nil {
+	if err := fs.parseNone(args); err != nil {
 		return err
 	}
 	ks, err := fs.open(auditing)

@@ -13,11 +13,7 @@ func pskGen(c *pskContext, args []string) error {
 	var b bindingFlags
 	b.register(fs.FlagSet)
 	length := fs.Int("length", 32, "key length in `bytes`, at least 16 (R1)")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 0, 0, ""); err != nil {
+	if err := fs.parseNone(args); err != nil {
 		return err
 	}
 	k, err := b.key()

@@ -16,11 +16,7 @@ func pskImport(c *pskContext, args []string) error {
 	client := fs.String("client", "", "the device's `name` in the importer context, e.g. its LwM2M endpoint name")
 	server := fs.String("server", "", "the gateway's server `name` in the importer context (the SNI devices send)")
 	kdf := fs.String("kdf", "both", "target `KDF`s: both, sha256 (HKDF_SHA256) or sha384 (HKDF_SHA384)")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 0, 0, ""); err != nil {
+	if err := fs.parseNone(args); err != nil {
 		return err
 	}
 	id, err := identityFlags(*identity, *identityHex)
@@ -101,11 +97,7 @@ func pskRekey(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
 	newFile := fs.String("new-kek-file", "", "`FILE` holding the new key-encryption key (32 raw bytes, hex or base64)")
 	newEnv := fs.String("new-kek-env", "", "environment variable `NAME` holding the new key-encryption key")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 0, 0, ""); err != nil {
+	if err := fs.parseNone(args); err != nil {
 		return err
 	}
 	if (*newFile == "") == (*newEnv == "") {

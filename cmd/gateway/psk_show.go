@@ -13,11 +13,7 @@ import (
 // pskList prints every identity with its tag and bindings, never a key.
 func pskList(c *pskContext, args []string) error {
 	fs := newPSKFlags(c)
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := positional(pos, 0, 0, ""); err != nil {
+	if err := fs.parseNone(args); err != nil {
 		return err
 	}
 	ks, err := fs.open(readOnly)
