@@ -231,12 +231,18 @@ type Sessions struct {
 	// get its idle limit when that exceeds IdleTimeout. Default 2m; > 0.
 	RegistrationGrace Duration `yaml:"registration_grace"`
 
-	// ParkAfter parks an established session after this long without
-	// traffic in either direction: its DTLS state is serialized and its
-	// connection released until the next datagram from the device or the
-	// backend resumes it (the backend sees no change). idle_timeout still
-	// closes parked sessions, without close_notify. Must be >= 0; 0 never
-	// parks. Default 2m.
+	// DataPlane chooses who protects established sessions' records:
+	// DataPlaneLean (default) hands each session over from pion to the
+	// gateway's own record layer after its handshake (a few hundred bytes
+	// and no goroutine per session); DataPlanePion keeps pion's connection
+	// for the life of the session (the previous data path, kept as a
+	// fallback for one release).
+	DataPlane DataPlane `yaml:"data_plane"`
+
+	// ParkAfter is obsolete and ignored: the lean data plane holds an idle
+	// session in a few hundred bytes, so sessions are no longer parked. It
+	// is still accepted so that existing configuration files load;
+	// Deprecated reports it.
 	ParkAfter Duration `yaml:"park_after"`
 }
 
@@ -265,7 +271,6 @@ const (
 	DefaultIdleTimeout        = Duration(75 * time.Minute)
 	DefaultDrainTimeout       = Duration(5 * time.Second)
 	DefaultRegistrationGrace  = Duration(2 * time.Minute)
-	DefaultParkAfter          = Duration(2 * time.Minute)
 	DefaultRegisterInterval   = Duration(10 * time.Second)
 	DefaultMaxSessions        = 200000
 	DefaultMaxEmbryonic       = 2048
@@ -294,7 +299,7 @@ func Default() *Config {
 			OnePerIdentity:    true,
 			DrainTimeout:      DefaultDrainTimeout,
 			RegistrationGrace: DefaultRegistrationGrace,
-			ParkAfter:         DefaultParkAfter,
+			DataPlane:         DataPlaneLean,
 		},
 		Limits: Limits{
 			MaxSessions:      DefaultMaxSessions,
@@ -318,6 +323,16 @@ func (c *Config) BackendNames() []string {
 	return names
 }
 
+// Deprecated lists the obsolete settings the configuration sets, each with
+// what to do about it; they are accepted so that old files still load.
+func (c *Config) Deprecated() []string {
+	var out []string
+	if c.Sessions.ParkAfter != 0 {
+		out = append(out, "sessions.park_after is obsolete and ignored: the lean data plane keeps an idle session in a few hundred bytes; remove the setting")
+	}
+	return out
+}
+
 // applyDefaults replaces the zero values that mean a default by that default
 // and fills in DefaultBackend when exactly one backend is declared. Numbers
 // and durations are left alone: Parse starts from Default for them.
@@ -333,6 +348,9 @@ func (c *Config) applyDefaults() {
 	}
 	if len(c.Backends) == 0 {
 		c.Backends = nil
+	}
+	if c.Sessions.DataPlane == "" {
+		c.Sessions.DataPlane = DataPlaneLean
 	}
 	if len(c.ServerNameBackends) == 0 {
 		c.ServerNameBackends = nil

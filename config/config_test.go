@@ -53,7 +53,8 @@ func TestParseFull(t *testing.T) {
 			OnePerIdentity:    false,
 			DrainTimeout:      0,
 			RegistrationGrace: DefaultRegistrationGrace,
-			ParkAfter:         0,
+			DataPlane:         DataPlanePion,
+			ParkAfter:         Duration(30 * time.Second),
 		},
 		Log:    Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
 		Limits: Default().Limits,
@@ -64,6 +65,12 @@ func TestParseFull(t *testing.T) {
 	}
 	if names := got.BackendNames(); !reflect.DeepEqual(names, []string{"bootstrap", "dm"}) {
 		t.Errorf("BackendNames() = %q", names)
+	}
+	if d := got.Deprecated(); len(d) != 1 || !strings.Contains(d[0], "sessions.park_after") {
+		t.Errorf("Deprecated() = %q, want the obsolete park_after reported", d)
+	}
+	if d := Default().Deprecated(); len(d) != 0 {
+		t.Errorf("defaults report obsolete settings: %q", d)
 	}
 }
 

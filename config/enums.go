@@ -12,6 +12,17 @@ const (
 	SNIRequire SNIPolicy = "require"
 )
 
+// DataPlane names who protects established sessions' records.
+type DataPlane string
+
+// Data planes.
+const (
+	// DataPlaneLean is the gateway's own record layer (default).
+	DataPlaneLean DataPlane = "lean"
+	// DataPlanePion keeps pion's connection for the life of a session.
+	DataPlanePion DataPlane = "pion"
+)
+
 // StoreType selects the PSK store backend.
 type StoreType string
 

@@ -28,7 +28,7 @@ var badCases = []struct {
 	{"zero idle timeout", "sessions:\n  idle_timeout: 0s\n", "sessions.idle_timeout", "0s", 5, "greater than 0"},
 	{"negative handshake timeout", "dtls: {handshake_timeout: -1s}\n", "dtls.handshake_timeout", "-1s", 4, "greater than 0"},
 	{"negative drain timeout", "sessions: {drain_timeout: -5s}\n", "sessions.drain_timeout", "-5s", 4, "negative"},
-	{"negative park after", "sessions: {park_after: -30s}\n", "sessions.park_after", "-30s", 4, "negative"},
+	{"unknown data plane", "sessions: {data_plane: fast}\n", "sessions.data_plane", "fast", 4, "lean"},
 	{"ipv6 without brackets", "listeners:\n  - address: \"::1:5684\"\n", "listeners[0].address", "::1:5684", 5, "host:port"},
 	{"address without port", "listeners:\n  - address: \":5684\"\n  - address: \"127.0.0.1\"\n", "listeners[1].address", "127.0.0.1", 6, "host:port"},
 	{"empty listener address", "listeners:\n  - missing_sni: require\n", "listeners[0].address", "", 5, "required"},

@@ -193,8 +193,10 @@ func (c *Config) validateSessions(es *FieldErrors) {
 	if s.RegistrationGrace <= 0 {
 		es.add("sessions.registration_grace", s.RegistrationGrace.String(), "must be greater than 0")
 	}
-	if s.ParkAfter < 0 {
-		es.add("sessions.park_after", s.ParkAfter.String(), "must not be negative")
+	switch s.DataPlane {
+	case "", DataPlaneLean, DataPlanePion:
+	default:
+		es.add("sessions.data_plane", string(s.DataPlane), "must be %q or %q", DataPlaneLean, DataPlanePion)
 	}
 }
 

@@ -3,51 +3,55 @@ package gateway
 import (
 	"net/netip"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"golang.org/x/time/rate"
 )
 
 // Admission control against floods of ClientHellos (spoofed or not). pion
 // runs its cookie exchange inside a per-peer Conn, so every ClientHello from
-// a new address costs a session before the cookie proves the address. Three
-// limits keep that cost bounded without locking out real devices:
+// a new address costs a pion Conn before the cookie proves the address (a
+// stateless cookie in front of pion is impossible: SECURITY.md says why).
+// The limits that keep that cost bounded without locking real devices out:
 //
-//   - per source IP, a token bucket of new sessions (HandshakeRate);
-//   - in total, at most MaxSessions sessions;
-//   - "embryonic" sessions — created by one ClientHello, never heard from
-//     again — are capped at MaxEmbryonic, oldest evicted first. A spoofer
-//     never answers the cookie, so its sessions stay embryonic and are the
-//     ones evicted; a real client answers within a round trip and leaves
-//     the queue.
+//   - per source IP, a token bucket of new handshakes (HandshakeRate);
+//   - at most MaxHandshakes handshakes in pion at once, a pool of slots: a
+//     ClientHello that finds the pool full is shed and counted, and the
+//     device retransmits it; the read loop never waits for a slot;
+//   - at most MaxEmbryonic embryonic handshakes — whose cookie has not come
+//     back, whatever number of datagrams they have seen — the oldest
+//     evicted first. A spoofer never answers the cookie, so its handshakes
+//     stay embryonic and are the ones evicted; a real client answers within
+//     a round trip and leaves the queue.
 type admission struct {
-	maxSessions  int
 	maxEmbryonic int
 	perIP        rate.Limit
 	burst        int
+	slots        chan struct{}
 
 	mu        sync.Mutex
 	limiters  map[netip.Addr]*rate.Limiter
-	embryonic []*session // FIFO; entries that grew up are skipped on pop
+	embryonic []*handshake // FIFO; entries that grew up or ended are skipped
+	nEmbryo   int
+	recent    map[netip.Addr]struct{} // addresses that completed a handshake
 }
 
-// maxTrackedIPs bounds the per-IP limiter table; past it the table starts
-// over (a flood from many addresses then meets the embryonic cap instead).
+// maxTrackedIPs bounds the per-IP limiter table and the recent-address set;
+// past it a table starts over.
 const maxTrackedIPs = 1 << 16
 
 func newAdmission(cfg *Config) *admission {
 	return &admission{
-		maxSessions:  cfg.MaxSessions,
 		maxEmbryonic: cfg.MaxEmbryonic,
 		perIP:        rate.Limit(cfg.HandshakeRate),
 		burst:        cfg.HandshakeBurst,
+		slots:        make(chan struct{}, cfg.MaxHandshakes),
 		limiters:     make(map[netip.Addr]*rate.Limiter),
+		recent:       make(map[netip.Addr]struct{}),
 	}
 }
 
-// allowIP charges one new session to the source IP.
-func (a *admission) allowIP(ip netip.Addr) bool {
+// allowSource charges one new handshake to the source IP.
+func (a *admission) allowSource(ip netip.Addr) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	l := a.limiters[ip]
@@ -61,41 +65,84 @@ func (a *admission) allowIP(ip netip.Addr) bool {
 	return l.Allow()
 }
 
-// admitEmbryo queues a new session and returns the embryonic sessions to
-// evict to stay within the cap.
-func (a *admission) admitEmbryo(s *session) (evict []*session) {
+// admit takes a pool slot for a new handshake and queues it as embryonic,
+// evicting the oldest embryonic handshakes beyond the cap. It reports false
+// when the pool is full; release returns the slot.
+func (a *admission) admit(hs *handshake) (release func(), ok bool) {
+	select {
+	case a.slots <- struct{}{}:
+	default:
+		return nil, false
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { <-a.slots }) }
+	var evict []*handshake
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.embryonic = append(a.embryonic, s)
-	for len(a.embryonic) > a.maxEmbryonic {
+	_, hs.known = a.recent[hs.peer.Addr()]
+	a.embryonic = append(a.embryonic, hs)
+	a.nEmbryo++
+	for a.nEmbryo > a.maxEmbryonic && len(a.embryonic) > 0 {
 		old := a.embryonic[0]
 		a.embryonic[0] = nil
 		a.embryonic = a.embryonic[1:]
-		if old.isEmbryonic() {
+		if old.phase.CompareAndSwap(phaseEmbryonic, phaseDone) {
+			a.nEmbryo--
 			evict = append(evict, old)
 		}
 	}
-	// Drop grown-up sessions from the front so the slice does not pin them.
-	for len(a.embryonic) > 0 && !a.embryonic[0].isEmbryonic() {
+	a.compactLocked()
+	a.mu.Unlock()
+	for _, old := range evict {
+		old.evict()
+	}
+	return release, true
+}
+
+// verified moves a handshake out of the embryonic count: its cookie came
+// back from the address.
+func (a *admission) verified(*handshake) {
+	a.mu.Lock()
+	a.nEmbryo--
+	a.compactLocked()
+	a.mu.Unlock()
+}
+
+// handshakeDone ends a handshake's admission: if it was still embryonic
+// (failed, evicted, or finished without a cookie round trip) it leaves the
+// count. A handshake ends once, so its phase moved to done exactly here.
+func (a *admission) handshakeDone(hs *handshake) {
+	if !hs.phase.CompareAndSwap(phaseEmbryonic, phaseDone) {
+		hs.phase.Store(phaseDone)
+		return
+	}
+	a.mu.Lock()
+	a.nEmbryo--
+	a.compactLocked()
+	a.mu.Unlock()
+}
+
+// compactLocked drops grown-up and ended handshakes from the front of the
+// queue so the slice does not pin them.
+func (a *admission) compactLocked() {
+	for len(a.embryonic) > 0 && a.embryonic[0].phase.Load() != phaseEmbryonic {
 		a.embryonic[0] = nil
 		a.embryonic = a.embryonic[1:]
 	}
-	return evict
 }
 
-// embryoState tracks how far a session got; only the demultiplexer's
-// goroutine and close write it.
-type embryoState struct {
-	datagrams atomic.Uint32
-	born      time.Time
+// remember records an address that completed a handshake.
+func (a *admission) remember(ip netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.recent) >= maxTrackedIPs {
+		a.recent = make(map[netip.Addr]struct{})
+	}
+	a.recent[ip] = struct{}{}
 }
 
-func (s *session) isEmbryonic() bool {
-	return s.embryo.datagrams.Load() <= 1 && !s.isEstablished()
-}
-
-func (s *session) isEstablished() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.established || s.closed
+// embryos is the number of embryonic handshakes now.
+func (a *admission) embryos() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.nEmbryo
 }

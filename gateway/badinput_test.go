@@ -57,8 +57,8 @@ func TestBadLwM2MInputIsAnsweredAndCounted(t *testing.T) {
 	if c := do("/rd", "ep="+strings.Repeat("x", 10*1024)); c != codes.BadRequest {
 		t.Fatalf("10 KB ep: %v, want 4.00", c)
 	}
-	if c := do("/rd/never-existed"); c != codes.Forbidden {
-		t.Fatalf("update of unknown location: %v, want 4.03", c)
+	if c := do("/rd/never-existed"); c != codes.NotFound {
+		t.Fatalf("update of unknown location: %v, want 4.04 (L2, issue 9.2)", c)
 	}
 	// A truncated option: the header announces a 5-byte Uri-Path, the
 	// datagram ends after 2. Sent by a raw DTLS client of the same identity

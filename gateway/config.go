@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -22,16 +23,33 @@ type KeyStore interface {
 	Lookup(ctx context.Context, identity []byte) (pskstore.Key, error)
 }
 
-// SNIPolicy says what a listener does with a ClientHello that carries no
-// server_name while the identity is bound to one (R5).
+// DataPlane names who protects an established session's records.
+type DataPlane uint8
+
+const (
+	// DataPlaneLean hands sessions over to the gateway's own record layer.
+	DataPlaneLean DataPlane = iota
+	// DataPlanePion keeps pion's Conn for the life of a session.
+	DataPlanePion
+)
+
+func (d DataPlane) String() string {
+	if d == DataPlanePion {
+		return "pion"
+	}
+	return "lean"
+}
+
+// SNIPolicy says what a listener does with a ClientHello without
+// server_name (R5).
 type SNIPolicy uint8
 
 const (
 	// SNIAllow accepts a missing server_name; a present but different one is
 	// still refused.
 	SNIAllow SNIPolicy = iota
-	// SNIRequire refuses a handshake without server_name for identities bound
-	// to a server name.
+	// SNIRequire refuses every handshake without server_name, whatever
+	// the identity.
 	SNIRequire
 )
 
@@ -48,19 +66,22 @@ type Listener struct {
 	Backend string
 }
 
-// DefaultCipherSuites are the suites offered when Config.CipherSuites is nil:
+// DefaultCipherSuites returns the suites served when Config.CipherSuites is
+// nil, a fresh slice each call (like crypto/tls.CipherSuites):
 // the three DTLS 1.3 suites and the RFC 7925 DTLS 1.2 PSK suites, CCM_8 being
 // the IoT mandatory one. Plain-PSK DTLS 1.2 suites are only granted to keys
 // marked Legacy (R3); TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256 gives DTLS 1.2
 // forward secrecy.
-var DefaultCipherSuites = []ciphersuite.ID{
-	ciphersuite.TLS_AES_128_GCM_SHA256,
-	ciphersuite.TLS_AES_256_GCM_SHA384,
-	ciphersuite.TLS_CHACHA20_POLY1305_SHA256,
-	ciphersuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
-	ciphersuite.TLS_PSK_WITH_AES_128_CCM_8,
-	ciphersuite.TLS_PSK_WITH_AES_128_CCM,
-	ciphersuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
+func DefaultCipherSuites() []ciphersuite.ID {
+	return []ciphersuite.ID{
+		ciphersuite.TLS_AES_128_GCM_SHA256,
+		ciphersuite.TLS_AES_256_GCM_SHA384,
+		ciphersuite.TLS_CHACHA20_POLY1305_SHA256,
+		ciphersuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
+		ciphersuite.TLS_PSK_WITH_AES_128_CCM_8,
+		ciphersuite.TLS_PSK_WITH_AES_128_CCM,
+		ciphersuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	}
 }
 
 // Config configures a Server. Build it as a literal; New applies defaults.
@@ -90,7 +111,7 @@ type Config struct {
 	// first, which costs pion clients a HelloRetryRequest and a 1.8 KB
 	// ClientHello; add it explicitly to offer it.
 	Groups []elliptic.Curve
-	// CipherSuites served. Nil: DefaultCipherSuites.
+	// CipherSuites served. Nil: DefaultCipherSuites().
 	CipherSuites []ciphersuite.ID
 	// CIDLength is the length in bytes of the Connection IDs the gateway
 	// issues (RFC 9146, RFC 9147 §9). Zero: 8. Negative: CIDs disabled.
@@ -105,15 +126,13 @@ type Config struct {
 	// this long. Zero: 75 min, longer than a one-hour LwM2M registration
 	// lifetime so a device that updates hourly keeps its session.
 	IdleTimeout time.Duration
-	// ParkAfter parks an established session without traffic in either
-	// direction for this long: its DTLS state is exported and serialized,
-	// its pion Conn and goroutines released, and it is resumed by the next
-	// datagram from the device or from a backend for the device. Routes,
-	// LwM2M binding and upstream sockets stay, so the backend sees no
-	// change. IdleTimeout still closes parked sessions; closing a parked
-	// session sends no close_notify. Zero (or negative): never park; the
-	// configuration file's sessions.park_after defaults to 2 min.
-	ParkAfter time.Duration
+	// DataPlane chooses who protects the records of established sessions:
+	// DataPlaneLean (the zero value) hands each session over from pion to the
+	// gateway's own record layer once its handshake completes, so a session
+	// costs a few hundred bytes and no goroutine; DataPlanePion keeps the
+	// handshake's pion Conn for the life of the session (the previous data
+	// path, kept as a fallback for one release).
+	DataPlane DataPlane
 	// RegistrationGrace is added to a registered device's LwM2M lifetime to
 	// get its idle limit (when that exceeds IdleTimeout), so a device that
 	// updates just before its lifetime ends is never cut off. Zero: 2 min.
@@ -134,16 +153,36 @@ type Config struct {
 	// MaxSessions caps live sessions (established and handshaking); further
 	// ClientHellos are dropped and counted. Zero: 200,000.
 	MaxSessions int
-	// MaxEmbryonic caps sessions that received one ClientHello and nothing
-	// since (a spoofed source never answers the cookie); the oldest is
-	// evicted first. Zero: 2048.
+	// MaxEmbryonic caps handshakes whose cookie has not been answered yet
+	// (a spoofed source never answers it), whatever number of datagrams
+	// they have seen; the oldest is evicted first. Zero: 2048.
 	MaxEmbryonic int
+	// MaxHandshakes caps handshakes in progress in pion, embryonic or not:
+	// each costs a pion Conn and its goroutines. A ClientHello that finds
+	// the pool full is shed (counted) and the device retransmits it.
+	// Zero: 4096.
+	MaxHandshakes int
 	// HandshakeRate is the sustained rate of new sessions per source IP, per
 	// second, after HandshakeBurst. Zero: 200 (generous: a carrier-grade NAT
 	// puts many devices behind one address). Negative: unlimited.
 	HandshakeRate float64
 	// HandshakeBurst is the per-IP burst of new sessions. Zero: 2 × HandshakeRate.
 	HandshakeBurst int
+	// Registrations keeps each identity's LwM2M registration (endpoint,
+	// location, lifetime) across sessions and restarts, so a device that
+	// re-handshakes updates the registration it created (L2). Nil: kept in
+	// memory only, lost on restart.
+	Registrations RegistrationStore
+	// BackendRetryAfter is the Max-Age of the 5.03 Service Unavailable the
+	// gateway answers a device's confirmable request with while the
+	// backend is known to be unreachable (ICMP port unreachable on its
+	// upstream socket). Zero: 30 s.
+	BackendRetryAfter time.Duration
+	// UpstreamSources are local addresses the upstream sockets bind to, one
+	// chosen per session: each address holds one port per device and
+	// backend, about 28,000 with Linux's default ephemeral port range. Nil:
+	// the kernel chooses.
+	UpstreamSources []netip.Addr
 	// Logger receives the gateway's logs. Nil: no logging.
 	Logger *zap.Logger
 	// IdentityTag turns an identity into the keyed tag that logs carry (R9).
@@ -207,7 +246,7 @@ func (c *Config) setDefaults() error {
 		c.Groups = []elliptic.Curve{elliptic.X25519}
 	}
 	if c.CipherSuites == nil {
-		c.CipherSuites = DefaultCipherSuites
+		c.CipherSuites = DefaultCipherSuites()
 	}
 	if c.CIDLength == 0 {
 		c.CIDLength = 8
@@ -227,8 +266,14 @@ func (c *Config) setDefaults() error {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 75 * time.Minute
 	}
-	if c.ParkAfter < 0 {
-		c.ParkAfter = 0
+	if c.DataPlane > DataPlanePion {
+		return fmt.Errorf("gateway: config: unknown DataPlane %d", c.DataPlane)
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 4096
+	}
+	if c.BackendRetryAfter == 0 {
+		c.BackendRetryAfter = 30 * time.Second
 	}
 	if c.RegisterInterval == 0 {
 		c.RegisterInterval = 10 * time.Second

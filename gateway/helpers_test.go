@@ -17,7 +17,7 @@ import (
 	"github.com/pion/dtls/v4/pkg/protocol"
 	"github.com/pion/dtls/v4/pkg/protocol/extension"
 	extension13 "github.com/pion/dtls/v4/pkg/protocol/extension/dtls13"
-	"github.com/pion/dtls/v4/pkg/protocol/handshake"
+	pionhs "github.com/pion/dtls/v4/pkg/protocol/handshake"
 )
 
 // mapStore is a test double of KeyStore with an optional failure.
@@ -196,7 +196,7 @@ func (c client) mustDial(t *testing.T, addr *net.UDPAddr) *dtls.Conn {
 
 // offerOnlyPSKKE rewrites the psk_key_exchange_modes extension to psk_ke only
 // (R3 tests); pion computes the binders after this hook.
-func offerOnlyPSKKE(h handshake.MessageClientHello) handshake.Message {
+func offerOnlyPSKKE(h pionhs.MessageClientHello) pionhs.Message {
 	out := make([]extension.Value, 0, len(h.Extensions))
 	for _, e := range h.Extensions {
 		if e.ExtensionType() == extension.TypePSKKeyExchangeModes {

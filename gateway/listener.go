@@ -4,33 +4,20 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 
 	"go.uber.org/zap"
 )
 
 // listener is one bound UDP socket and the read loop that routes its
-// datagrams to sessions.
+// datagrams. On the lean data plane the read loop does the whole
+// device→backend path itself — route, open the record, apply the LwM2M
+// checks, write upstream — and never waits on a handshake: handshakes run
+// on their own goroutines from a bounded pool (admission.go).
 type listener struct {
 	srv        *Server
 	pc         *net.UDPConn
 	missingSNI SNIPolicy
 	backend    string
-	bufPool    *sync.Pool
-}
-
-func newListener(srv *Server, pc *net.UDPConn, lc Listener) *listener {
-	size := srv.cfg.MaxDatagram
-	return &listener{
-		srv:        srv,
-		pc:         pc,
-		missingSNI: lc.MissingSNI,
-		backend:    lc.Backend,
-		bufPool: &sync.Pool{New: func() any {
-			b := make([]byte, size)
-			return &b
-		}},
-	}
 }
 
 // serve reads datagrams until the socket is closed.
@@ -43,80 +30,121 @@ func (l *listener) serve() error {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			l.srv.warn.Warn("read from listener", zap.Error(err))
+			l.srv.sampled.Warn("read from listener", zap.Error(err))
 			continue
 		}
 		if n > l.srv.cfg.MaxDatagram || n == 0 {
 			l.srv.stats.drop(dropOversize)
 			continue
 		}
-		l.route(buf[:n], from)
+		l.route(buf[:n], unmapped(from))
 	}
 }
 
-// route delivers one datagram: by Connection ID, then by address, and a new
-// session only for a ClientHello (see the package doc).
+// unmapped turns an IPv4-mapped IPv6 source into plain IPv4, so one device
+// has one address key whichever socket family it arrived on.
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// route delivers one datagram:
+//
+//  1. a record carrying a Connection ID goes to whoever issued the CID (a
+//     handshake, or the session it became), from whatever address: a device
+//     whose NAT binding changed keeps its session;
+//  2. otherwise, from an address with a handshake in progress, handshake
+//     records go to the handshake (isHandshakeRecord) and the rest to the
+//     address's established session, if any;
+//  3. otherwise a ClientHello starts a new handshake — also from the address
+//     of a live session: a rebooted device must get in (RFC 6347 §4.2.8),
+//     and the old session is only replaced once the new handshake completes;
+//  4. anything else is dropped and counted.
 func (l *listener) route(p []byte, from netip.AddrPort) {
 	srv := l.srv
 	if cid := recordCID(p, srv.cfg.CIDLength); cid != nil {
-		if s := srv.table.byCID(cid); s != nil && s.l == l {
-			if !s.deliver(p, from) {
+		r := srv.table.byCID(cid)
+		switch {
+		case r.s != nil && r.s.l == l:
+			r.s.fromWire(l, p, from)
+		case r.h != nil && r.h.l == l:
+			if !r.h.deliver(p, from) {
 				srv.stats.drop(dropQueueFull)
 			}
-			return
+		default:
+			// A CID record that names nothing cannot start anything.
+			srv.stats.drop(dropUnknownCID)
 		}
-		// A CID record that names no session cannot start one.
-		srv.stats.drop(dropUnknownCID)
 		return
 	}
-	if s := srv.table.byAddr(l, from); s != nil {
-		s.embryo.datagrams.Add(1)
-		if !s.deliver(p, from) {
+	s, h := srv.table.lookup(l, from)
+	switch {
+	case h != nil && (s == nil || isHandshakeRecord(p)):
+		if !h.deliver(p, from) {
 			srv.stats.drop(dropQueueFull)
 		}
-		return
-	}
-	if !isClientHello(p) {
+	case isClientHello(p):
+		l.startHandshake(p, from)
+	case s != nil:
+		s.fromWire(l, p, from)
+	default:
 		srv.stats.drop(dropNotHello)
-		return
 	}
-	switch srv.inspectClientHello(p) {
+}
+
+// startHandshake inspects a ClientHello and, if the gateway can serve it
+// and admission allows, starts a handshake for it. A hello the gateway can
+// never serve (no extensions block, no served suite) is answered with a
+// handshake_failure alert and no per-peer state.
+func (l *listener) startHandshake(p []byte, from netip.AddrPort) {
+	srv := l.srv
+	h, verdict := parseHello(p, srv.servesSuite)
+	switch verdict {
 	case helloMalformed:
 		srv.stats.drop(dropNotHello)
 		return
-	case helloNoCommonSuite:
-		srv.stats.drop(dropNoCommonSuite)
+	case helloNoExtensions, helloNoCommonSuite:
+		reason, msg := dropNoCommonSuite, "client hello offers no cipher suite this gateway serves"
+		if verdict == helloNoExtensions {
+			// pion refuses a ClientHello without extensions (RFC 5246
+			// §7.4.1.2 allows one); it could carry no PSK identity for
+			// DTLS 1.3, nor an ECDHE group for DTLS 1.2 anyway.
+			reason, msg = dropNoExtensions, "client hello without extensions: not supported"
+		}
+		srv.stats.drop(reason)
+		srv.sampled.Info(msg, zap.Stringer("remote", from))
+		if _, err := l.pc.WriteToUDPAddrPort(alertHandshakeFailure(&h), from); err != nil {
+			srv.sampled.Warn("write alert", zap.Stringer("remote", from), zap.Error(err))
+		}
 		return
 	}
-	if srv.table.len() >= srv.cfg.MaxSessions {
+	if srv.closing.Load() {
+		srv.stats.drop(dropNoSession)
+		return
+	}
+	established, handshaking := srv.table.counts()
+	if established+handshaking >= srv.cfg.MaxSessions {
 		srv.stats.drop(dropSessionLimit)
 		return
 	}
-	if !srv.admission.allowIP(from.Addr()) {
+	if !srv.admission.allowSource(from.Addr()) {
 		srv.stats.drop(dropRateLimited)
 		return
 	}
-	s, err := srv.newSession(l, from)
-	if err != nil {
-		srv.stats.drop(dropNoSession)
-		if !errors.Is(err, ErrServerClosed) {
-			srv.warn.Warn("cannot start session", zap.Stringer("remote", from), zap.Error(err))
-		}
+	hs := srv.newHandshake(l, from, h)
+	release, ok := srv.admission.admit(hs)
+	if !ok {
+		srv.stats.drop(dropShed)
 		return
 	}
-	s.embryo.datagrams.Add(1)
-	s.deliver(p, from)
-	if evict := srv.admission.admitEmbryo(s); len(evict) > 0 {
-		srv.stats.dropped[dropEvicted].Add(uint64(len(evict)))
-		// Unroute at once (cheap); closing waits for pion's handshake
-		// goroutine, so it never runs on the read loop.
-		for _, old := range evict {
-			srv.table.remove(old)
-		}
-		go func() {
-			for _, old := range evict {
-				old.close("evicted: no answer to the cookie")
-			}
-		}()
+	if !srv.table.addPending(hs) {
+		release()
+		srv.stats.drop(dropNoSession)
+		return
 	}
+	hs.deliver(p, from)
+	srv.wg.Add(1)
+	go hs.run(release)
 }
+
+// servesSuite reports whether a cipher suite is served.
+func (srv *Server) servesSuite(id uint16) bool { return served(srv.cfg.CipherSuites, id) }

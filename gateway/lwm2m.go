@@ -1,74 +1,96 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/lwm2m-gateway/gateway/lwm2m"
-	"github.com/pion/dtls/v4"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"go.uber.org/zap"
 )
 
-// admit applies the LwM2M binding rules to a datagram from the device and
-// reports whether it may go to the backend. A Register or Bootstrap-Request
-// for another endpoint (L1) or an Update/De-register of a registration this
-// session did not create (L2) is answered by the gateway itself (4.03, or
-// 4.00 without ep) and never forwarded; a datagram that is not CoAP is
-// dropped. Everything else passes unchanged (L4). It returns the backend
-// the datagram goes to, or nil.
-func (s *session) admit(conn *dtls.Conn, p []byte) *upstream {
-	m, _ := s.srv.inspector.Inspect(p) // FromDevice refuses what Inspect flagged
-	s.bmu.Lock()
+// admitLocked applies the LwM2M binding rules to a payload from the device
+// and returns the upstream it goes to, or the gateway's own answer:
+//
+//   - L1: a Register or Bootstrap-Request for another endpoint is answered
+//     4.03 (4.00 without ep) and never forwarded.
+//   - L2: an Update or De-register of a location this identity did not
+//     create is never forwarded: 4.03 when the location is another
+//     identity's, 4.04 Not Found when the gateway knows no registration
+//     there (a LwM2M client re-registers on 4.04; on 4.03 it gives up).
+//   - A Register flood from one session gets 4.29 (RFC 8516).
+//   - While the backend is unreachable (ICMP port unreachable on the
+//     upstream socket), a confirmable request is answered 5.03 with a
+//     Max-Age instead of being forwarded into the void (issue 9.8).
+//   - Everything else passes unchanged (L4); a datagram that is not CoAP is
+//     dropped.
+//
+// Called with s.mu held.
+func (s *session) admitLocked(p []byte) (up *upstream, reply []byte) {
+	srv := s.srv
+	m, _ := srv.inspector.Inspect(p) // FromDevice refuses what Inspect flagged
 	v := s.binding.FromDevice(m)
 	if v.Action == lwm2m.Forward && (m.Kind == lwm2m.Register || m.Kind == lwm2m.BootstrapRequest) && !s.registers.Allow() {
 		// A device re-registers rarely; a flood of Registers from one
 		// session is a bug or an attack on the backend (RFC 8516).
 		v = lwm2m.Verdict{Action: lwm2m.Reject, Code: codes.TooManyRequests, Rule: "rate"}
 	}
-	var up *upstream
-	var err error
 	if v.Action == lwm2m.Forward {
-		up, err = s.route(m)
-	}
-	s.bmu.Unlock()
-	if v.Action == lwm2m.Forward {
+		up, err := s.routeLocked(m)
 		if err != nil {
-			s.srv.stats.upstreamErrors.Add(1)
-			s.srv.warn.Warn("cannot reach backend", zap.String("identity_tag", s.identityTag()), zap.Error(err))
-			return nil
+			srv.stats.upstreamErrors.Add(1)
+			srv.sampled.Warn("cannot reach backend", zap.String("identity_tag", srv.tag(s.identity)), zap.Error(err))
+			return nil, nil
 		}
-		return up
+		if up.isDown(time.Now()) && m.Kind.IsRequest() && m.Type == message.Confirmable {
+			srv.stats.refused("backend_down")
+			srv.sampled.Warn("backend unreachable, request answered 5.03",
+				zap.String("identity_tag", srv.tag(s.identity)), zap.String("backend", up.name))
+			reply, err := lwm2m.ReplyRetryAfter(m, uint32(srv.cfg.BackendRetryAfter/time.Second))
+			if err != nil {
+				return nil, nil
+			}
+			return nil, reply
+		}
+		return up, nil
 	}
-	s.srv.stats.refused(v.Rule)
-	fields := []zap.Field{zap.String("identity_tag", s.identityTag()), zap.String("rule", v.Rule),
+	if v.Rule == "L2" && v.Code == codes.Forbidden && !srv.regs.ownedByOther(m.Path, s.identity) {
+		v.Code = codes.NotFound
+	}
+	srv.stats.refused(v.Rule)
+	fields := []zap.Field{zap.String("identity_tag", srv.tag(s.identity)), zap.String("rule", v.Rule),
 		zap.Stringer("kind", m.Kind), zap.Stringer("action", v.Action)}
 	if v.Action == lwm2m.Reject {
 		fields = append(fields, zap.Stringer("code", v.Code))
-		if reply, err := lwm2m.Reply(m, v.Code); err == nil {
-			if _, err := conn.Write(reply); err != nil {
-				fields = append(fields, zap.NamedError("reply_err", err))
-			}
-		}
+		reply, _ = lwm2m.Reply(m, v.Code)
 	}
-	s.srv.warn.Warn("request refused", fields...)
-	return nil
+	srv.sampled.Warn("request refused", fields...)
+	return nil, reply
 }
 
-// learn lets the binding see what the backend sends (the Location of the
-// 2.01 that answers this session's Register, the 2.02 of its De-register).
+// learnLocked lets the binding see what the backend sends (the Location of
+// the 2.01 that answers this session's Register, the 2.02 of its
+// De-register) and keeps the identity's registration in step (registry.go).
 // Backend datagrams are always forwarded (L3, L4). Requests are remembered
-// so the device's answers go back to the backend that asked. It reports
-// whether this datagram ended the registration.
-func (s *session) learn(p []byte, from *upstream) (ended bool) {
+// so the device's answers go back to the backend that asked, when there is
+// more than one. It reports whether this datagram ended the registration.
+// Called with s.mu held.
+func (s *session) learnLocked(p []byte, from *upstream) (ended bool) {
 	m, err := s.srv.inspector.Inspect(p)
 	if err != nil {
 		return false
 	}
-	s.bmu.Lock()
-	if m.Kind.IsRequest() {
+	if m.Kind.IsRequest() && (len(s.ups) > 1 || from.name != s.backend) {
 		s.origins.record(m, from)
 	}
-	_, _, wasRegistered := s.binding.Registered()
+	wasLoc, wasLT, wasRegistered := s.binding.Registered()
 	s.binding.FromBackend(m)
-	_, _, registered := s.binding.Registered()
-	s.bmu.Unlock()
+	loc, lt, registered := s.binding.Registered()
+	switch {
+	case registered && (loc != wasLoc || lt != wasLT):
+		s.srv.regs.put(s.identity, s.endpoint, loc, lt)
+	case wasRegistered && !registered:
+		s.srv.regs.forget(s.identity, wasLoc)
+	}
 	return wasRegistered && !registered
 }

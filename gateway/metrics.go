@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"slices"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,20 +14,18 @@ import (
 
 var (
 	descHandshakes = prometheus.NewDesc("gateway_handshakes_total",
-		"DTLS handshakes by version, PSK mode and result (ok, or the failure reason: unknown_identity, bad_key_or_protocol, policy_R2/R3/R5, store_error, timeout, closed).",
+		"DTLS handshakes by version, PSK mode and result (ok, or the failure reason: unknown_identity, bad_key, protocol, policy_R2/R3/R5, store_error, timeout, closed, evicted).",
 		[]string{"version", "mode", "result"}, nil)
 	descSessions = prometheus.NewDesc("gateway_sessions",
-		"Sessions by state: established (active), parked (established, DTLS state serialized, no Conn), or handshaking (created, not yet established).", []string{"state"}, nil)
-	descParks = prometheus.NewDesc("gateway_session_parks_total",
-		"Idle sessions parked (Config.ParkAfter).", nil, nil)
-	descResumes = prometheus.NewDesc("gateway_session_resumes_total",
-		"Parked sessions resumed, by result (ok, failed: the session was closed).", []string{"result"}, nil)
+		"Sessions by state: established, or handshaking (a handshake in progress in pion).", []string{"state"}, nil)
+	descEmbryonic = prometheus.NewDesc("gateway_handshakes_embryonic",
+		"Handshakes whose cookie has not been answered yet (Config.MaxEmbryonic caps them).", nil, nil)
 	descDatagrams = prometheus.NewDesc("gateway_datagrams_total",
 		"Datagrams forwarded, by direction (to_backend, to_device) and backend.", []string{"direction", "backend"}, nil)
 	descBytes = prometheus.NewDesc("gateway_bytes_total",
 		"Payload bytes forwarded, by direction and backend.", []string{"direction", "backend"}, nil)
 	descRefused = prometheus.NewDesc("gateway_refused_total",
-		"Device datagrams the gateway answered itself or dropped instead of forwarding, by rule (L1, L2, rate, CoAP).", []string{"rule"}, nil)
+		"Device datagrams the gateway answered itself or dropped instead of forwarding, by rule (L1, L2, rate, CoAP, backend_down).", []string{"rule"}, nil)
 	descDropped = prometheus.NewDesc("gateway_dropped_datagrams_total",
 		"Datagrams dropped before reaching a session, by reason.", []string{"reason"}, nil)
 	descUpstreamErrors = prometheus.NewDesc("gateway_upstream_errors_total",
@@ -36,11 +33,11 @@ var (
 )
 
 // failureReasons are the handshake failure reasons the gateway records.
-var failureReasons = []string{"unknown_identity", "bad_key_or_protocol", "policy_R2", "policy_R3", "policy_R5",
-	"store_error", "timeout", "closed"}
+var failureReasons = []string{"unknown_identity", "bad_key", "protocol", "policy_R2", "policy_R3", "policy_R5",
+	"store_error", "timeout", "closed", "evicted"}
 
 // refusalRules are the rules behind device datagrams the gateway refuses.
-var refusalRules = []string{"L1", "L2", "rate", "CoAP"}
+var refusalRules = []string{"L1", "L2", "rate", "CoAP", "backend_down"}
 
 // lookupSeconds is the store lookup latency on the handshake path.
 func newLookupHistogram() prometheus.Histogram {
@@ -65,7 +62,7 @@ func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
 type collector struct{ srv *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descParks, descResumes} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic} {
 		ch <- d
 	}
 	c.srv.lookup.Describe(ch)
@@ -101,13 +98,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	st.mu.Unlock()
-	est, parked := st.established.Load(), st.parkedNow.Load()
-	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(est-parked), "established")
-	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(parked), "parked")
-	counter(descParks, st.parks.Load())
-	counter(descResumes, st.resumes.Load(), "ok")
-	counter(descResumes, st.resumeFailures.Load(), "failed")
-	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(int64(srv.table.len())-est), "handshaking")
+	established, handshaking := srv.table.counts()
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(established), "established")
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(handshaking), "handshaking")
+	ch <- prometheus.MustNewConstMetric(descEmbryonic, prometheus.GaugeValue, float64(srv.admission.embryos()))
 	for _, name := range sortedKeys(st.backends) {
 		t := st.backends[name]
 		counter(descDatagrams, t.dgramsUp.Load(), "to_backend", name)
@@ -122,5 +116,3 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	srv.lookup.Collect(ch)
 	srv.storeErrors.Collect(ch)
 }
-
-func since(t time.Time) float64 { return time.Since(t).Seconds() }

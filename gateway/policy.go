@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
-	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/protocol"
 )
@@ -36,12 +35,35 @@ func ecdhePSK(id ciphersuite.ID) bool {
 	return false
 }
 
-// checkSession applies the handshake-time rules to a negotiated session:
-// R3 (version, DTLS 1.3 mode, DTLS 1.2 plain-PSK only for legacy keys), R2
-// (a low-entropy key never without an ephemeral exchange) and R5 (the SNI
-// must be the server name the identity is bound to). The error is a
-// *pskstore.PolicyError.
-func checkSession(key pskstore.Key, state *dtls.State, pskOnly bool, missingSNI SNIPolicy) error {
+// sessionParams is what a handshake negotiated, as far as the policy cares.
+type sessionParams struct {
+	version    protocol.Version
+	suite      ciphersuite.ID
+	pskOnly    bool   // DTLS 1.3 psk_ke (no key share)
+	serverName string // the ClientHello's server_name; "" when absent
+	missingSNI SNIPolicy
+}
+
+// mode names the key exchange for logs and metrics.
+func (p sessionParams) mode() string {
+	switch {
+	case p.version == versionDTLS12 && ecdhePSK(p.suite):
+		return "ecdhe_psk"
+	case p.version == versionDTLS12:
+		return "psk"
+	case p.pskOnly:
+		return "psk_ke"
+	}
+	return "psk_dhe_ke"
+}
+
+// checkSession applies the handshake-time rules to what a handshake
+// negotiated: R3 (version, DTLS 1.3 mode, DTLS 1.2 plain-PSK only for
+// legacy keys), R2 (a low-entropy key never without an ephemeral exchange)
+// and R5 (a ClientHello without server_name on a listener that requires
+// one, whatever the key; a server_name other than the identity's bound
+// server). The error is a *pskstore.PolicyError.
+func checkSession(key pskstore.Key, p sessionParams) error {
 	deny := func(rule pskstore.Rule, format string, args ...any) error {
 		return &pskstore.PolicyError{Rule: rule, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -53,12 +75,12 @@ func checkSession(key pskstore.Key, state *dtls.State, pskOnly bool, missingSNI 
 	if modes == 0 {
 		modes = pskstore.ModeDHE
 	}
-	switch state.NegotiatedVersion() {
+	switch p.version {
 	case versionDTLS13:
 		if !versions.Has(pskstore.DTLS13) {
 			return deny("R3", "dtls 1.3 not allowed for this identity")
 		}
-		if pskOnly {
+		if p.pskOnly {
 			if key.AllowLowEntropy {
 				return deny("R2", "psk_ke refused for a low-entropy key")
 			}
@@ -72,26 +94,24 @@ func checkSession(key pskstore.Key, state *dtls.State, pskOnly bool, missingSNI 
 		if !versions.Has(pskstore.DTLS12) {
 			return deny("R3", "dtls 1.2 not allowed for this identity")
 		}
-		if !ecdhePSK(state.CipherSuiteID) {
+		if !ecdhePSK(p.suite) {
 			if key.AllowLowEntropy {
-				return deny("R2", "plain-psk suite %s refused for a low-entropy key", state.CipherSuiteID)
+				return deny("R2", "plain-psk suite %s refused for a low-entropy key", p.suite)
 			}
 			if !key.Legacy {
-				return deny("R3", "plain-psk suite %s needs an identity marked legacy", state.CipherSuiteID)
+				return deny("R3", "plain-psk suite %s needs an identity marked legacy", p.suite)
 			}
 		}
 	default:
 		return deny("R3", "unsupported version")
 	}
-	if key.ServerName != "" {
-		switch {
-		case state.ServerName == "" && missingSNI == SNIRequire:
-			return deny("R5", "client hello without server_name, listener requires it")
-		case state.ServerName != "" && !strings.EqualFold(state.ServerName, key.ServerName):
-			// Rerouting and Selfie (RFC 9257 §4.1): the ClientHello was
-			// meant for another server that shares this key.
-			return deny("R5", "server_name does not match the identity's bound server")
-		}
+	switch {
+	case p.serverName == "" && p.missingSNI == SNIRequire:
+		return deny("R5", "client hello without server_name, listener requires it")
+	case p.serverName != "" && key.ServerName != "" && !strings.EqualFold(p.serverName, key.ServerName):
+		// Rerouting and Selfie (RFC 9257 §4.1): the ClientHello was meant
+		// for another server that shares this key.
+		return deny("R5", "server_name does not match the identity's bound server")
 	}
 	return nil
 }

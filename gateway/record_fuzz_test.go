@@ -2,13 +2,16 @@ package gateway
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 )
 
 // FuzzRecordHeader feeds arbitrary datagrams to the demultiplexer's header
 // readers and ClientHello inspection: they must never panic, a CID they
-// return lies inside the datagram and has the configured length, and only a
-// handshake record can look like a ClientHello.
+// return lies inside the datagram and has the configured length, only a
+// handshake record can look like a ClientHello, a hello is only accepted
+// with a served suite, and a refusal alert is never larger than the hello
+// it answers.
 func FuzzRecordHeader(f *testing.F) {
 	srv, err := New(Config{Store: newMapStore(), Backends: map[string]string{"dm": "127.0.0.1:5683"}})
 	if err != nil {
@@ -30,7 +33,16 @@ func FuzzRecordHeader(f *testing.F) {
 			if p[0] != contentTypeHandshake {
 				t.Fatal("non-handshake record taken for a ClientHello")
 			}
-			_ = srv.inspectClientHello(p)
+			h, verdict := parseHello(p, srv.servesSuite)
+			if verdict == helloOK && !slices.ContainsFunc(h.suites, srv.servesSuite) {
+				t.Fatal("hello accepted without a served suite")
+			}
+			if verdict == helloNoExtensions || verdict == helloNoCommonSuite {
+				if a := alertHandshakeFailure(&h); len(a) >= len(p) {
+					t.Fatalf("alert of %d bytes answers a hello of %d: amplification", len(a), len(p))
+				}
+			}
 		}
+		_ = isHandshakeRecord(p)
 	})
 }

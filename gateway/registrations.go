@@ -17,30 +17,26 @@ type Registration struct {
 	IdleFor     time.Duration // since the last datagram either way
 }
 
-// Registrations lists the live registrations, sorted by endpoint.
+// Registrations lists the registrations of live sessions, sorted by
+// endpoint.
 func (srv *Server) Registrations() []Registration {
-	var out []Registration
+	out := []Registration{}
+	now := time.Now()
 	for _, s := range srv.table.snapshot() {
-		s.bmu.Lock()
-		b := s.binding
-		var loc, ep string
-		var lt time.Duration
-		var ok bool
-		if b != nil {
-			loc, lt, ok = b.Registered()
-			ep = b.Endpoint()
-		}
-		s.bmu.Unlock()
+		s.mu.Lock()
+		loc, lt, ok := s.binding.Registered()
+		remote := s.peer
+		s.mu.Unlock()
 		if !ok {
 			continue
 		}
 		out = append(out, Registration{
-			IdentityTag: s.identityTag(),
-			Endpoint:    ep,
+			IdentityTag: srv.tag(s.identity),
+			Endpoint:    s.endpoint,
 			Location:    loc,
 			Lifetime:    lt,
-			Remote:      srv.table.peerAddr(s).String(),
-			IdleFor:     time.Since(time.Unix(0, s.lastActive.Load())),
+			Remote:      remote.String(),
+			IdleFor:     s.idleFor(now),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Endpoint < out[j].Endpoint })

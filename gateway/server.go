@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,31 +19,41 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Server is the gateway: listeners, sessions, forwarding. Create it with New,
-// bind with Listen (or let Serve do it), run with Serve, stop with Shutdown
-// or Close. Safe for concurrent use.
+// Server is the gateway: listeners, handshakes, sessions, forwarding.
+// Create it with New, bind with Listen (or let Serve do it), run with
+// Serve, stop with Shutdown or Close. Safe for concurrent use.
+//
+// Goroutines, whatever the number of devices: one read loop per listener,
+// one upstream poller, one sweeper, one registration writer, and one per
+// handshake in progress (bounded by Config.MaxHandshakes) plus pion's own
+// for that handshake. On the pion data plane each session keeps its pion
+// Conn's goroutines and a reader.
 type Server struct {
 	cfg         Config
 	log         *zap.Logger
-	warn        *zap.Logger // sampled: for events an attacker can trigger
+	sampled     *zap.Logger // for events an attacker can trigger
 	pionLog     logging.LoggerFactory
 	table       *table
 	stats       counters
 	inspector   lwm2m.Inspector
 	admission   *admission
+	regs        *registry
 	lookup      prometheus.Histogram
 	storeErrors prometheus.Counter
-
-	ctx    context.Context // ends every session on Close
-	cancel context.CancelFunc
+	dummySecret [32]byte // keys for unknown identities (psk.go)
 
 	mu        sync.Mutex
 	listeners []*listener
-	serving   bool
+	backends  map[string]netip.AddrPort // resolved at Listen
+	poller    *poller
+	started   bool
+	serveCtx  func() context.Context // Serve's context: handshakes and lookups end with it
+	cancel    context.CancelFunc
+	stop      chan struct{} // ends the sweeper and the registration writer
 
 	closing atomic.Bool
-	wg      sync.WaitGroup // session goroutines
-	lwg     sync.WaitGroup // listener read loops
+	wg      sync.WaitGroup // handshake goroutines and pion-plane readers
+	bg      sync.WaitGroup // listener loops, poller, sweeper, registration writer
 	done    chan struct{}
 	once    sync.Once
 }
@@ -51,32 +63,38 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	log := cfg.Logger.With(zap.String("component", "gateway"))
 	// At most 5 identical messages a second, then 1 in 100: a flood of bad
 	// handshakes must not become a flood of log lines.
-	warn := log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+	sampled := log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100)
 	}))
 	srv := &Server{
 		cfg:         cfg,
 		log:         log,
-		warn:        warn,
+		sampled:     sampled,
 		pionLog:     pionLogger{log: cfg.Logger.With(zap.String("component", "dtls"))},
 		table:       newTable(),
+		regs:        newRegistry(cfg.Registrations, log, cfg.RegistrationGrace),
 		lookup:      newLookupHistogram(),
 		storeErrors: newStoreErrors(),
-		ctx:         ctx,
-		cancel:      cancel,
+		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
+	}
+	if _, err := rand.Read(srv.dummySecret[:]); err != nil {
+		return nil, fmt.Errorf("gateway: random: %w", err)
 	}
 	srv.stats.init(cfg.Backends)
 	srv.admission = newAdmission(&srv.cfg)
 	return srv, nil
 }
 
-// Listen binds every configured listener. Serve calls it when needed; call
-// it first to learn the bound addresses (Addrs) before serving.
+// tag is the keyed tag logs carry for an identity (R9).
+func (srv *Server) tag(identity []byte) string { return srv.cfg.IdentityTag(identity) }
+
+// Listen binds every configured listener and resolves the backends. Serve
+// calls it when needed; call it first to learn the bound addresses (Addrs)
+// before serving.
 func (srv *Server) Listen() error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -86,22 +104,43 @@ func (srv *Server) Listen() error {
 	if len(srv.listeners) > 0 {
 		return nil
 	}
+	backends := make(map[string]netip.AddrPort, len(srv.cfg.Backends))
+	for name, addr := range srv.cfg.Backends {
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return fmt.Errorf("gateway: backend %q: %w", name, err)
+		}
+		ap := ua.AddrPort()
+		backends[name] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	p, err := newPoller(srv)
+	if err != nil {
+		return err
+	}
 	for _, lc := range srv.cfg.Listeners {
 		addr, err := net.ResolveUDPAddr("udp", lc.Address)
 		if err != nil {
 			srv.closeListenersLocked()
+			p.release()
 			return fmt.Errorf("gateway: listener %q: %w", lc.Address, err)
 		}
 		pc, err := net.ListenUDP("udp", addr)
 		if err != nil {
 			srv.closeListenersLocked()
+			p.release()
 			return fmt.Errorf("gateway: listener %q: %w", lc.Address, err)
 		}
 		// A large receive buffer absorbs bursts (reconnect storms, floods)
 		// while the read loop catches up; the kernel caps it at rmem_max.
 		_ = pc.SetReadBuffer(4 << 20)
-		srv.listeners = append(srv.listeners, newListener(srv, pc, lc))
+		srv.listeners = append(srv.listeners, &listener{srv: srv, pc: pc, missingSNI: lc.MissingSNI, backend: lc.Backend})
 	}
+	srv.backends, srv.poller = backends, p
+	srv.bg.Add(1)
+	go func() {
+		defer srv.bg.Done()
+		p.run()
+	}()
 	return nil
 }
 
@@ -117,30 +156,53 @@ func (srv *Server) Addrs() []net.Addr {
 }
 
 // Serve serves until Shutdown or Close (it then returns ErrServerClosed) or
-// until ctx ends (it then closes the server and returns ctx.Err()).
+// until ctx ends (it then closes the server and returns ctx.Err()). It
+// loads the saved registrations first; a registration store that fails is
+// logged and the gateway serves without them.
 func (srv *Server) Serve(ctx context.Context) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	srv.mu.Lock()
-	if srv.serving {
+	if srv.started {
 		srv.mu.Unlock()
 		return errors.New("gateway: Serve called twice")
 	}
-	srv.serving = true
+	srv.started = true
+	sctx, cancel := context.WithCancel(ctx)
+	srv.serveCtx = func() context.Context { return sctx }
+	srv.cancel = cancel
+	srv.mu.Unlock()
+	defer cancel()
+
+	lctx, lcancel := context.WithTimeout(sctx, registryLoadTimeout)
+	if err := srv.regs.load(lctx); err != nil {
+		srv.log.Error("cannot load saved registrations; devices that re-handshake will re-register", zap.Error(err))
+	}
+	lcancel()
+	srv.bg.Add(2)
+	go func() {
+		defer srv.bg.Done()
+		srv.sweep(srv.stop)
+	}()
+	go func() {
+		defer srv.bg.Done()
+		srv.regs.run(srv.stop)
+	}()
+	srv.mu.Lock()
 	for _, l := range srv.listeners {
-		srv.lwg.Add(1)
+		srv.bg.Add(1)
 		go func() {
-			defer srv.lwg.Done()
+			defer srv.bg.Done()
 			if err := l.serve(); err != nil {
 				srv.log.Error("listener stopped", zap.Error(err))
 			}
 		}()
-		srv.log.Info("listening", zap.Stringer("addr", l.pc.LocalAddr()))
+		srv.log.Info("listening", zap.Stringer("addr", l.pc.LocalAddr()), zap.Stringer("data_plane", srv.cfg.DataPlane))
 	}
 	srv.mu.Unlock()
 	if w, ok := srv.cfg.Store.(pskstore.Watcher); ok {
-		go srv.watchStore(w)
+		go srv.watchStore(sctx, w)
 	}
 	select {
 	case <-ctx.Done():
@@ -151,9 +213,22 @@ func (srv *Server) Serve(ctx context.Context) error {
 	}
 }
 
+// registryLoadTimeout bounds loading the saved registrations at Serve.
+const registryLoadTimeout = 10 * time.Second
+
+// serving returns Serve's context; before Serve, one that never ends.
+func (srv *Server) serving() context.Context {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.serveCtx == nil {
+		return context.Background()
+	}
+	return srv.serveCtx()
+}
+
 // watchStore closes the sessions of revoked and rotated identities (R10).
-func (srv *Server) watchStore(w pskstore.Watcher) {
-	changes, err := w.Watch(srv.ctx)
+func (srv *Server) watchStore(ctx context.Context, w pskstore.Watcher) {
+	changes, err := w.Watch(ctx)
 	if err != nil {
 		srv.log.Error("cannot watch the key store; revocations need a restart", zap.Error(err))
 		return
@@ -163,7 +238,7 @@ func (srv *Server) watchStore(w pskstore.Watcher) {
 			continue
 		}
 		n := srv.CloseIdentity(ch.Identity, "identity "+ch.Kind.String())
-		srv.log.Info("key changed", zap.String("identity_tag", srv.cfg.IdentityTag(ch.Identity)),
+		srv.log.Info("key changed", zap.String("identity_tag", srv.tag(ch.Identity)),
 			zap.Stringer("change", ch.Kind), zap.Int("sessions_closed", n))
 	}
 }
@@ -172,20 +247,25 @@ func (srv *Server) watchStore(w pskstore.Watcher) {
 func (srv *Server) CloseIdentity(identity []byte, reason string) int {
 	ss := srv.table.withIdentity(identity)
 	for _, s := range ss {
-		s.close(reason)
+		s.close(reason, true)
 	}
 	return len(ss)
 }
 
-// Shutdown stops accepting new sessions, closes every session with
-// close_notify (parked sessions have no Conn and get none) and its upstream
-// socket, and waits for them until ctx ends.
-// It is idempotent.
+// Shutdown stops accepting new handshakes, closes every session with
+// close_notify and its upstream sockets, waits until the handshakes and
+// session goroutines have ended or ctx ends, then closes the server. It is
+// idempotent.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.closing.Store(true)
 	for _, s := range srv.table.snapshot() {
-		s.close("shutdown")
+		s.close("shutdown", true)
 	}
+	srv.mu.Lock()
+	if srv.cancel != nil {
+		srv.cancel() // ends the handshakes in progress
+	}
+	srv.mu.Unlock()
 	idle := make(chan struct{})
 	go func() {
 		srv.wg.Wait()
@@ -201,18 +281,31 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close stops everything at once: listeners, sessions, upstream sockets.
+// Close stops everything at once: listeners, handshakes, sessions (with
+// close_notify), upstream sockets, background goroutines.
 func (srv *Server) Close() error {
 	srv.closing.Store(true)
 	srv.once.Do(func() {
-		srv.cancel()
+		srv.mu.Lock()
+		if srv.cancel != nil {
+			srv.cancel()
+		}
+		srv.mu.Unlock()
+		for _, h := range srv.table.pendingHandshakes() {
+			h.evictQuietly()
+		}
 		for _, s := range srv.table.snapshot() {
-			s.close("server closed")
+			s.close("server closed", true)
 		}
 		srv.mu.Lock()
 		srv.closeListenersLocked()
+		p := srv.poller
 		srv.mu.Unlock()
-		srv.lwg.Wait()
+		close(srv.stop)
+		if p != nil {
+			p.close()
+		}
+		srv.bg.Wait()
 		close(srv.done)
 	})
 	return nil

@@ -55,10 +55,10 @@ func TestHandshakeMatrix(t *testing.T) {
 		{name: "R3 dtls12 refused for dtls13-only identity", c: client{id: only13.Identity, key: only13.Secret, version: v12, suites: []ciphersuite.ID{ciphersuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256}}, failure: "policy_R3"},
 		{name: "dtls12 without CID", c: client{id: legacy.Identity, key: legacy.Secret, version: v12, noCID: true}, ok: true},
 		{name: "unknown identity", c: client{id: []byte("nobody"), key: dhe.Secret}, failure: "unknown_identity"},
-		{name: "wrong key dtls13", c: client{id: dhe.Identity, key: legacy.Secret}, failure: "bad_key_or_protocol"},
+		{name: "wrong key dtls13", c: client{id: dhe.Identity, key: legacy.Secret}, failure: "bad_key"},
 		// DTLS 1.2 discards the undecryptable Finished silently (RFC 6347
-		// §4.1.2.7), so a wrong key ends in the handshake timeout.
-		{name: "wrong key dtls12", c: client{id: legacy.Identity, key: dhe.Secret, version: v12}, failure: "timeout"},
+		// §4.1.2.7): the handshake ends at its timeout, counted as bad_key.
+		{name: "wrong key dtls12", c: client{id: legacy.Identity, key: dhe.Secret, version: v12}, failure: "bad_key"},
 		{name: "R5 matching server name", c: client{id: bound.Identity, key: bound.Secret, serverName: "GW-A.example"}, ok: true},
 		{name: "R5 missing server name allowed by listener", c: client{id: bound.Identity, key: bound.Secret}, ok: true},
 		{name: "R5 other server name refused", c: client{id: bound.Identity, key: bound.Secret, serverName: "gw-b.example"}, failure: "policy_R5"},

@@ -1,233 +1,166 @@
 package gateway
 
 import (
-	"context"
-	"crypto/rand"
-	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/lwm2m"
-	"github.com/lwm2m-gateway/gateway/pskstore"
-	"github.com/pion/dtls/v4"
-	"github.com/pion/dtls/v4/pkg/protocol/extension"
-	"github.com/pion/dtls/v4/pkg/protocol/handshake"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
 
-// session is one DTLS association and its upstream socket. Its goroutine
-// (run) owns the handshake and the device→backend direction; fromBackend owns
-// the other direction. close may be called from anywhere, once it matters.
+// session is one established DTLS association: the state the gateway owns
+// once pion's handshake has completed and passed the policy (DESIGN §1).
 //
-// An established session may be parked (park.go): its *dtls.Conn is
-// exported to serialized state and dropped, and resumed on the next datagram
-// either way. pc and conn therefore change over time: both are guarded by
-// lmu, which also serialises park, resume and close.
+// State machine: a handshake (handshake.go, in pion) becomes an established
+// session (establish.go) and ends closed; there is no other state. Its
+// records are protected by one of two planes, fixed at establishment:
+//
+//   - lean (Config.DataPlane zero value): the gateway's own record layer
+//     (plane_lean.go, internal/record). No goroutine: the listener's read
+//     loop opens the device's records and writes upstream, the upstream
+//     poller seals the backend's datagrams and writes to the device.
+//   - pion: the handshake's *dtls.Conn stays (plane_pion.go), with its
+//     goroutines; kept as a fallback for one release.
+//
+// One lock, mu, guards everything that changes. Lock order: session.mu,
+// then table.mu, poller.mu and registry.mu; nothing holding one of those
+// takes a session's mu. The upstream sockets are read and written, and
+// closed, only under mu, so a closed socket's descriptor can never be
+// reused under a session that still holds it (L3).
 type session struct {
 	srv *Server
 	l   *listener
 
-	// lmu guards the lifecycle: pc, conn, parked, idle and the parked
-	// transitions. Lock order: lmu before mu, bmu and table.mu; nothing
-	// that holds one of those takes lmu.
-	lmu    sync.Mutex
-	pc     *sessionConn
-	conn   *dtls.Conn
-	parked []byte // serialized dtls.State while parked, nil while active
+	// Fixed at establishment.
+	identity    []byte
+	endpoint    string
+	backend     string
+	params      sessionParams
+	established time.Time
 
-	// Guarded by srv.table.mu.
-	routeAddr netip.AddrPort
-	cids      [][]byte
+	lastActive atomic.Int64 // unix nanoseconds, either direction
 
-	mu          sync.Mutex
-	key         pskstore.Key // chosen by the PSK callback
-	hasKey      bool
-	tag         string
-	pskOnly     bool        // DTLS 1.3 ServerHello without key_share: psk_ke
-	failure     string      // why the handshake failed, for logs and counters
-	ups         []*upstream // open backend sockets
-	backend     string      // the identity's backend name, set once established
-	established bool
-	closed      bool
-
-	// bmu serialises the LwM2M binding and the origin table between the
-	// device's goroutine and the backends' goroutines.
-	bmu     sync.Mutex
-	binding *lwm2m.Binding // L1/L2 state, set once established
-	origins origins        // which backend asked what, to route answers
-	// registers limits Register and Bootstrap-Request per session.
-	registers *rate.Limiter
-
-	embryo     embryoState  // admission: datagrams seen before establishment
-	lastActive atomic.Int64 // unix nanoseconds
-	idle       *time.Timer
-	closeOnce  sync.Once
-	done       chan struct{}
-}
-
-func (srv *Server) newSession(l *listener, from netip.AddrPort) (*session, error) {
-	if srv.closing.Load() {
-		return nil, ErrServerClosed
-	}
-	s := &session{srv: srv, l: l, done: make(chan struct{}),
-		registers: rate.NewLimiter(rate.Every(srv.cfg.RegisterInterval), registerBurst)}
-	s.touch()
-	pc := newSessionConn(l, s.followPeer)
-	conn, err := dtls.Server(pc, net.UDPAddrFromAddrPort(from), srv.serverOptions(s)...)
-	if err != nil {
-		srv.table.remove(s) // CIDs the option builder registered
-		return nil, err
-	}
-	s.pc, s.conn = pc, conn // before the session is shared: no lock needed
-	srv.table.add(s, from)
-	srv.wg.Add(1)
-	go s.run(conn)
-	return s, nil
-}
-
-// serverOptions builds the pion options of one session: shared settings plus
-// callbacks that close over the session.
-func (srv *Server) serverOptions(s *session) []dtls.ServerOption {
-	cfg := &srv.cfg
-	opts := []dtls.ServerOption{
-		dtls.WithPSK(nil, s.selectPSK, dtls.WithPSKIdentityLimit(8)),
-		dtls.WithCipherSuites(cfg.CipherSuites...),
-		dtls.WithEllipticCurves(cfg.Groups...),
-		dtls.WithMTU(cfg.MTU),
-		dtls.WithReceiveBufferSize(cfg.MaxDatagram),
-		dtls.WithVerifyConnection(s.verify),
-		dtls.WithServerHelloMessageHook(s.observeServerHello),
-		dtls.WithLoggerFactory(srv.pionLog),
-	}
-	if !cfg.Versions.Has(pskstore.DTLS12) {
-		opts = append(opts, dtls.WithMinVersion(versionDTLS13))
-	}
-	if !cfg.Versions.Has(pskstore.DTLS13) {
-		opts = append(opts, dtls.WithMaxVersion(versionDTLS12))
-	}
-	if cfg.CIDLength > 0 {
-		// Unsafe here means: pion moves the peer address on an authenticated
-		// CID record without a return routability check, the behaviour of
-		// the embedded stacks devices run (RFC 9146 §6). The demultiplexer
-		// only routes CID records to the session that issued the CID.
-		opts = append(opts, dtls.WithConnectionID(s.newCID, dtls.CIDPathMigrationUnsafe))
-	}
-	return opts
-}
-
-// newCID issues a random Connection ID and routes it to this session.
-func (s *session) newCID() []byte {
-	cid := make([]byte, s.srv.cfg.CIDLength)
-	_, _ = rand.Read(cid)
-	s.srv.table.addCID(s, cid)
-	return cid
-}
-
-// cidList is the session's Connection IDs; called with table.mu held.
-func (s *session) cidList() [][]byte { return s.cids }
-
-// selectPSK is pion's server PSK callback: the first offered identity the
-// store knows wins. Unknown identities and store failures both end in the
-// same handshake_failure alert, so a prober learns nothing.
-func (s *session) selectPSK(identities [][]byte) (*dtls.PSK, error) {
-	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.LookupTimeout)
-	defer cancel()
-	for _, id := range identities {
-		start := time.Now()
-		key, err := s.srv.cfg.Store.Lookup(ctx, id)
-		s.srv.lookup.Observe(since(start))
-		if errors.Is(err, pskstore.ErrUnknownIdentity) {
-			continue
-		}
-		if err != nil {
-			s.srv.storeErrors.Inc()
-			s.setFailure("store_error")
-			return nil, err
-		}
-		s.mu.Lock()
-		s.key, s.hasKey, s.tag = key, true, s.srv.cfg.IdentityTag(id)
-		s.mu.Unlock()
-		return &dtls.PSK{Identity: id, Key: key.Secret, Hash: keyHash(key)}, nil
-	}
-	s.setFailure("unknown_identity")
-	return nil, nil
-}
-
-// observeServerHello records whether a DTLS 1.3 ServerHello selected a PSK
-// without a key share, i.e. psk_ke (RFC 8446 §4.2.9). pion's State does not
-// say; verify checks it against the key's allowed modes (R3).
-func (s *session) observeServerHello(m handshake.MessageServerHello) handshake.Message {
-	var psk, share bool
-	for _, e := range m.Extensions {
-		switch e.ExtensionType() {
-		case extension.TypePreSharedKey:
-			psk = true
-		case extension.TypeKeyShare:
-			share = true
-		}
-	}
-	s.mu.Lock()
-	s.pskOnly = psk && !share
-	s.mu.Unlock()
-	return &m
-}
-
-// verify runs before the handshake completes; an error aborts it.
-func (s *session) verify(state *dtls.State) error {
-	s.mu.Lock()
-	key, ok, pskOnly := s.key, s.hasKey, s.pskOnly
-	s.mu.Unlock()
-	if !ok {
-		return errNoKey
-	}
-	err := checkSession(key, state, pskOnly, s.l.missingSNI)
-	var pe *pskstore.PolicyError
-	if errors.As(err, &pe) {
-		s.setFailure("policy_" + string(pe.Rule))
-	}
-	return err
+	mu        sync.Mutex
+	lean      *leanPlane // exactly one of lean and pion is set
+	pion      *pionPlane
+	peer      netip.AddrPort // the device's address: routes and writes
+	cids      [][]byte       // Connection IDs routed to this session
+	binding   *lwm2m.Binding // L1/L2 state of this association
+	origins   origins        // which backend asked what, to route answers
+	registers *rate.Limiter  // Register/Bootstrap-Request rate (4.29)
+	ups       []*upstream
+	closed    bool
 }
 
 // registerBurst is how many Registers a session may send back to back
 // before RegisterInterval applies (a device that retries after an error).
 const registerBurst = 5
 
-var errNoKey = errors.New("gateway: handshake completed without a selected key")
+func (s *session) touch() { s.lastActive.Store(time.Now().UnixNano()) }
 
-func (s *session) setFailure(reason string) {
+// idleFor is how long the session has seen no datagram either way.
+func (s *session) idleFor(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, s.lastActive.Load()))
+}
+
+// fromWire handles one datagram the demultiplexer routed to this session.
+func (s *session) fromWire(l *listener, p []byte, from netip.AddrPort) {
+	if s.pion != nil {
+		s.pion.deliver(p, from)
+		return
+	}
 	s.mu.Lock()
-	if s.failure == "" {
-		s.failure = reason
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.lean.open(s, l, p, from)
+}
+
+// deviceData handles one decrypted application payload from the device:
+// the LwM2M checks, then the upstream write (both under mu). It returns a
+// CoAP answer the gateway sends the device itself, if any.
+func (s *session) deviceDataLocked(p []byte) (reply []byte) {
+	s.touch()
+	up, reply := s.admitLocked(p)
+	if up == nil {
+		return reply
+	}
+	s.srv.stats.toBackend(up.name, len(p))
+	if err := up.write(p); err != nil {
+		s.upstreamWriteFailed(up, err)
+	}
+	return nil
+}
+
+// backendDataLocked handles one datagram from a backend for this device:
+// learning (registration location, origins), then the write to the device.
+// The lean plane seals and sends at once; the pion plane must write outside
+// mu (pion calls back into the session), so the payload is returned for the
+// caller to write after unlocking.
+func (s *session) backendDataLocked(up *upstream, p []byte) (pionWrite []byte) {
+	s.touch()
+	ended := s.learnLocked(p, up)
+	s.srv.stats.toDevice(up.name, len(p))
+	if s.pion != nil {
+		pionWrite = p
+	} else {
+		s.lean.send(s, p)
+	}
+	if ended {
+		// De-registered (2.02) or forgotten by the backend (4.04): the
+		// answer is on its way, the socket has no more use.
+		s.srv.log.Info("registration ended, upstream socket closed",
+			zap.String("identity_tag", s.srv.tag(s.identity)), zap.String("backend", up.name))
+		s.dropUpstreamLocked(up)
+	}
+	return pionWrite
+}
+
+// close ends the session once: close_notify to the device when notify,
+// upstream sockets closed, every route removed. A device that rebooted is
+// not sent a close_notify under keys it no longer has.
+func (s *session) close(reason string, notify bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.srv.table.remove(s)
+	for _, up := range s.ups {
+		up.close()
+	}
+	s.ups = nil
+	pion := s.pion
+	if s.lean != nil {
+		s.lean.close(s, notify)
 	}
 	s.mu.Unlock()
+	if pion != nil {
+		pion.close(notify)
+	}
+	s.srv.log.Info("session closed", zap.String("identity_tag", s.srv.tag(s.identity)), zap.String("reason", reason))
 }
 
-func (s *session) identity() []byte {
+func (s *session) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.hasKey {
-		return nil
+	return s.closed
+}
+
+// movePeerLocked follows the device to a new address after an authenticated
+// record newer than any before came from there.
+func (s *session) movePeerLocked(to netip.AddrPort) {
+	if to == s.peer {
+		return
 	}
-	return s.key.Identity
+	from := s.peer
+	s.srv.table.moveAddr(s, from, to)
+	s.peer = to
+	s.srv.log.Info("peer address changed", zap.Stringer("remote", to),
+		zap.Stringer("previous", from), zap.String("identity_tag", s.srv.tag(s.identity)))
 }
-
-// followPeer is called on every write pion makes; pion only writes to a new
-// address after accepting an authenticated CID record from it.
-func (s *session) followPeer(to netip.AddrPort) {
-	if from, moved := s.srv.table.moveAddr(s, to); moved {
-		s.srv.log.Info("peer address changed", zap.Stringer("remote", to),
-			zap.Stringer("previous", from), zap.String("identity_tag", s.identityTag()))
-	}
-}
-
-func (s *session) identityTag() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tag
-}
-
-func (s *session) touch() { s.lastActive.Store(time.Now().UnixNano()) }

@@ -8,12 +8,10 @@ import (
 
 // Stats is a snapshot of the data-path counters. No identities (R9).
 type Stats struct {
-	Sessions           int               // live sessions, established or handshaking
-	Established        int64             // established sessions now, parked ones included
-	Parked             int64             // established sessions parked now (Config.ParkAfter)
-	Parks              uint64            // sessions parked so far
-	Resumes            uint64            // parked sessions resumed so far
-	ResumeFailures     uint64            // parked sessions that could not be resumed (closed)
+	Sessions           int               // established sessions and handshakes in progress
+	Established        int64             // established sessions now
+	Handshaking        int64             // handshakes in progress now
+	Embryonic          int64             // handshakes whose cookie has not come back yet
 	HandshakesOK       uint64            // handshakes completed
 	HandshakesFailed   map[string]uint64 // failed handshakes by reason
 	DatagramsToBackend uint64
@@ -38,13 +36,17 @@ const (
 	dropNoSession                       // a session could not be started
 	dropSessionLimit                    // MaxSessions reached
 	dropRateLimited                     // the source IP's HandshakeRate exceeded
-	dropEvicted                         // an embryonic session evicted (counts sessions)
-	dropNoCommonSuite                   // a ClientHello offering none of our suites
+	dropEvicted                         // an embryonic handshake evicted (counts handshakes)
+	dropNoCommonSuite                   // a ClientHello offering none of our suites (answered handshake_failure)
+	dropNoExtensions                    // a ClientHello without extensions (answered handshake_failure)
+	dropShed                            // a ClientHello shed: the handshake pool was full
+	dropReplay                          // a record already seen (replay window)
+	dropBadRecord                       // a record that does not authenticate or parse
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{"oversize", "unknown_cid", "not_client_hello", "queue_full", "no_session",
-	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite"}
+	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record"}
 
 // traffic counts one backend's datagrams and bytes, both ways.
 type traffic struct {
@@ -52,11 +54,6 @@ type traffic struct {
 }
 
 type counters struct {
-	established    atomic.Int64
-	parkedNow      atomic.Int64
-	parks          atomic.Uint64
-	resumes        atomic.Uint64
-	resumeFailures atomic.Uint64
 	handshakesOK   atomic.Uint64
 	upstreamErrors atomic.Uint64
 	dropped        [numDropReasons]atomic.Uint64
@@ -90,7 +87,6 @@ func (c *counters) refused(rule string) {
 
 func (c *counters) handshakeOK(version, mode string) {
 	c.handshakesOK.Add(1)
-	c.established.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.okBy == nil {
@@ -98,16 +94,6 @@ func (c *counters) handshakeOK(version, mode string) {
 	}
 	c.okBy[handshakeKind{version, mode}]++
 }
-
-func (c *counters) sessionClosed() { c.established.Add(-1) }
-
-// parked counts a park; unparked a parked session that resumed or closed.
-func (c *counters) parked() {
-	c.parks.Add(1)
-	c.parkedNow.Add(1)
-}
-
-func (c *counters) unparked() { c.parkedNow.Add(-1) }
 
 func (c *counters) handshakeFailed(reason string) {
 	c.mu.Lock()
@@ -135,13 +121,12 @@ func (c *counters) toDevice(backend string, n int) {
 // Stats returns a snapshot of the counters.
 func (srv *Server) Stats() Stats {
 	c := &srv.stats
+	established, handshaking := srv.table.counts()
 	st := Stats{
-		Sessions:         srv.table.len(),
-		Established:      c.established.Load(),
-		Parked:           c.parkedNow.Load(),
-		Parks:            c.parks.Load(),
-		Resumes:          c.resumes.Load(),
-		ResumeFailures:   c.resumeFailures.Load(),
+		Sessions:         established + handshaking,
+		Established:      int64(established),
+		Handshaking:      int64(handshaking),
+		Embryonic:        int64(srv.admission.embryos()),
 		HandshakesOK:     c.handshakesOK.Load(),
 		UpstreamErrors:   c.upstreamErrors.Load(),
 		HandshakesFailed: map[string]uint64{},

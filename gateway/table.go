@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"net/netip"
 	"sync"
 )
@@ -11,95 +10,163 @@ type addrKey struct {
 	ap netip.AddrPort
 }
 
-// table indexes live sessions by address, by Connection ID and by identity.
-// Every session is reachable from the first two so a datagram finds it; the
-// identity index enforces one session per identity and revocation (R10).
-// The keys are plain values so a parked session (DESIGN §1) can stay in the
-// table as serialized state.
+// table routes datagrams to established sessions and to handshakes in
+// progress, and indexes sessions by identity (one session per identity,
+// revocation R10).
+//
+// An address may have both an established session and a handshake: a
+// device that reboots, or re-handshakes after a NAT-timeout heuristic,
+// starts a new handshake from the address of its live session (RFC 6347
+// §4.2.8, RFC 9147 §5.11). The handshake lives beside the session until it
+// completes; only then does the address move to the new session, so a
+// spoofed ClientHello cannot take a live session's address away.
+//
+// Reads take the read lock; routes change only on handshakes, closes and
+// authenticated address moves, never per datagram. Lock order: session.mu
+// before table.mu; the table never calls into a session while locked.
 type table struct {
-	mu    sync.RWMutex
-	addrs map[addrKey]*session
-	cids  map[string]*session
-	ids   map[string]*session // identity -> newest established session
-	all   map[*session]struct{}
+	mu       sync.RWMutex
+	sessions map[addrKey]*session   // established, by device address
+	pending  map[addrKey]*handshake // handshakes in progress, by address
+	cids     map[string]cidRoute    // Connection IDs the gateway issued
+	ids      map[string]*session    // identity -> newest established session
+	all      map[*session]struct{}
+}
+
+// cidRoute is where records carrying one of the gateway's Connection IDs go:
+// the handshake that issued it, then the session it became.
+type cidRoute struct {
+	s *session
+	h *handshake
 }
 
 func newTable() *table {
 	return &table{
-		addrs: make(map[addrKey]*session),
-		cids:  make(map[string]*session),
-		ids:   make(map[string]*session),
-		all:   make(map[*session]struct{}),
+		sessions: make(map[addrKey]*session),
+		pending:  make(map[addrKey]*handshake),
+		cids:     make(map[string]cidRoute),
+		ids:      make(map[string]*session),
+		all:      make(map[*session]struct{}),
 	}
 }
 
-func (t *table) byAddr(l *listener, ap netip.AddrPort) *session {
+// lookup returns the session and the handshake routed from an address.
+func (t *table) lookup(l *listener, ap netip.AddrPort) (*session, *handshake) {
+	k := addrKey{l, ap}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.addrs[addrKey{l, ap}]
+	return t.sessions[k], t.pending[k]
 }
 
-func (t *table) byCID(cid []byte) *session {
+func (t *table) byCID(cid []byte) cidRoute {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.cids[string(cid)]
 }
 
-// add registers a new session under its first address.
-func (t *table) add(s *session, ap netip.AddrPort) {
+// addPending routes an address to a new handshake; it reports false when
+// the address already has one.
+func (t *table) addPending(h *handshake) bool {
+	k := addrKey{h.l, h.peer}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.addrs[addrKey{s.l, ap}] = s
-	s.routeAddr = ap
+	if t.pending[k] != nil {
+		return false
+	}
+	t.pending[k] = h
+	return true
+}
+
+// addHandshakeCID routes a Connection ID the handshake issued.
+func (t *table) addHandshakeCID(h *handshake, cid []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cids[string(cid)] = cidRoute{h: h}
+}
+
+// removePending forgets a handshake that did not become a session.
+func (t *table) removePending(h *handshake, cids [][]byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if k := (addrKey{h.l, h.peer}); t.pending[k] == h {
+		delete(t.pending, k)
+	}
+	for _, c := range cids {
+		if t.cids[string(c)].h == h {
+			delete(t.cids, string(c))
+		}
+	}
+}
+
+// promote turns a completed handshake into the established session s: its
+// Connection IDs and its address now route to s, and s becomes its
+// identity's current session unless parallel sessions are allowed. It
+// returns the sessions s replaces (same identity) and the session whose
+// address route s took over (another identity at the same address, kept
+// reachable by its CIDs only). The caller closes them, outside the lock.
+func (t *table) promote(h *handshake, s *session, cids [][]byte, parallel bool) (replaced []*session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if k := (addrKey{h.l, h.peer}); t.pending[k] == h {
+		delete(t.pending, k)
+	}
+	for _, c := range cids {
+		t.cids[string(c)] = cidRoute{s: s}
+	}
+	t.sessions[addrKey{s.l, s.peer}] = s
 	t.all[s] = struct{}{}
-}
-
-// addCID registers a Connection ID the session issued.
-func (t *table) addCID(s *session, cid []byte) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cids[string(cid)] = s
-	s.cids = append(s.cids, append([]byte(nil), cid...))
-}
-
-// moveAddr points the session's address route at its new peer address.
-// It reports the previous address.
-func (t *table) moveAddr(s *session, to netip.AddrPort) (from netip.AddrPort, moved bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	from = s.routeAddr
-	if from == to {
-		return from, false
+	id := string(s.identity)
+	if old := t.ids[id]; old != nil && old != s && !parallel {
+		replaced = append(replaced, old)
 	}
+	t.ids[id] = s
+	return replaced
+}
+
+// addRestored routes a session restored from a snapshot.
+func (t *table) addRestored(s *session, cids [][]byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range cids {
+		t.cids[string(c)] = cidRoute{s: s}
+	}
+	t.sessions[addrKey{s.l, s.peer}] = s
+	t.all[s] = struct{}{}
+	t.ids[string(s.identity)] = s
+}
+
+// moveAddr points the address route of s at to, after the record layer
+// authenticated a record from there newer than any before (RFC 9146 §6,
+// RFC 9147 §9). Called with s.mu held.
+func (t *table) moveAddr(s *session, from, to netip.AddrPort) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if _, live := t.all[s]; !live {
-		return from, false
+		return
 	}
-	if t.addrs[addrKey{s.l, from}] == s {
-		delete(t.addrs, addrKey{s.l, from})
+	if k := (addrKey{s.l, from}); t.sessions[k] == s {
+		delete(t.sessions, k)
 	}
-	t.addrs[addrKey{s.l, to}] = s
-	s.routeAddr = to
-	return from, true
+	t.sessions[addrKey{s.l, to}] = s
 }
 
-// peerAddr is the address the session's datagrams are routed from.
-func (t *table) peerAddr(s *session) netip.AddrPort {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return s.routeAddr
-}
-
-// claimIdentity makes s the identity's current session and returns the
-// session it replaces, if any.
-func (t *table) claimIdentity(s *session, identity []byte) *session {
+// remove forgets every route to s. Called with s.mu held (s.peer and
+// s.cids are stable).
+func (t *table) remove(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := t.ids[string(identity)]
-	t.ids[string(identity)] = s
-	if old == s {
-		return nil
+	delete(t.all, s)
+	if k := (addrKey{s.l, s.peer}); t.sessions[k] == s {
+		delete(t.sessions, k)
 	}
-	return old
+	for _, c := range s.cids {
+		if t.cids[string(c)].s == s {
+			delete(t.cids, string(c))
+		}
+	}
+	if id := string(s.identity); t.ids[id] == s {
+		delete(t.ids, id)
+	}
 }
 
 // withIdentity returns every live session of an identity.
@@ -108,31 +175,14 @@ func (t *table) withIdentity(identity []byte) []*session {
 	defer t.mu.RUnlock()
 	var out []*session
 	for s := range t.all {
-		if id := s.identity(); id != nil && bytes.Equal(id, identity) {
+		if string(s.identity) == string(identity) {
 			out = append(out, s)
 		}
 	}
 	return out
 }
 
-// remove forgets every route to s.
-func (t *table) remove(s *session) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.all, s)
-	if t.addrs[addrKey{s.l, s.routeAddr}] == s {
-		delete(t.addrs, addrKey{s.l, s.routeAddr})
-	}
-	for _, cid := range s.cidList() {
-		if t.cids[string(cid)] == s {
-			delete(t.cids, string(cid))
-		}
-	}
-	if id := s.identity(); id != nil && t.ids[string(id)] == s {
-		delete(t.ids, string(id))
-	}
-}
-
+// snapshot returns the established sessions.
 func (t *table) snapshot() []*session {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -143,8 +193,20 @@ func (t *table) snapshot() []*session {
 	return out
 }
 
-func (t *table) len() int {
+// pendingHandshakes returns the handshakes in progress.
+func (t *table) pendingHandshakes() []*handshake {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.all)
+	out := make([]*handshake, 0, len(t.pending))
+	for _, h := range t.pending {
+		out = append(out, h)
+	}
+	return out
+}
+
+// counts returns the number of established sessions and of handshakes.
+func (t *table) counts() (established, handshaking int) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.all), len(t.pending)
 }

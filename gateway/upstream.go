@@ -1,117 +1,167 @@
 package gateway
 
 import (
-	"net"
-	"strings"
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/lwm2m-gateway/gateway/lwm2m"
-	"github.com/lwm2m-gateway/gateway/pskstore"
+	"go.uber.org/zap"
 )
 
 // upstream is one connected UDP socket from a session to one backend. A
-// session has one per backend it talks to: its identity's backend, and the
-// bootstrap server once the device asks for bootstrap.
+// session has one per backend it talks to (its identity's backend, and the
+// bootstrap server once the device asks for bootstrap): the backend sees one
+// address per device, and only this device reads what arrives on it (L3).
+//
+// The sockets are not read by a goroutine each: the poller (poller_linux.go)
+// waits on all of them and hands each datagram to its session. Reads,
+// writes and the close happen under the session's mu.
 type upstream struct {
-	name string
-	conn *net.UDPConn
+	s      *session
+	name   string
+	sock   upstreamSocket
+	local  netip.AddrPort
+	closed bool
+
+	// downAt is when the socket last reported the backend unreachable
+	// (ICMP port unreachable: ECONNREFUSED), in unix nanoseconds; zero
+	// once the backend answers again.
+	downAt atomic.Int64
 }
 
-// backendFor chooses the identity's backend: the one its key names, else
-// the one its handshake's server name maps to, else the listener's, else
-// the gateway's default.
-func (s *session) backendFor(key pskstore.Key, serverName string) string {
-	if key.Backend != "" {
-		return key.Backend
+// backendDownHold is how long after an ICMP port unreachable the backend
+// counts as down: confirmable requests get 5.03 instead of being forwarded
+// into the void. After it, requests are forwarded again, which probes.
+const backendDownHold = 10 * time.Second
+
+func (up *upstream) markDown() { up.downAt.Store(time.Now().UnixNano()) }
+
+func (up *upstream) markUp() {
+	if up.downAt.Load() != 0 {
+		up.downAt.Store(0)
 	}
-	for sni, name := range s.srv.cfg.ServerNameBackends {
-		if serverName != "" && strings.EqualFold(sni, serverName) {
-			return name
-		}
-	}
-	if s.l.backend != "" {
-		return s.l.backend
-	}
-	return s.srv.cfg.DefaultBackend
 }
 
-// dialUpstream opens (or returns) the session's socket to backend name and
-// starts its backend→device goroutine.
-func (s *session) dialUpstream(name string) (*upstream, error) {
-	s.mu.Lock()
+func (up *upstream) isDown(now time.Time) bool {
+	at := up.downAt.Load()
+	return at != 0 && now.Sub(time.Unix(0, at)) < backendDownHold
+}
+
+// write sends one datagram to the backend. Called with up.s.mu held.
+func (up *upstream) write(p []byte) error {
+	if up.closed {
+		return errUpstreamClosed
+	}
+	err := up.sock.write(p)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		up.markDown()
+	}
+	return err
+}
+
+// close releases the socket. Called with up.s.mu held.
+func (up *upstream) close() {
+	if up.closed {
+		return
+	}
+	up.closed = true
+	up.s.srv.poller.remove(up)
+	up.sock.close()
+}
+
+var errUpstreamClosed = errors.New("gateway: upstream socket closed")
+
+// dialUpstreamLocked opens (or returns) the session's socket to backend
+// name. Called with s.mu held.
+func (s *session) dialUpstreamLocked(name string) (*upstream, error) {
 	for _, up := range s.ups {
 		if up.name == name {
-			s.mu.Unlock()
 			return up, nil
 		}
 	}
-	s.mu.Unlock()
-	addr, ok := s.srv.cfg.Backends[name]
+	addr, ok := s.srv.backends[name]
 	if !ok {
 		return nil, ErrNoBackend
 	}
-	// One connected socket per session and backend (DESIGN §1): the backend
-	// sees one address per device, and only this device reads what arrives
-	// on it (L3).
-	c, err := net.Dial("udp", addr)
+	up := &upstream{s: s, name: name}
+	sock, local, err := s.srv.poller.dial(up, s.srv.upstreamSource(s), 0, addr)
 	if err != nil {
 		return nil, err
 	}
-	up := &upstream{name: name, conn: c.(*net.UDPConn)}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = up.conn.Close()
-		return nil, net.ErrClosed
-	}
+	up.sock, up.local = sock, local
 	s.ups = append(s.ups, up)
-	s.mu.Unlock()
-	s.srv.wg.Add(1)
-	go s.fromBackend(up)
 	return up, nil
 }
 
-// primary is the socket to the identity's backend, dialled again if a
-// De-register closed it.
-func (s *session) primary() (*upstream, error) {
-	return s.dialUpstream(s.backend)
+// primaryLocked is the socket to the identity's backend, dialled again if
+// a De-register closed it.
+func (s *session) primaryLocked() (*upstream, error) {
+	return s.dialUpstreamLocked(s.backend)
 }
 
-// dropUpstream closes one upstream socket: after a De-register the backend
-// forgot the device, so its socket (and address) has no more use; the next
-// Register opens a fresh one.
-func (s *session) dropUpstream(up *upstream) {
-	s.mu.Lock()
+// dropUpstreamLocked closes one upstream socket: after a De-register the
+// backend forgot the device, so its socket (and address) has no more use;
+// the next Register opens a fresh one.
+func (s *session) dropUpstreamLocked(up *upstream) {
 	for i, u := range s.ups {
 		if u == up {
 			s.ups = append(s.ups[:i], s.ups[i+1:]...)
 			break
 		}
 	}
-	s.mu.Unlock()
-	_ = up.conn.Close()
+	up.close()
 }
 
-// route picks the backend for a datagram from the device: a
+// upstreamWriteFailed counts a failed write to a backend.
+func (s *session) upstreamWriteFailed(up *upstream, err error) {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return // counted when the device's next request meets a down backend
+	}
+	s.srv.stats.upstreamErrors.Add(1)
+	s.srv.sampled.Warn("write to backend", zap.String("identity_tag", s.srv.tag(s.identity)),
+		zap.String("backend", up.name), zap.Error(err))
+}
+
+// routeLocked picks the backend for a datagram from the device: a
 // Bootstrap-Request goes to the bootstrap server when one is configured;
 // other requests to the identity's backend; answers (ACK, RST, separate
 // responses, notifications) to the backend whose request they answer.
-// Called with bmu held.
-func (s *session) route(m lwm2m.Message) (*upstream, error) {
+// Called with s.mu held.
+func (s *session) routeLocked(m lwm2m.Message) (*upstream, error) {
 	if m.Kind == lwm2m.BootstrapRequest && s.srv.cfg.BootstrapBackend != "" {
-		return s.dialUpstream(s.srv.cfg.BootstrapBackend)
+		return s.dialUpstreamLocked(s.srv.cfg.BootstrapBackend)
 	}
 	if !m.Kind.IsRequest() {
-		if up := s.origins.find(m); up != nil {
+		if up := s.origins.find(m); up != nil && !up.closed {
 			return up, nil
 		}
 	}
-	return s.primary()
+	return s.primaryLocked()
+}
+
+// upstreamSource picks the local address a session's upstream sockets bind
+// to from Config.UpstreamSources (by identity, so a session's sockets share
+// one), or the zero Addr to let the kernel choose.
+func (srv *Server) upstreamSource(s *session) netip.Addr {
+	n := len(srv.cfg.UpstreamSources)
+	if n == 0 {
+		return netip.Addr{}
+	}
+	var h uint32 = 2166136261 // FNV-1a
+	for _, b := range s.identity {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	return srv.cfg.UpstreamSources[h%uint32(n)]
 }
 
 // origins remembers which backend sent recent requests, by message ID (for
 // piggybacked ACKs and RSTs) and by token (for separate responses and
 // notifications). It is bounded: an answer to a request older than the last
-// maxOrigins goes to the identity's backend.
+// maxOrigins goes to the identity's backend. It is only allocated once a
+// second backend (bootstrap) is in use.
 type origins struct {
 	byMID   map[uint16]*upstream
 	byToken map[string]*upstream

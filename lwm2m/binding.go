@@ -88,6 +88,18 @@ func NewBinding(endpoint string) *Binding {
 	return &Binding{endpoint: endpoint}
 }
 
+// Restore makes a new session's Binding continue a registration its
+// identity created in an earlier session (a reboot, a re-handshake, a
+// gateway restart): Update and De-register of location are then forwarded
+// (L2). The registration location belongs to the identity, not to one DTLS
+// session. A location that is not an "/rd/…" path is ignored.
+func (b *Binding) Restore(location string, lifetime time.Duration) {
+	if !strings.HasPrefix(location, "/rd/") {
+		return
+	}
+	b.location, b.lifetime = location, lifetime
+}
+
 // Endpoint returns the endpoint name the session is bound to.
 func (b *Binding) Endpoint() string { return b.endpoint }
 

@@ -23,9 +23,20 @@ func Reply(req Message, code codes.Code) ([]byte, error) {
 	return AppendReply(nil, req, code, uint16(rand.Uint32()))
 }
 
+// ReplyRetryAfter is Reply for 5.03 Service Unavailable carrying a Max-Age
+// option (RFC 7252 §5.9.3.4, §5.10.5): the device should not retry before
+// maxAge seconds. The gateway answers so while the backend is unreachable.
+func ReplyRetryAfter(req Message, maxAge uint32) ([]byte, error) {
+	return appendReply(nil, req, codes.ServiceUnavailable, uint16(rand.Uint32()), &maxAge)
+}
+
 // AppendReply is Reply appending to dst, with messageID as the Message ID of
 // a NON response (ignored for CON, whose ACK reuses the request's ID).
 func AppendReply(dst []byte, req Message, code codes.Code, messageID uint16) ([]byte, error) {
+	return appendReply(dst, req, code, messageID, nil)
+}
+
+func appendReply(dst []byte, req Message, code codes.Code, messageID uint16, maxAge *uint32) ([]byte, error) {
 	if !req.Kind.IsRequest() || req.Code>>5 != 0 || req.Code == codes.Empty ||
 		len(req.Token) > message.MaxTokenSize {
 		return dst, ErrNotRequest
@@ -37,6 +48,14 @@ func AppendReply(dst []byte, req Message, code codes.Code, messageID uint16) ([]
 		Token:   req.Token,
 		Code:    code,
 		Payload: diagnostic(code),
+	}
+	if maxAge != nil {
+		buf := make([]byte, 4)
+		opts, _, err := out.Options.SetUint32(buf, message.MaxAge, *maxAge)
+		if err != nil {
+			return dst, err
+		}
+		out.Options = opts
 	}
 	switch req.Type {
 	case message.Confirmable:
@@ -61,8 +80,10 @@ func AppendReply(dst []byte, req Message, code codes.Code, messageID uint16) ([]
 // Diagnostic payloads (RFC 7252 §5.5.2): fixed texts, so a reply never
 // echoes anything the device sent.
 var (
-	textBadRequest = []byte("bad request")
-	textForbidden  = []byte("forbidden by gateway policy")
+	textBadRequest  = []byte("bad request")
+	textForbidden   = []byte("forbidden by gateway policy")
+	textNotFound    = []byte("registration not found")
+	textUnavailable = []byte("backend unavailable")
 )
 
 func diagnostic(code codes.Code) []byte {
@@ -71,6 +92,10 @@ func diagnostic(code codes.Code) []byte {
 		return textBadRequest
 	case codes.Forbidden:
 		return textForbidden
+	case codes.NotFound:
+		return textNotFound
+	case codes.ServiceUnavailable:
+		return textUnavailable
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
 func TestReply(t *testing.T) {
@@ -24,7 +25,9 @@ func TestReply(t *testing.T) {
 		{"NON register rejected", req(codes.POST, "/rd", "ep=secret-endpoint-name").withType(message.NonConfirmable), codes.Forbidden, message.NonConfirmable, false, "forbidden by gateway policy"},
 		{"empty token", req(codes.DELETE, "/rd/1").withToken(""), codes.Forbidden, message.Acknowledgement, true, "forbidden by gateway policy"},
 		{"8-byte token", req(codes.POST, "/bs", "ep=x").withToken("12345678"), codes.Forbidden, message.Acknowledgement, true, "forbidden by gateway policy"},
-		{"other code has no payload", req(codes.GET, "/3/0"), codes.ServiceUnavailable, message.Acknowledgement, true, ""},
+		{"not found", req(codes.POST, "/rd/gone"), codes.NotFound, message.Acknowledgement, true, "registration not found"},
+		{"unavailable", req(codes.POST, "/dp"), codes.ServiceUnavailable, message.Acknowledgement, true, "backend unavailable"},
+		{"other code has no payload", req(codes.GET, "/3/0"), codes.GatewayTimeout, message.Acknowledgement, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +57,30 @@ func TestReply(t *testing.T) {
 				t.Errorf("reply %q echoes the endpoint name", out)
 			}
 		})
+	}
+}
+
+// TestReplyRetryAfter: the gateway's 5.03 while a backend is unreachable
+// carries Max-Age, the back-off a CoAP client honours (RFC 7252 §5.9.3.4).
+func TestReplyRetryAfter(t *testing.T) {
+	in := req(codes.POST, "/rd/5a3f").inspect(t)
+	out, err := ReplyRetryAfter(in, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := message.Message{Options: make(message.Options, 0, 8)}
+	if _, err := coder.DefaultCoder.Decode(out, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Code != codes.ServiceUnavailable || m.Type != message.Acknowledgement || int32(in.MessageID) != m.MessageID {
+		t.Fatalf("reply %v %v mid %d", m.Code, m.Type, m.MessageID)
+	}
+	age, err := m.Options.GetUint32(message.MaxAge)
+	if err != nil || age != 30 {
+		t.Fatalf("Max-Age %d, %v; want 30", age, err)
+	}
+	if _, err := ReplyRetryAfter(Message{Kind: Notify}, 30); err == nil {
+		t.Fatal("5.03 built for a notification")
 	}
 }
 

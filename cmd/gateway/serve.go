@@ -43,6 +43,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	for _, d := range cfg.Deprecated() {
+		log.Warn("configuration: " + d)
+	}
 	tagger, err := newTagger(cfg.Store)
 	if err != nil {
 		return err
@@ -129,6 +132,9 @@ func checkConfigCmd(args []string, stdout io.Writer) error {
 	n, err := countKeys(store)
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
+	}
+	for _, d := range cfg.Deprecated() {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", args[0], d)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d backends, %s store with %d keys)\n", args[0], len(cfg.Listeners), len(cfg.Backends), cfg.Store.Type, n)
 	return nil

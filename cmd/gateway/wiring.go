@@ -183,7 +183,6 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 		BootstrapBackend:      c.BootstrapBackend,
 		ServerNameBackends:    c.ServerNameBackends,
 		RegistrationGrace:     time.Duration(c.Sessions.RegistrationGrace),
-		ParkAfter:             time.Duration(c.Sessions.ParkAfter),
 		RegisterInterval:      time.Duration(c.Limits.RegisterInterval),
 		MaxSessions:           c.Limits.MaxSessions,
 		MaxEmbryonic:          c.Limits.MaxEmbryonic,
@@ -201,6 +200,9 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 	}
 	if gc.CIDLength == 0 {
 		gc.CIDLength = -1 // config: 0 disables; gateway: 0 means the default
+	}
+	if c.Sessions.DataPlane == config.DataPlanePion {
+		gc.DataPlane = gateway.DataPlanePion
 	}
 	for _, l := range c.Listeners {
 		policy := gateway.SNIAllow

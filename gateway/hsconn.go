@@ -1,0 +1,216 @@
+package gateway
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pion/transport/v5/deadline"
+)
+
+// hsQueue is how many datagrams a handshake buffers between the listener's
+// read loop and pion. A full queue drops, like a full socket buffer would;
+// DTLS retransmits.
+const hsQueue = 16
+
+// datagram is one received UDP payload and its source.
+type datagram struct {
+	b    []byte
+	from netip.AddrPort
+}
+
+// hsConn is the net.PacketConn a handshake's pion Conn runs over: reads come
+// from the listener's demultiplexer (deliver), writes leave through the
+// listener's socket. Every datagram pion writes passes flight() first, so
+// the gateway sees each flight before the device does: it learns when the
+// cookie was answered (embryonic → verified), applies the session policy
+// before the ServerHello (DTLS 1.3) or the final flight (DTLS 1.2) leaves,
+// and keeps the last flight for the record layer to resend after the
+// hand-over (RFC 6347 §4.2.4).
+//
+// After the handshake, hold stops handing datagrams to pion, so records
+// that arrive while the session is handed over are kept for the new owner
+// instead of being consumed by a Conn about to stop.
+type hsConn struct {
+	l      *listener
+	in     chan datagram
+	readDL *deadline.Deadline
+	closed chan struct{}
+	once   sync.Once
+	flight func(p []byte) flightVerdict
+
+	mu       sync.Mutex
+	held     bool
+	muted    bool     // a refusal was sent in place of pion's flight
+	capture  bool     // keep pion's current flight (during the handshake)
+	last     [][]byte // datagrams of pion's current flight
+	readMark bool     // pion read since its last write: next write starts a flight
+	onWrite  func(to netip.AddrPort)
+}
+
+// flightVerdict is what flight decides on one outgoing datagram.
+type flightVerdict uint8
+
+const (
+	flightSend   flightVerdict = iota
+	flightRefuse               // replace the flight by a handshake_failure alert
+)
+
+var _ net.PacketConn = (*hsConn)(nil)
+
+func newHSConn(l *listener, flight func([]byte) flightVerdict) *hsConn {
+	return &hsConn{
+		l:       l,
+		in:      make(chan datagram, hsQueue),
+		readDL:  deadline.New(),
+		closed:  make(chan struct{}),
+		flight:  flight,
+		capture: true,
+	}
+}
+
+// deliver queues a copy of a datagram for pion without blocking; it reports
+// false when the queue is full or the conn is closed.
+func (c *hsConn) deliver(p []byte, from netip.AddrPort) bool {
+	select {
+	case <-c.closed:
+		return false
+	default:
+	}
+	select {
+	case c.in <- datagram{b: bytes.Clone(p), from: from}:
+		return true
+	default:
+		return false
+	}
+}
+
+// ReadFrom returns the next datagram routed to this handshake.
+func (c *hsConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	c.mu.Lock()
+	held := c.held
+	c.mu.Unlock()
+	if held {
+		select {
+		case <-c.readDL.Done():
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-c.closed:
+			return 0, nil, net.ErrClosed
+		}
+	}
+	select {
+	case d := <-c.in:
+		c.mu.Lock()
+		c.readMark = true
+		c.mu.Unlock()
+		n := copy(p, d.b)
+		return n, net.UDPAddrFromAddrPort(d.from), nil
+	case <-c.readDL.Done():
+		return 0, nil, os.ErrDeadlineExceeded
+	case <-c.closed:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+// WriteTo sends pion's datagram unless the gateway refuses the flight it
+// belongs to; a refused flight is replaced by one plaintext
+// handshake_failure alert and everything pion writes after it is dropped.
+// pion writes to a new address only after it accepted an authenticated
+// Connection ID record from there; onWrite lets the session follow.
+func (c *hsConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	to, err := addrPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	if c.muted {
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	if c.flight != nil && c.flight(p) == flightRefuse {
+		// The alert takes the record sequence number of the record it
+		// replaces: a fresh one, which the device's replay check accepts.
+		c.muted = true
+		c.mu.Unlock()
+		var seq [6]byte
+		if len(p) >= recordHeaderLen {
+			copy(seq[:], p[5:11])
+		}
+		_, err := c.l.pc.WriteToUDPAddrPort(plaintextAlert(40, seq), to)
+		return len(p), err
+	}
+	if c.capture {
+		if c.readMark {
+			c.last, c.readMark = c.last[:0], false
+		}
+		c.last = append(c.last, bytes.Clone(p))
+	}
+	onWrite := c.onWrite
+	c.mu.Unlock()
+	if onWrite != nil {
+		onWrite(to)
+	}
+	return c.l.pc.WriteToUDPAddrPort(p, to)
+}
+
+// keep turns the handshake's conn into a pion-plane session's conn: no
+// more flight inspection or capture; onWrite follows the peer address.
+func (c *hsConn) keep(onWrite func(netip.AddrPort)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.flight, c.capture, c.last, c.onWrite = nil, false, nil, onWrite
+}
+
+// hold stops handing datagrams to pion and returns pion's last flight.
+func (c *hsConn) hold() (lastFlight [][]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = true
+	return c.last
+}
+
+// drain returns the datagrams queued and not read by pion.
+func (c *hsConn) drain() []datagram {
+	var out []datagram
+	for {
+		select {
+		case d := <-c.in:
+			out = append(out, d)
+		default:
+			return out
+		}
+	}
+}
+
+// Close stops reads; the shared listener socket stays open.
+func (c *hsConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *hsConn) LocalAddr() net.Addr { return c.l.pc.LocalAddr() }
+
+func (c *hsConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+func (c *hsConn) SetReadDeadline(t time.Time) error {
+	c.readDL.Set(t)
+	return nil
+}
+
+// SetWriteDeadline is a no-op: writes to a UDP socket do not block for long.
+func (c *hsConn) SetWriteDeadline(time.Time) error { return nil }
+
+func addrPort(addr net.Addr) (netip.AddrPort, error) {
+	if u, ok := addr.(*net.UDPAddr); ok {
+		return u.AddrPort(), nil
+	}
+	return netip.ParseAddrPort(addr.String())
+}

@@ -1,0 +1,80 @@
+//go:build !linux
+
+package gateway
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+)
+
+// poller, where epoll is not available, reads each upstream socket on a
+// goroutine of its own: correct, but without the memory savings of
+// poller_linux.go. The gateway's production target is Linux.
+type poller struct {
+	srv *Server
+	wg  sync.WaitGroup
+}
+
+type upstreamSocket struct{ c *net.UDPConn }
+
+func newPoller(srv *Server) (*poller, error) { return &poller{srv: srv}, nil }
+
+func (p *poller) dial(up *upstream, src netip.Addr, port uint16, dst netip.AddrPort) (upstreamSocket, netip.AddrPort, error) {
+	var laddr *net.UDPAddr
+	if src.IsValid() || port != 0 {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, port))
+	}
+	c, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		return upstreamSocket{}, netip.AddrPort{}, err
+	}
+	p.wg.Add(1)
+	go p.read(up, c)
+	return upstreamSocket{c: c}, c.LocalAddr().(*net.UDPAddr).AddrPort(), nil
+}
+
+func (p *poller) read(up *upstream, c *net.UDPConn) {
+	defer p.wg.Done()
+	buf := make([]byte, p.srv.cfg.MaxDatagram+1)
+	s := up.s
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				up.markDown()
+				continue
+			}
+			return
+		}
+		if n > p.srv.cfg.MaxDatagram {
+			p.srv.stats.drop(dropOversize)
+			continue
+		}
+		s.mu.Lock()
+		if up.closed || s.closed {
+			s.mu.Unlock()
+			return
+		}
+		up.markUp()
+		pionWrite := s.backendDataLocked(up, buf[:n])
+		s.mu.Unlock()
+		if pionWrite != nil {
+			_ = s.pion.write(pionWrite)
+		}
+	}
+}
+
+func (p *poller) remove(*upstream) {}
+
+func (s upstreamSocket) write(b []byte) error { _, err := s.c.Write(b); return err }
+
+func (s upstreamSocket) close() { _ = s.c.Close() }
+
+func (p *poller) run() {}
+
+func (p *poller) close() { p.wg.Wait() }
+
+func (p *poller) release() {}
