@@ -166,13 +166,19 @@ func (c *Conn) CloseNotify(dst []byte) ([]byte, error) {
 	return dst, err
 }
 
-// alert handles an authenticated alert record: close_notify or any fatal
-// alert closes the session; other warnings are ignored.
+// alert handles an authenticated alert record: close_notify or a fatal
+// alert closes the session; other warnings are ignored. In DTLS 1.3 every
+// alert but close_notify and user_canceled is fatal whatever its level
+// (RFC 8446 §6).
 func (c *Conn) alert(d *Datagram, body []byte) error {
 	if len(body) != 2 {
 		return fmt.Errorf("%w: alert of %d bytes", ErrMalformed, len(body))
 	}
-	if body[0] == alertFatal || body[1] == alertCloseNotify {
+	fatal := body[0] == alertFatal
+	if c.s.tls13 {
+		fatal = body[1] != alertCloseNotify && body[1] != alertUserCanceled
+	}
+	if fatal || body[1] == alertCloseNotify {
 		c.closed |= closedByPeer
 		d.Closed, d.Alert = true, body[1]
 	}

@@ -17,9 +17,10 @@ const (
 	hsNewConnectionID     = 10 // RFC 9147 §9
 	handshakeHeader       = 12 // RFC 9147 §5.2: type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3)
 
-	alertWarning     = 1 // RFC 5246 §7.2
-	alertFatal       = 2
-	alertCloseNotify = 0
+	alertWarning      = 1 // RFC 5246 §7.2
+	alertFatal        = 2
+	alertCloseNotify  = 0
+	alertUserCanceled = 90
 
 	// maxPlaintext is the largest record payload (RFC 6347 §4.1, RFC 8446
 	// §5.1); ciphertexts may exceed it by 2048 (1.2) or 256 (1.3) bytes.
