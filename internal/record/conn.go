@@ -1,6 +1,7 @@
 package record
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
@@ -99,12 +100,21 @@ func (c *Conn) NextWriteSeq() uint64 {
 // acknowledged after the snapshot: the write keys are advanced to it (the
 // peer already reads that epoch). It returns ErrLimit when n is beyond the
 // key's limit.
+//
+// DTLS 1.3 headers carry the low 16 bits of the sequence number and the peer
+// reconstructs the rest from what it has seen (RFC 9147 §4.2.2): a jump of
+// 2^15 or more within an epoch would make it misread every later record, so
+// such a reservation is refused (ErrParams) and the session must be closed.
+// Reserve blocks well below that (say 4096 records) for DTLS 1.3.
 func (c *Conn) ReserveWriteSeq(n uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	epoch, seq := n>>48, n&maxSeq
 	if epoch < c.write.epoch || (epoch == c.write.epoch && seq <= c.write.seq) {
 		return nil
+	}
+	if c.s.tls13 && seq >= 1<<15 && (epoch > c.write.epoch || seq-c.write.seq >= 1<<15) {
+		return fmt.Errorf("%w: a write sequence jump to %#x the peer cannot follow", ErrParams, n)
 	}
 	if epoch > c.write.epoch {
 		if !c.s.tls13 {

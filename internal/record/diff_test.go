@@ -2,8 +2,11 @@ package record
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"testing"
+	"time"
 
 	"github.com/pion/dtls/v4/pkg/protocol"
 )
@@ -50,4 +53,36 @@ func hasCID(s setup, d []byte) bool {
 		return d[0] == ctCID
 	}
 	return d[0]&bitC != 0
+}
+
+// TestCloseNotify: the client's Close (close_notify) closes our Conn, and
+// our CloseNotify ends the client's reads; nothing is sealed or opened after.
+func TestCloseNotify(t *testing.T) {
+	for _, s := range badSetups() {
+		t.Run(s.String(), func(t *testing.T) {
+			ss := newSession(t, s)
+			rec, err := ss.conn.CloseNotify(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss.toClient(rec)
+			_ = ss.client.SetReadDeadline(time.Now().Add(wait))
+			if _, err := ss.client.Read(make([]byte, 100)); !errors.Is(err, io.EOF) {
+				t.Fatalf("client read after our close_notify: %v, want EOF", err)
+			}
+			if _, err := ss.conn.Seal(nil, []byte("late")); !errors.Is(err, ErrClosed) {
+				t.Fatalf("seal after close_notify: %v", err)
+			}
+
+			ss2 := newSession(t, s)
+			_ = ss2.client.Close()
+			var d Datagram
+			if err := ss2.conn.Open(&d, ss2.fromClient(), time.Now()); err != nil || !d.Closed || d.Alert != alertCloseNotify {
+				t.Fatalf("client close_notify: %v, %+v", err, d)
+			}
+			if !ss2.conn.Closed() {
+				t.Fatal("Conn not closed by the peer's close_notify")
+			}
+		})
+	}
 }

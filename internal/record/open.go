@@ -134,13 +134,18 @@ func (c *Conn) Seal(dst, payload []byte) ([]byte, error) {
 	if !c.s.tls13 {
 		return c.seal12(dst, ctApplicationData, payload, sc)
 	}
+	start := len(dst)
+	var err error
 	if c.ku == nil && c.write.seq >= c.s.updateAt() {
-		var err error
+		// On error the KeyUpdate stays pending; Poll sends it again.
 		if dst, err = c.startKeyUpdate(dst, sc); err != nil {
-			return dst, err
+			return dst[:start], err
 		}
 	}
-	return c.seal13(dst, ctApplicationData, payload, sc)
+	if dst, err = c.seal13(dst, ctApplicationData, payload, sc); err != nil {
+		return dst[:start], err
+	}
+	return dst, nil
 }
 
 // CloseNotify appends a protected close_notify alert (RFC 5246 §7.2.1) to
