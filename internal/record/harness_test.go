@@ -2,8 +2,8 @@ package record
 
 import (
 	"bytes"
-	"crypto"
 	"context"
+	"crypto"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -46,10 +46,10 @@ func (l *lockedBuf) Bytes() []byte {
 type cidMode int
 
 const (
-	cidNone     cidMode = iota // neither side
-	cidServer                  // the gateway issues one; the client only sends it (1.2: the usual device)
-	cidBoth                    // both sides issue one
-	cidClient                  // only the client issues one: we put it in our records
+	cidNone   cidMode = iota // neither side
+	cidServer                // the gateway issues one; the client only sends it (1.2: the usual device)
+	cidBoth                  // both sides issue one
+	cidClient                // only the client issues one: we put it in our records
 	cidModesEnd
 )
 

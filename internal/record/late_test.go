@@ -18,7 +18,7 @@ type clock struct{ t time.Time }
 
 func newClock() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
 
-func (c *clock) now() time.Time           { return c.t }
+func (c *clock) now() time.Time          { return c.t }
 func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 // TestLateFinalFlight12 (RFC 6347 §4.2.4): the server's CCS+Finished is
