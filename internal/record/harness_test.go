@@ -84,6 +84,22 @@ type session struct {
 	conn   *Conn
 	params Params
 	raw    []byte // the last datagram openApp opened, before Open changed it
+
+	mu       sync.Mutex // guards conn against the pump when a test swaps it
+	stopPump func()     // stops the pump (and waits), once; nil without one
+}
+
+// setConn swaps the Conn under the pump's feet.
+func (ss *session) setConn(c *Conn) {
+	ss.mu.Lock()
+	ss.conn = c
+	ss.mu.Unlock()
+}
+
+func (ss *session) getConn() *Conn {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.conn
 }
 
 const serverCIDLen = 6
@@ -369,7 +385,9 @@ func (ss *session) startPump(drop func(b []byte) bool) <-chan opened {
 	out := make(chan opened, 1024)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
-	ss.t.Cleanup(func() { close(done); <-stopped })
+	var once sync.Once
+	ss.stopPump = func() { once.Do(func() { close(done); <-stopped }) }
+	ss.t.Cleanup(ss.stopPump)
 	go func() {
 		defer close(stopped)
 		var d Datagram
@@ -380,14 +398,14 @@ func (ss *session) startPump(drop func(b []byte) bool) <-chan opened {
 			case <-done:
 				return
 			case <-tick.C:
-				for _, r := range ss.conn.Poll(time.Now()) {
+				for _, r := range ss.getConn().Poll(time.Now()) {
 					ss.toClient(r)
 				}
 			case b := <-ss.pipe.server.in:
 				if drop != nil && drop(b) {
 					continue
 				}
-				err := ss.conn.Open(&d, b, time.Now())
+				err := ss.getConn().Open(&d, b, time.Now())
 				for _, r := range d.Replies {
 					ss.toClient(r)
 				}
