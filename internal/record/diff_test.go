@@ -86,3 +86,54 @@ func TestCloseNotify(t *testing.T) {
 		})
 	}
 }
+
+// TestReorderLoss: records reordered and lost in both directions are
+// delivered once each; Newer holds only for a record beyond all before it.
+func TestReorderLoss(t *testing.T) {
+	order := []int{3, 0, 7, 1, 6, 4, 2} // record 5 is lost
+	for _, s := range allSetups() {
+		t.Run(s.String(), func(t *testing.T) {
+			ss := newSession(t, s)
+			var recs [][]byte
+			for i := range 8 {
+				if _, err := ss.client.Write([]byte(fmt.Sprint("up ", i))); err != nil {
+					t.Fatal(err)
+				}
+				recs = append(recs, ss.fromClient())
+			}
+			var d Datagram
+			highest := -1
+			for _, i := range order {
+				if err := ss.conn.Open(&d, bytes.Clone(recs[i]), time.Now()); err != nil {
+					t.Fatalf("record %d: %v", i, err)
+				}
+				if string(d.Payloads[0]) != fmt.Sprint("up ", i) || d.Newer != (i > highest) {
+					t.Fatalf("record %d: %q newer %v", i, d.Payloads, d.Newer)
+				}
+				highest = max(highest, i)
+			}
+			if err := ss.conn.Open(&d, recs[3], time.Now()); !errors.Is(err, ErrReplay) {
+				t.Fatalf("replayed record 3: %v", err)
+			}
+
+			var down [][]byte
+			for i := range 8 {
+				rec, err := ss.conn.Seal(nil, []byte(fmt.Sprint("down ", i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				down = append(down, rec)
+			}
+			got := map[string]bool{}
+			for _, i := range order {
+				ss.toClient(down[i])
+				got[string(ss.clientRead())] = true
+			}
+			for _, i := range order {
+				if !got[fmt.Sprint("down ", i)] {
+					t.Fatalf("client missed record %d: %v", i, got)
+				}
+			}
+		})
+	}
+}
