@@ -23,7 +23,7 @@ func badSetups() []setup {
 }
 
 // snapshot returns the Conn's encoded state.
-func snapshot(t *testing.T, c *Conn) []byte {
+func snapshot(t testing.TB, c *Conn) []byte {
 	t.Helper()
 	b, err := c.MarshalBinary()
 	if err != nil {
