@@ -78,7 +78,7 @@ func (s setup) String() string {
 
 // session is a pion client talking to our Conn over a pipe.
 type session struct {
-	t      *testing.T
+	t      testing.TB
 	pipe   *packetPipe
 	client *dtls.Conn
 	conn   *Conn
@@ -144,7 +144,7 @@ func (s setup) clientPSK() dtls.Option {
 // handshake runs a pion handshake and exports the server into params (New
 // not called yet). The client's handshake may still be running when
 // s.dropLast holds; its error arrives on clientDone.
-func (s setup) handshake(t *testing.T) (*session, <-chan error) {
+func (s setup) handshake(t testing.TB) (*session, <-chan error) {
 	t.Helper()
 	p := newPacketPipe()
 	t.Cleanup(p.close)
@@ -425,7 +425,7 @@ func (ss *session) startPump(drop func(b []byte) bool) <-chan opened {
 }
 
 // await returns the next pump result satisfying ok.
-func await(t *testing.T, ch <-chan opened, what string, ok func(opened) bool) opened {
+func await(t testing.TB, ch <-chan opened, what string, ok func(opened) bool) opened {
 	t.Helper()
 	timeout := time.After(wait)
 	for {
