@@ -208,3 +208,44 @@ func TestNearWrap13(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyUpdateReorder: a record the pion client sent in epoch 3 arrives
+// after its KeyUpdate and its first epoch-4 record; it is still accepted
+// (the previous read epoch is kept) and does not count as newer.
+func TestKeyUpdateReorder(t *testing.T) {
+	for _, s := range setups13() {
+		t.Run(s.String(), func(t *testing.T) {
+			ss := newSession(t, s)
+			if _, err := ss.client.Write([]byte("epoch 3")); err != nil {
+				t.Fatal(err)
+			}
+			held := ss.fromClient()
+			updated := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				defer cancel()
+				updated <- ss.client.UpdateKeys(ctx, dtls.KeyUpdateOptions{})
+			}()
+			var d Datagram
+			ss.mustOpen(&d, ss.fromClient(), time.Now()) // the KeyUpdate
+			if len(d.Replies) != 1 || ss.conn.Stats().ReadEpoch != 4 {
+				t.Fatalf("KeyUpdate: %d replies, %+v", len(d.Replies), ss.conn.Stats())
+			}
+			ss.toClient(d.Replies[0])
+			if err := <-updated; err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ss.client.Write([]byte("epoch 4")); err != nil {
+				t.Fatal(err)
+			}
+			ss.mustOpen(&d, ss.fromClient(), time.Now())
+			if string(d.Payloads[0]) != "epoch 4" || !d.Newer {
+				t.Fatalf("epoch 4: %q newer %v", d.Payloads, d.Newer)
+			}
+			ss.mustOpen(&d, held, time.Now())
+			if string(d.Payloads[0]) != "epoch 3" || d.Newer {
+				t.Fatalf("held epoch-3 record: %q newer %v", d.Payloads, d.Newer)
+			}
+		})
+	}
+}

@@ -21,7 +21,7 @@ func encodeMirror(t *testing.T, m *pionState) []byte {
 }
 
 // TestNewRejects: New refuses state it cannot continue, with ErrParams and
-// a message saying why.
+// a message saying why that carries no secret (R9).
 func TestNewRejects(t *testing.T) {
 	s12 := setup{version: protocol.Version1_2, suite: ciphersuite.TLS_PSK_WITH_AES_128_CCM_8, cid: cidBoth}
 	s13 := setup{version: protocol.Version1_3, suite: ciphersuite.TLS_AES_128_GCM_SHA256, cid: cidBoth}
@@ -76,6 +76,11 @@ func TestNewRejects(t *testing.T) {
 			_, err = New(p)
 			if !errors.Is(err, ErrParams) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v, want ErrParams mentioning %q", err, tc.want)
+			}
+			for _, secret := range secretsOf(tc.base.params) {
+				if strings.Contains(strings.ToLower(err.Error()), secret) {
+					t.Fatalf("R9: error %q carries a secret", err)
+				}
 			}
 		})
 	}
@@ -143,4 +148,19 @@ func TestHighSeq12(t *testing.T) {
 			}
 		})
 	}
+}
+
+// secretsOf returns the first 16 hex digits of every secret of a session:
+// the key log's and the master secret.
+func secretsOf(p Params) []string {
+	var out []string
+	for _, l := range strings.Split(string(p.KeyLog), "\n") {
+		if f := strings.Fields(l); len(f) == 3 {
+			out = append(out, f[2][:16])
+		}
+	}
+	if m, err := decodePionState(p.State); err == nil && len(m.MasterSecret) > 8 {
+		out = append(out, hexs(m.MasterSecret[:8]))
+	}
+	return out
 }
