@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -67,11 +68,10 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 		s.binding.Restore(loc, lt)
 	}
 	s.touch()
-	var replay []datagram
 	var early [][]byte
-	if srv.cfg.DataPlane == DataPlaneLean && leanAvailable {
+	if srv.cfg.DataPlane == DataPlaneLean {
 		lastFlight := hs.conn.hold()
-		early = drainPion(dc)
+		early = drainPion(dc, hs.conn)
 		exported, err := dc.ExportState()
 		if err != nil {
 			return fmt.Errorf("export state: %w", err)
@@ -83,8 +83,6 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 		if err != nil {
 			return fmt.Errorf("hand-over: %w", err)
 		}
-		replay = hs.conn.drain()
-		_ = hs.conn.Close()
 	} else {
 		s.pion = newPionPlane(s, dc, hs.conn)
 	}
@@ -93,6 +91,21 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 		return ErrServerClosed
 	}
 	replaced := srv.table.promote(hs, s, s.cids, srv.cfg.AllowParallelSessions)
+	var replay []datagram
+	if s.lean != nil {
+		// Datagrams routed to the handshake until now are in its queue;
+		// from now on a delivery to the closed handshake falls through to
+		// its successor (listener.route), so none is lost.
+		hs.successor.Store(s)
+		hs.conn.shut()
+		replay = hs.conn.drain()
+	}
+	if !srv.keyStillValid(hs) {
+		// Revoked or rotated while the handshake ran (R10): a revocation
+		// after promote finds the session; one before it is caught here.
+		s.close("identity revoked or rotated during the handshake", true)
+		return nil
+	}
 	srv.admission.remember(hs.peer.Addr())
 	srv.stats.handshakeOK(versionName(params.version), params.mode())
 	fields := []zap.Field{
@@ -125,30 +138,53 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 		s.mu.Unlock()
 	}
 	for _, d := range replay {
-		s.fromWire(hs.l, d.b, d.from)
+		s.fromWire(d.b, d.from)
 	}
 	return nil
 }
 
+// keyStillValid re-checks the handshake's key when a revocation or rotation
+// happened since it was looked up (rare: otherwise it costs nothing).
+func (srv *Server) keyStillValid(hs *handshake) bool {
+	hs.mu.Lock()
+	key, gen := hs.key, hs.keyGen
+	hs.mu.Unlock()
+	if srv.keyChanges.Load() == gen {
+		return true
+	}
+	now, err := srv.lookupKey(key.Identity)
+	return err == nil && subtle.ConstantTimeCompare(now.Secret, key.Secret) == 1
+}
+
 // drainPion reads the application records pion decrypted before it was
-// held: a device may send data right behind its Finished.
-func drainPion(dc *dtls.Conn) [][]byte {
+// held: a device may send data right behind its Finished. Once pion waits
+// in a held read it has processed everything it read, so one more read
+// that finds nothing means there is nothing left; pion hands out one
+// record at a time, so the loop also unblocks a pion waiting to queue one.
+func drainPion(dc *dtls.Conn, conn *hsConn) [][]byte {
 	var out [][]byte
 	buf := make([]byte, maxDrainRecord)
+	give := time.Now().Add(drainMax)
 	for {
+		idle := conn.pionIdle()
 		_ = dc.SetReadDeadline(time.Now().Add(drainWait))
 		n, err := dc.Read(buf)
-		if err != nil {
+		if err == nil {
+			out = append(out, append([]byte(nil), buf[:n]...))
+			continue
+		}
+		if idle || time.Now().After(give) {
 			return out
 		}
-		out = append(out, append([]byte(nil), buf[:n]...))
 	}
 }
 
 const (
-	// drainWait is how long the hand-over waits for pion to hand out an
-	// application record it already decrypted (it holds at most one).
-	drainWait = 5 * time.Millisecond
+	// drainWait is how long one read waits for a record pion already
+	// decrypted.
+	drainWait = time.Millisecond
+	// drainMax bounds the drain if pion never settles.
+	drainMax = time.Second
 	// maxDrainRecord is the largest record pion can hand out during the
 	// hand-over (its handshake receive buffer).
 	maxDrainRecord = 1 << 14

@@ -39,6 +39,8 @@ type handshake struct {
 	phase atomic.Uint32
 	known bool // the address completed a handshake recently (admission priority)
 
+	successor atomic.Pointer[session] // the session it became (lean plane)
+
 	mu      sync.Mutex
 	dc      *dtls.Conn
 	cancel  context.CancelFunc
@@ -53,7 +55,8 @@ type handshake struct {
 	keylog  []byte // NSS key log lines pion wrote (lean data plane)
 	cids    [][]byte
 	evicted bool
-	refused bool // the policy refused the handshake (psk.go): never established
+	refused bool   // the policy refused the handshake (psk.go): never established
+	keyGen  uint64 // Server.keyChanges when the key was looked up
 }
 
 const (
@@ -66,7 +69,7 @@ const (
 // it. It creates no pion state, so the read loop can afford it.
 func (srv *Server) newHandshake(l *listener, peer netip.AddrPort, h hello) *handshake {
 	hs := &handshake{srv: srv, l: l, peer: peer, hello: h, born: time.Now()}
-	hs.conn = newHSConn(l, hs.onFlight)
+	hs.conn = newHSConn(l, srv.cfg.DataPlane == DataPlaneLean, hs.onFlight)
 	return hs
 }
 
@@ -109,7 +112,7 @@ func (hs *handshake) run(release func()) {
 	if err := srv.establish(hs, dc); err != nil {
 		srv.table.removePending(hs, hs.cidList())
 		_ = dc.Close()
-		_ = hs.conn.Close()
+		hs.conn.shut()
 		if !errors.Is(err, ErrServerClosed) {
 			srv.log.Error("cannot establish session", zap.String("identity_tag", srv.tag(hs.key.Identity)), zap.Error(err))
 		}
@@ -128,7 +131,7 @@ func (srv *Server) handshakeOptions(hs *handshake) []dtls.ServerOption {
 		dtls.WithServerHelloMessageHook(hs.observeServerHello),
 		dtls.WithLoggerFactory(srv.pionLog),
 	}
-	if cfg.DataPlane == DataPlaneLean && leanAvailable {
+	if cfg.DataPlane == DataPlaneLean {
 		// Handshake records are small (PSK: no certificates); the lean data
 		// plane never reads application data through pion.
 		opts = append(opts, dtls.WithReceiveBufferSize(handshakeReceiveBuffer), dtls.WithKeyLogWriter(hs))
@@ -296,7 +299,7 @@ func (hs *handshake) fail(err error) {
 	if dc != nil {
 		_ = dc.Close()
 	}
-	_ = hs.conn.Close()
+	hs.conn.shut()
 	srv.stats.handshakeFailed(reason)
 	fields := []zap.Field{zap.Stringer("remote", hs.peer), zap.String("reason", reason), zap.Error(err)}
 	if tag != "" {
@@ -318,7 +321,7 @@ func (hs *handshake) evict() {
 	hs.evicted = true
 	cancel := hs.cancel
 	hs.mu.Unlock()
-	_ = hs.conn.Close()
+	hs.conn.shut()
 	if cancel != nil {
 		cancel()
 	}
@@ -337,7 +340,7 @@ func (hs *handshake) evictQuietly() {
 	hs.mu.Lock()
 	cancel := hs.cancel
 	hs.mu.Unlock()
-	_ = hs.conn.Close()
+	hs.conn.shut()
 	if cancel != nil {
 		cancel()
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"github.com/pion/dtls/v4/pkg/protocol/extension"
 	extension13 "github.com/pion/dtls/v4/pkg/protocol/extension/dtls13"
 	pionhs "github.com/pion/dtls/v4/pkg/protocol/handshake"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // mapStore is a test double of KeyStore with an optional failure.
@@ -109,6 +112,14 @@ func startServer(t *testing.T, cfg Config) (*Server, *net.UDPAddr) {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if os.Getenv("GATEWAY_TEST_DATA_PLANE") == "pion" {
+		// scripts/test.sh runs the package once more on the fallback
+		// data plane.
+		cfg.DataPlane = DataPlanePion
+	}
+	if cfg.Logger == nil && os.Getenv("GATEWAY_TEST_DEBUG") != "" {
+		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.DebugLevel))
 	}
 	srv, err := New(cfg)
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/lwm2m-gateway/gateway/internal/record"
 	"github.com/pion/transport/v5/deadline"
 )
 
@@ -38,16 +40,22 @@ type hsConn struct {
 	l      *listener
 	in     chan datagram
 	readDL *deadline.Deadline
-	closed chan struct{}
+	closed chan struct{} // Close (pion's, at the end of a Conn): reads and writes end
 	once   sync.Once
+	shutCh chan struct{} // shut (the gateway's): deliveries end too
+	shutMu sync.Once
 	flight func(p []byte) flightVerdict
 
+	keepApp  bool          // lean plane: application records wait for the session, pion never sees them
+	holdCh   chan struct{} // closed by hold
+	holdOnce sync.Once
+	idle     atomic.Bool // pion waits in a held ReadFrom: it has processed all it read
+
 	mu       sync.Mutex
-	held     bool
-	muted    bool     // a refusal was sent in place of pion's flight
-	capture  bool     // keep pion's current flight (during the handshake)
-	last     [][]byte // datagrams of pion's current flight
-	readMark bool     // pion read since its last write: next write starts a flight
+	leftover []datagram // taken from the queue as hold raced with ReadFrom
+	muted    bool       // a refusal was sent in place of pion's flight
+	capture  bool       // keep pion's DTLS 1.2 final flight (during the handshake)
+	last     [][]byte   // pion's last DTLS 1.2 final flight (ChangeCipherSpec, Finished)
 	onWrite  func(to netip.AddrPort)
 }
 
@@ -61,14 +69,17 @@ const (
 
 var _ net.PacketConn = (*hsConn)(nil)
 
-func newHSConn(l *listener, flight func([]byte) flightVerdict) *hsConn {
+func newHSConn(l *listener, keepApp bool, flight func([]byte) flightVerdict) *hsConn {
 	return &hsConn{
 		l:       l,
 		in:      make(chan datagram, hsQueue),
 		readDL:  deadline.New(),
 		closed:  make(chan struct{}),
+		shutCh:  make(chan struct{}),
 		flight:  flight,
 		capture: true,
+		keepApp: keepApp,
+		holdCh:  make(chan struct{}),
 	}
 }
 
@@ -76,7 +87,7 @@ func newHSConn(l *listener, flight func([]byte) flightVerdict) *hsConn {
 // false when the queue is full or the conn is closed.
 func (c *hsConn) deliver(p []byte, from netip.AddrPort) bool {
 	select {
-	case <-c.closed:
+	case <-c.shutCh:
 		return false
 	default:
 	}
@@ -88,26 +99,50 @@ func (c *hsConn) deliver(p []byte, from netip.AddrPort) bool {
 	}
 }
 
-// ReadFrom returns the next datagram routed to this handshake.
+// ReadFrom returns the next datagram routed to this handshake. Once held,
+// it hands out nothing more and marks pion idle: everything pion read
+// before has been processed.
 func (c *hsConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	c.mu.Lock()
-	held := c.held
-	c.mu.Unlock()
-	if held {
+	for {
 		select {
+		case <-c.holdCh:
+			return c.heldRead()
+		default:
+		}
+		select {
+		case <-c.holdCh:
+			return c.heldRead()
+		case d := <-c.in:
+			held := false
+			select {
+			case <-c.holdCh:
+				held = true
+			default:
+			}
+			if held || (c.keepApp && isApplicationRecord(d.b)) {
+				// The datagram belongs to the session that takes over:
+				// hold raced with this read, or it is application data,
+				// which pion must never consume on the lean plane (the
+				// device may send it right behind its Finished).
+				c.mu.Lock()
+				c.leftover = append(c.leftover, d)
+				c.mu.Unlock()
+				continue
+			}
+			n := copy(p, d.b)
+			return n, net.UDPAddrFromAddrPort(d.from), nil
 		case <-c.readDL.Done():
 			return 0, nil, os.ErrDeadlineExceeded
 		case <-c.closed:
 			return 0, nil, net.ErrClosed
 		}
 	}
+}
+
+func (c *hsConn) heldRead() (int, net.Addr, error) {
+	c.idle.Store(true)
+	defer c.idle.Store(false)
 	select {
-	case d := <-c.in:
-		c.mu.Lock()
-		c.readMark = true
-		c.mu.Unlock()
-		n := copy(p, d.b)
-		return n, net.UDPAddrFromAddrPort(d.from), nil
 	case <-c.readDL.Done():
 		return 0, nil, os.ErrDeadlineExceeded
 	case <-c.closed:
@@ -148,10 +183,14 @@ func (c *hsConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return len(p), err
 	}
 	if c.capture {
-		if c.readMark {
-			c.last, c.readMark = c.last[:0], false
+		// Keep pion's last transmission of its DTLS 1.2 final flight: the
+		// record layer resends it if the device never got it.
+		switch {
+		case record.IsFinalFlight(p):
+			c.last = [][]byte{bytes.Clone(p)}
+		case len(c.last) > 0:
+			c.last = append(c.last, bytes.Clone(p))
 		}
-		c.last = append(c.last, bytes.Clone(p))
 	}
 	onWrite := c.onWrite
 	c.mu.Unlock()
@@ -171,15 +210,21 @@ func (c *hsConn) keep(onWrite func(netip.AddrPort)) {
 
 // hold stops handing datagrams to pion and returns pion's last flight.
 func (c *hsConn) hold() (lastFlight [][]byte) {
+	c.holdOnce.Do(func() { close(c.holdCh) })
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.held = true
 	return c.last
 }
 
-// drain returns the datagrams queued and not read by pion.
+// pionIdle reports whether pion waits in a held ReadFrom.
+func (c *hsConn) pionIdle() bool { return c.idle.Load() }
+
+// drain returns the datagrams queued and not read by pion, in order.
 func (c *hsConn) drain() []datagram {
-	var out []datagram
+	c.mu.Lock()
+	out := c.leftover
+	c.leftover = nil
+	c.mu.Unlock()
 	for {
 		select {
 		case d := <-c.in:
@@ -190,10 +235,18 @@ func (c *hsConn) drain() []datagram {
 	}
 }
 
-// Close stops reads; the shared listener socket stays open.
+// Close stops reads and writes; the shared listener socket stays open.
+// pion calls it when its Conn ends — also when ExportState hands the
+// session over, and deliveries must then still queue for the new owner.
 func (c *hsConn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	return nil
+}
+
+// shut is the gateway's close: reads, writes and deliveries end.
+func (c *hsConn) shut() {
+	_ = c.Close()
+	c.shutMu.Do(func() { close(c.shutCh) })
 }
 
 func (c *hsConn) LocalAddr() net.Addr { return c.l.pc.LocalAddr() }

@@ -65,11 +65,9 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 		r := srv.table.byCID(cid)
 		switch {
 		case r.s != nil && r.s.l == l:
-			r.s.fromWire(l, p, from)
+			r.s.fromWire(p, from)
 		case r.h != nil && r.h.l == l:
-			if !r.h.deliver(p, from) {
-				srv.stats.drop(dropQueueFull)
-			}
+			r.h.deliverOrForward(p, from)
 		default:
 			// A CID record that names nothing cannot start anything.
 			srv.stats.drop(dropUnknownCID)
@@ -79,13 +77,11 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	s, h := srv.table.lookup(l, from)
 	switch {
 	case h != nil && (s == nil || isHandshakeRecord(p)):
-		if !h.deliver(p, from) {
-			srv.stats.drop(dropQueueFull)
-		}
+		h.deliverOrForward(p, from)
 	case isClientHello(p):
 		l.startHandshake(p, from)
 	case s != nil:
-		s.fromWire(l, p, from)
+		s.fromWire(p, from)
 	default:
 		srv.stats.drop(dropNotHello)
 	}

@@ -83,10 +83,10 @@ func (p *pionPlane) followPeer(to netip.AddrPort) {
 // (the conn is closed first, so pion's close_notify goes nowhere).
 func (p *pionPlane) close(notify bool) {
 	if !notify {
-		_ = p.conn.Close()
+		p.conn.shut()
 	}
 	_ = p.dc.Close()
-	_ = p.conn.Close()
+	p.conn.shut()
 }
 
 func closeReason(err error, fallback string) string {

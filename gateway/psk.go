@@ -47,6 +47,7 @@ func (hs *handshake) selectPSK(identities [][]byte) (*dtls.PSK, error) {
 	}
 	hs.mu.Unlock()
 	srv := hs.srv
+	gen := srv.keyChanges.Load()
 	for i, id := range identities {
 		if i == maxOfferedIdentities {
 			break
@@ -62,7 +63,7 @@ func (hs *handshake) selectPSK(identities [][]byte) (*dtls.PSK, error) {
 			break
 		}
 		hs.mu.Lock()
-		hs.key, hs.hasKey, hs.dummy = key, true, false
+		hs.key, hs.hasKey, hs.dummy, hs.keyGen = key, true, false, gen
 		psk := hs.psk()
 		hs.mu.Unlock()
 		return psk, nil
@@ -231,6 +232,19 @@ func (hs *handshake) deliver(p []byte, from netip.AddrPort) bool {
 		hs.mu.Unlock()
 	}
 	return hs.conn.deliver(p, from)
+}
+
+// deliverOrForward delivers to the handshake or, if it has just become a
+// session (a route read before the hand-over), to that session.
+func (hs *handshake) deliverOrForward(p []byte, from netip.AddrPort) {
+	if hs.deliver(p, from) {
+		return
+	}
+	if s := hs.successor.Load(); s != nil {
+		s.fromWire(p, from)
+		return
+	}
+	hs.srv.stats.drop(dropQueueFull)
 }
 
 // hasEpoch1Handshake reports whether a DTLS 1.2 datagram holds a handshake

@@ -66,6 +66,23 @@ func isClientHello(p []byte) bool {
 	return p[recordHeaderLen] == handshakeClientHello
 }
 
+// isApplicationRecord reports whether the first record of a datagram
+// received during a handshake is application data: a DTLS 1.3 record
+// beyond the handshake epoch (epoch bits other than 2: a handshake in
+// progress reads epochs 0 to 2, RFC 9147 §6.1), or a DTLS 1.2
+// application_data record. A DTLS 1.2 tls12_cid record hides its type; it
+// can only carry application data once pion has sent its final flight, and
+// the hand-over drains pion for it.
+func isApplicationRecord(p []byte) bool {
+	if len(p) == 0 {
+		return false
+	}
+	if isUnifiedHeader(p[0]) {
+		return p[0]&0x03 != 2
+	}
+	return p[0] == contentTypeAppData
+}
+
 // isHandshakeRecord reports whether the first record of a datagram from an
 // address that has both an established session and a handshake in progress
 // belongs to the handshake: a plaintext epoch-0 record, a DTLS 1.2

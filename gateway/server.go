@@ -40,7 +40,8 @@ type Server struct {
 	regs        *registry
 	lookup      prometheus.Histogram
 	storeErrors prometheus.Counter
-	dummySecret [32]byte // keys for unknown identities (psk.go)
+	dummySecret [32]byte      // keys for unknown identities (psk.go)
+	keyChanges  atomic.Uint64 // revocations and rotations seen (R10, establish.go)
 
 	mu        sync.Mutex
 	listeners []*listener
@@ -244,7 +245,10 @@ func (srv *Server) watchStore(ctx context.Context, w pskstore.Watcher) {
 }
 
 // CloseIdentity closes every live session of identity and returns how many.
+// A handshake of the identity that completes meanwhile re-checks its key
+// before it serves (establish.go), so a revocation is never missed.
 func (srv *Server) CloseIdentity(identity []byte, reason string) int {
+	srv.keyChanges.Add(1)
 	ss := srv.table.withIdentity(identity)
 	for _, s := range ss {
 		s.close(reason, true)

@@ -67,17 +67,21 @@ func (s *session) idleFor(now time.Time) time.Duration {
 }
 
 // fromWire handles one datagram the demultiplexer routed to this session.
-func (s *session) fromWire(l *listener, p []byte, from netip.AddrPort) {
+func (s *session) fromWire(p []byte, from netip.AddrPort) {
 	if s.pion != nil {
 		s.pion.deliver(p, from)
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return
 	}
-	s.lean.open(s, l, p, from)
+	closed := s.lean.open(s, p, from)
+	s.mu.Unlock()
+	if closed {
+		s.close("device closed the session", false)
+	}
 }
 
 // deviceData handles one decrypted application payload from the device:

@@ -67,6 +67,9 @@ func TestR10CloseIdentity(t *testing.T) {
 	srv, addr := startServer(t, Config{Store: newMapStore(a, b), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}})
 	ca := (client{id: a.Identity, key: a.Secret}).mustDial(t, addr)
 	cb := (client{id: b.Identity, key: b.Secret}).mustDial(t, addr)
+	// The device may finish its handshake a moment before the gateway has
+	// taken the session over.
+	waitFor(t, func() bool { return srv.Stats().Established == 2 }, "two sessions, have %d", srv.Stats().Established)
 	if n := srv.CloseIdentity(a.Identity, "revoked"); n != 1 {
 		t.Fatalf("closed %d sessions, want 1", n)
 	}
