@@ -50,6 +50,10 @@ var (
 // AlertOf returns the DTLS alert the gateway sent, if err carries one
 // (a failed Dial or handshake, or an ErrSessionLost).
 func AlertOf(err error) (alert.Alert, bool) {
+	var a *alert.Alert
+	if errors.As(err, &a) && a != nil {
+		return *a, true
+	}
 	// pion's alert error embeds *alert.Alert, whose Marshal gives level and
 	// description; the error type itself is not exported.
 	var ae interface {

@@ -157,4 +157,3 @@ func DefaultResources(endpoint string) map[string][]byte {
 		"/3/0/9": []byte("100"), // Battery Level
 	}
 }
-

@@ -177,6 +177,15 @@ func (d *Device) roundTrip(ctx context.Context, op string, m message.Message) (m
 	return d.ex.roundTrip(ctx, "", d.send, m)
 }
 
+// SetLocation makes loc the device's registration location, so that its
+// next Update or De-register goes there: a test of rule L2 can have one
+// identity try another identity's registration.
+func (d *Device) SetLocation(loc string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.location = loc
+}
+
 // Deregister sends the LwM2M De-register operation (CON DELETE {location});
 // anything but 2.02 Deleted is a *CodeError.
 func (d *Device) Deregister(ctx context.Context) error {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
+	"github.com/pion/dtls/v4/pkg/protocol/handshake"
 )
 
 // relay is a tiny stand-in for the gateway: a pion/dtls/v4 PSK server that
@@ -21,11 +23,14 @@ type relay struct {
 	tap     *tapConn
 	backend net.Addr
 
-	mu     sync.Mutex
-	conns  []net.Conn
-	states []dtls.State
-	errs   []error
-	wg     sync.WaitGroup
+	mu          sync.Mutex
+	conns       []net.Conn
+	states      []dtls.State
+	remotes     []string              // remote address of each completed handshake
+	established map[string]*dtls.Conn // by remote address
+	replaced    int                   // sessions dropped for a new ClientHello
+	errs        []error
+	wg          sync.WaitGroup
 }
 
 // startRelay listens on 127.0.0.1:0 for DTLS 1.2 and 1.3, accepting the one
@@ -38,6 +43,8 @@ func startRelay(t *testing.T, backend net.Addr, psk dtls.PSK, extra ...dtls.Serv
 		t.Fatal(err)
 	}
 	tap := &tapConn{PacketConn: pc}
+	r := &relay{t: t, tap: tap, backend: backend, established: make(map[string]*dtls.Conn)}
+	tap.onRead = r.clientHello
 	opts := append([]dtls.ServerOption{
 		dtls.WithPSK(nil, func(ids [][]byte) (*dtls.PSK, error) {
 			for _, id := range ids {
@@ -55,7 +62,7 @@ func startRelay(t *testing.T, backend net.Addr, psk dtls.PSK, extra ...dtls.Serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{t: t, ln: ln, tap: tap, backend: backend}
+	r.ln = ln
 	r.wg.Add(1)
 	go r.accept()
 	t.Cleanup(r.close)
@@ -90,6 +97,8 @@ func (r *relay) session(c *dtls.Conn) {
 	r.errs = append(r.errs, err)
 	if err == nil {
 		r.states = append(r.states, st)
+		r.remotes = append(r.remotes, c.RemoteAddr().String())
+		r.established[c.RemoteAddr().String()] = c
 	}
 	r.mu.Unlock()
 	if err != nil {
@@ -124,6 +133,52 @@ func (r *relay) session(c *dtls.Conn) {
 	}
 }
 
+// clientHello does what issue 9 asks of the gateway, simply: a ClientHello
+// (epoch 0) from the address of an established session starts a new
+// handshake. The old session is stopped silently (ExportState: no alert),
+// which also removes its route, so the listener hands the datagram to a new
+// connection.
+func (r *relay) clientHello(p []byte, from net.Addr) {
+	if !slices.Contains(plaintextHandshakeTypes(p), handshake.TypeClientHello) {
+		return
+	}
+	r.mu.Lock()
+	c := r.established[from.String()]
+	delete(r.established, from.String())
+	if c != nil {
+		r.replaced++
+	}
+	r.mu.Unlock()
+	if c != nil {
+		_, _ = c.ExportState()
+	}
+}
+
+// forget stops every established session silently, as a gateway restart
+// does: the devices' next records find no session and are dropped.
+func (r *relay) forget() {
+	r.mu.Lock()
+	conns := r.established
+	r.established = make(map[string]*dtls.Conn)
+	r.mu.Unlock()
+	for _, c := range conns {
+		_, _ = c.ExportState()
+	}
+}
+
+// handshakesFrom returns the remote addresses of the completed handshakes.
+func (r *relay) handshakesFrom() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.remotes)
+}
+
+func (r *relay) replacedSessions() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.replaced
+}
+
 // sessions returns the server-side states of completed handshakes and the
 // errors of all handshakes so far.
 func (r *relay) sessions() ([]dtls.State, []error) {
@@ -152,6 +207,7 @@ func (r *relay) close() {
 // tapConn records every datagram the server reads and writes.
 type tapConn struct {
 	net.PacketConn
+	onRead  func(p []byte, from net.Addr) // called before the listener sees p
 	mu      sync.Mutex
 	in, out [][]byte
 }
@@ -162,6 +218,9 @@ func (c *tapConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		c.mu.Lock()
 		c.in = append(c.in, bytes.Clone(p[:n]))
 		c.mu.Unlock()
+		if c.onRead != nil {
+			c.onRead(p[:n], addr)
+		}
 	}
 	return n, addr, err
 }

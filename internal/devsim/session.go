@@ -13,6 +13,7 @@ import (
 	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/protocol"
+	"github.com/pion/dtls/v4/pkg/protocol/alert"
 	"go.uber.org/zap"
 )
 
@@ -53,9 +54,10 @@ type session struct {
 	conn       *dtls.Conn
 	pc         *portConn
 	readerDone chan struct{}
-	stopping   atomic.Bool // the device ends it: no close_notify, not "lost"
-	confirmed  atomic.Bool // application data came back: the gateway kept it
-	err        error       // why the gateway ended it; set before readerDone closes
+	stopping   atomic.Bool                  // the device ends it: no close_notify, not "lost"
+	confirmed  atomic.Bool                  // application data came back: the gateway kept it
+	alert      *atomic.Pointer[alert.Alert] // the last alert received, if any
+	err        error                        // why the gateway ended it; set before readerDone closes
 }
 
 // observation is one RFC 7641 observation the backend established.
@@ -183,7 +185,13 @@ func (d *Device) handshake(ctx context.Context, reason HandshakeReason) error {
 
 func (d *Device) runHandshake(ctx context.Context) error {
 	pc := d.port.attach()
-	conn, err := dtls.Client(pc, d.raddr, d.opts...)
+	received := new(atomic.Pointer[alert.Alert])
+	log := d.cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts := append(slices.Clone(d.opts), dtls.WithLoggerFactory(alertCatcher{base: pionLoggerFactory{log}, last: received}))
+	conn, err := dtls.Client(pc, d.raddr, opts...)
 	if err != nil {
 		_ = pc.Close()
 		return fmt.Errorf("devsim: dtls client: %w", err)
@@ -199,7 +207,7 @@ func (d *Device) runHandshake(ctx context.Context) error {
 		_ = conn.Close()
 		return fmt.Errorf("devsim: handshake with %s: %w", d.raddr, err)
 	}
-	s := &session{conn: conn, pc: pc, readerDone: make(chan struct{})}
+	s := &session{conn: conn, pc: pc, alert: received, readerDone: make(chan struct{})}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -284,6 +292,9 @@ func (d *Device) readLoop(s *session) {
 		if err != nil {
 			if s.stopping.Load() {
 				return
+			}
+			if a := s.alert.Load(); a != nil {
+				err = fmt.Errorf("%w: %w", a, err)
 			}
 			refused := !s.confirmed.Load()
 			if refused {
