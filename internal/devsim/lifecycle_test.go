@@ -315,13 +315,14 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 	}
 }
 
-// TestRebootAfterClose: lifecycle calls on a closed device fail with
+// TestLifecycleAfterClose: lifecycle calls on a closed device fail with
 // ErrClosed and open nothing.
 func TestLifecycleAfterClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, r := lifecycleSite(t)
 	d := dial(t, ctx, deviceConfig(r, "closed", "1.3"))
+	waitFor(t, ctx, func() bool { return len(r.handshakesFrom()) == 1 })
 	_ = d.Close()
 	for name, f := range map[string]func() error{
 		"Reboot":      func() error { return d.Reboot(ctx) },

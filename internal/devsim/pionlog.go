@@ -82,3 +82,20 @@ func parseAlert(s string) (alert.Alert, bool) {
 	a, ok := alertNames()[s]
 	return a, ok
 }
+
+// NewAlertRecorder returns a pion logger factory for a client built on
+// pion directly (dtls.WithLoggerFactory), which discards pion's logs and
+// keeps the last alert the connection received, and a function that
+// returns that alert. It is how such a client reports the alert of a
+// session refused after its handshake, which pion's Read turns into
+// io.EOF (see alertCatcher).
+func NewAlertRecorder() (logging.LoggerFactory, func() (alert.Alert, bool)) {
+	last := new(atomic.Pointer[alert.Alert])
+	f := alertCatcher{base: pionLoggerFactory{zap.NewNop()}, last: last}
+	return f, func() (alert.Alert, bool) {
+		if a := last.Load(); a != nil {
+			return *a, true
+		}
+		return alert.Alert{}, false
+	}
+}

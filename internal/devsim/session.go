@@ -261,12 +261,23 @@ func (d *Device) idle() time.Duration {
 	return time.Since(time.Unix(0, d.lastActive.Load()))
 }
 
-// send writes one CoAP message as one DTLS record.
+// writeGrace bounds how long a failed write waits for the session's reader
+// to report that the gateway ended the session.
+const writeGrace = 2 * time.Second
+
+// send writes one CoAP message as one DTLS record on the current session.
 func (d *Device) send(raw []byte) error {
 	s, err := d.current()
 	if err != nil {
 		return err
 	}
+	return d.sendOn(s, raw, true)
+}
+
+// sendOn writes on session s. If the connection closed under the write and
+// wait is set, it waits for s's reader to say why; the reader itself (which
+// answers the backend's requests) must not wait for itself.
+func (d *Device) sendOn(s *session, raw []byte, wait bool) error {
 	select {
 	case <-s.readerDone:
 		if s.err != nil {
@@ -276,6 +287,22 @@ func (d *Device) send(raw []byte) error {
 	default:
 	}
 	if _, err := s.conn.Write(raw); err != nil {
+		if wait {
+			// The connection may have closed under the write (an alert
+			// just arrived): its reader then says why, and ends at once.
+			// A write error that left the connection open (a transient
+			// socket error) is returned after a short grace.
+			grace := time.NewTimer(writeGrace)
+			select {
+			case <-s.readerDone:
+				if s.err != nil {
+					grace.Stop()
+					return s.err
+				}
+			case <-grace.C:
+			}
+			grace.Stop()
+		}
 		return fmt.Errorf("devsim: write: %w", err)
 	}
 	d.touch()
@@ -286,6 +313,7 @@ func (d *Device) send(raw []byte) error {
 // exchanges waiting for an answer fail with ErrSessionLost at once.
 func (d *Device) readLoop(s *session) {
 	defer close(s.readerDone)
+	reply := func(raw []byte) error { return d.sendOn(s, raw, false) }
 	buf := make([]byte, 64*1024)
 	for {
 		n, err := s.conn.Read(buf)
@@ -319,7 +347,7 @@ func (d *Device) readLoop(s *session) {
 			d.log.Debug("dropping malformed coap message", zap.Error(err))
 			continue
 		}
-		d.ex.receive("", m, d.send, d.serve, nil)
+		d.ex.receive("", m, reply, d.serve, nil)
 	}
 }
 
