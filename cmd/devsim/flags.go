@@ -103,6 +103,8 @@ type options struct {
 	loss            *devsim.Loss  // --loss (LwM2M and raw DTLS)
 	flightInterval  time.Duration // --flight-interval (LwM2M and raw DTLS)
 	freshIPs        bool          // --fresh-ips
+	ackTimeout      time.Duration // --ack-timeout (CoAP ACK_TIMEOUT)
+	maxRetransmit   int           // --max-retransmit (CoAP MAX_RETRANSMIT)
 
 	flood floodOptions // --flood
 
@@ -158,6 +160,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&lossSpec, "loss", "", "impair every device's path: `spec` drop=P,dup=P,delay=D,jitter=D,drop-first=N (each maybe out-/in-),hello-drop=N,hvr-drop=N,sh-drop=N,seed=N")
 	fs.DurationVar(&o.flightInterval, "flight-interval", 0, "DTLS handshake retransmission interval (ClientHello and later flights); 0: pion's 1s")
 	fs.BoolVar(&o.freshIPs, "fresh-ips", false, "every new connection (connect phase, churn) binds a loopback address never used before in the run (127.64.0.0/10): a device the gateway has not seen")
+	fs.DurationVar(&o.ackTimeout, "ack-timeout", 2*time.Second, "LwM2M: CoAP ACK_TIMEOUT of the devices (RFC 7252 §4.8)")
+	fs.IntVar(&o.maxRetransmit, "max-retransmit", 4, "LwM2M: CoAP MAX_RETRANSMIT of the devices, 0..20")
 	o.flood.register(fs)
 	fs.IntVar(&o.genKeys, "gen-keys", 0, "write N fresh keys to --out and exit")
 	fs.StringVar(&o.out, "out", "", "output `file` of --gen-keys (YAML key file, or CSV if it ends in .csv)")
@@ -225,6 +229,10 @@ func (o *options) validate(patternSpec, msgRate string) error {
 		return bad("--size must be 16..60000")
 	case o.sourceIPs < 1 || o.sourceIPs > 65_000:
 		return bad("--source-ips must be 1..65000")
+	case o.ackTimeout < 100*time.Millisecond || o.ackTimeout > time.Minute:
+		return bad("--ack-timeout must be 100ms..1m")
+	case o.maxRetransmit < 0 || o.maxRetransmit > 20:
+		return bad("--max-retransmit must be 0..20")
 	case o.sourceIPs > 1 && o.freshIPs:
 		return bad("--source-ips and --fresh-ips exclude each other")
 	case o.rebootEvery < 0 || o.rehandshakeIdle < 0 || o.sleepFor < 0 || o.flightInterval < 0:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync/atomic"
@@ -57,6 +58,7 @@ func dialLwM2M(ctx context.Context, o *options, i int, laddr string, p *profile,
 		ServerName: o.serverName, Endpoint: ep, Lifetime: o.lifetime, HandshakeTimeout: o.timeout,
 		LocalAddr: laddr, FlightInterval: o.flightInterval, Loss: o.lossFor(i),
 		RehandshakeIdle: o.rehandshakeIdle, AutoReconnect: o.autoReconnect,
+		ACKTimeout: o.ackTimeout, MaxRetransmit: cmp.Or(o.maxRetransmit, -1), // devsim: negative is none, 0 the default
 		OnHandshake: func(ev devsim.HandshakeEvent) {
 			kind := map[devsim.HandshakeReason]string{devsim.HandshakeIdle: kindIdle, devsim.HandshakeReconnect: kindReconnect, devsim.HandshakeReboot: kindReboot}[ev.Reason]
 			if kind != "" {

@@ -137,7 +137,12 @@ func (c *rawClient) do(ctx context.Context, _ string) error {
 		c.mu.Unlock()
 	}()
 	if _, err := c.conn.Write(msg); err != nil {
-		return err
+		select {
+		case <-c.readerDone: // the server ended the session
+			return errRawClosed
+		default:
+			return err
+		}
 	}
 	select {
 	case <-done:

@@ -30,23 +30,23 @@ type summary struct {
 	Reconnects int64            `json:"reconnects"` // churn: disconnect, then a new socket and handshake
 	Lifecycle  lifecycleSummary `json:"lifecycle"`
 	// Loss is what --loss did to the datagrams of every device, summed.
-	Loss *devsim.LossStats `json:"loss,omitempty"`
-	UpAtEnd    int64            `json:"devices_up_before_close"`
-	Errors     map[string]int64 `json:"errors"`
+	Loss    *devsim.LossStats `json:"loss,omitempty"`
+	UpAtEnd int64             `json:"devices_up_before_close"`
+	Errors  map[string]int64  `json:"errors"`
 	// ErrorSamples holds the text of the first error of each kind.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 	Server       *serverSummary    `json:"server,omitempty"`
 }
 
 type handshakeSummary struct {
-	OK             int64                 `json:"ok"`
-	Failed         int64                 `json:"failed"`
-	SuccessRate    float64               `json:"success_rate"`
-	ConnectPhaseS  float64               `json:"connect_phase_s"`
-	ConnectOK      int64                 `json:"connect_phase_ok"`
-	PerSecond      float64               `json:"per_second"` // connect phase
-	Latency        latency               `json:"latency"`
-	ByProfile      map[string]*countPair `json:"by_profile"`
+	OK            int64                 `json:"ok"`
+	Failed        int64                 `json:"failed"`
+	SuccessRate   float64               `json:"success_rate"`
+	ConnectPhaseS float64               `json:"connect_phase_s"`
+	ConnectOK     int64                 `json:"connect_phase_ok"`
+	PerSecond     float64               `json:"per_second"` // connect phase
+	Latency       latency               `json:"latency"`
+	ByProfile     map[string]*countPair `json:"by_profile"`
 	// ByKind splits handshakes by why they ran: connect (connect phase),
 	// churn, reboot, idle (--rehandshake-idle), reconnect (--auto-reconnect).
 	ByKind         map[string]opSummary `json:"by_kind"`

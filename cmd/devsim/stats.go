@@ -36,7 +36,7 @@ type stats struct {
 	byKind    map[string]*opStats // handshakes by why they ran: connect, churn, reboot, idle, reconnect
 	ops       map[string]*opStats
 	errs      map[string]int64
-	samples   map[string]string // one error text per kind, for diagnosis
+	samples   map[string]string  // one error text per kind, for diagnosis
 	devices   devsim.DeviceStats // summed over closed clients
 	loss      devsim.LossStats   // summed over closed clients
 }
