@@ -94,20 +94,23 @@ func (f *floodOptions) validate(server string, duration time.Duration) error {
 
 // floodSummary is what a flood run reports; --json prints it as is.
 type floodSummary struct {
-	Target      string           `json:"target"`
-	Socket      string           `json:"socket"` // raw or udp
-	RateWanted  float64          `json:"rate_wanted_per_s"`
-	Repeat      int              `json:"repeat"`
-	RepeatGapMS float64          `json:"repeat_gap_ms"`
-	DurationS   float64          `json:"duration_s"`
-	Hellos      int64            `json:"hellos"`    // distinct ClientHellos
-	Datagrams   int64            `json:"datagrams"` // sent, repeats included
-	Errors      int64            `json:"send_errors"`
-	FirstError  string           `json:"first_error,omitempty"`
-	HellosPerS  float64          `json:"hellos_per_s"`
-	DgramsPerS  float64          `json:"datagrams_per_s"`
-	ByVersion   map[string]int64 `json:"by_version"`
-	SourceAddrs string           `json:"source_addresses"`
+	Target      string  `json:"target"`
+	Socket      string  `json:"socket"` // raw or udp
+	RateWanted  float64 `json:"rate_wanted_per_s"`
+	Repeat      int     `json:"repeat"`
+	RepeatGapMS float64 `json:"repeat_gap_ms"`
+	DurationS   float64 `json:"duration_s"`
+	Hellos      int64   `json:"hellos"`    // distinct ClientHellos
+	Datagrams   int64   `json:"datagrams"` // sent, repeats included
+	Errors      int64   `json:"send_errors"`
+	// RepeatsNotSent counts repeats (--flood-repeat-gap) that were due
+	// after --duration: the run stops on time.
+	RepeatsNotSent int64            `json:"repeats_not_sent"`
+	FirstError     string           `json:"first_error,omitempty"`
+	HellosPerS     float64          `json:"hellos_per_s"`
+	DgramsPerS     float64          `json:"datagrams_per_s"`
+	ByVersion      map[string]int64 `json:"by_version"`
+	SourceAddrs    string           `json:"source_addresses"`
 }
 
 // floodSender sends one datagram from a source it chooses; a new source
@@ -138,7 +141,8 @@ func runFlood(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "flood       %s (%s socket): %d ClientHellos × %d in %.2fs = %.0f hellos/s (wanted %.0f), %.0f datagrams/s\n",
 		s.Target, s.Socket, s.Hellos, s.Repeat, s.DurationS, s.HellosPerS, s.RateWanted, s.DgramsPerS)
-	fmt.Fprintf(stdout, "            versions %v, sources %s, send errors %d %s\n", s.ByVersion, s.SourceAddrs, s.Errors, s.FirstError)
+	fmt.Fprintf(stdout, "            versions %v, sources %s, repeats not sent (due after the end) %d, send errors %d %s\n",
+		s.ByVersion, s.SourceAddrs, s.RepeatsNotSent, s.Errors, s.FirstError)
 	return nil
 }
 
@@ -216,8 +220,12 @@ func flood(ctx context.Context, f *floodOptions, duration time.Duration, stderr 
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	var buf []byte
-	for int(s.Hellos) < f.count && time.Now().Before(end) {
+	for stopped := false; (int(s.Hellos) < f.count || len(queue) > 0) && !stopped; {
 		now := time.Now()
+		// The last pass, at the end, sends what is still due: the run
+		// sends rate × duration hellos, not one tick fewer.
+		stopped = !now.Before(end)
+		elapsed := min(now.Sub(start), end.Sub(start))
 		for len(queue) > 0 && !queue[0].due.After(now) {
 			q := &queue[0]
 			sendOne(q.src, q.payload)
@@ -229,7 +237,7 @@ func flood(ctx context.Context, f *floodOptions, duration time.Duration, stderr 
 			}
 			queue = queue[1:]
 		}
-		due := min(int64(f.rate*now.Sub(start).Seconds()), int64(f.count)) - s.Hellos
+		due := min(int64(f.rate*elapsed.Seconds()), int64(f.count)) - s.Hellos
 		for ; due > 0; due-- {
 			version := f.mix[versions.next()].version
 			buf = templates[version].build(buf, fill)
@@ -257,15 +265,19 @@ func flood(ctx context.Context, f *floodOptions, duration time.Duration, stderr 
 				queue = append(queue, later{src: src, payload: append([]byte(nil), buf...), left: f.repeat - 1, due: now.Add(f.repeatGap)})
 			}
 		}
+		if stopped {
+			break
+		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			end = time.Now()
+			stopped = true
 		}
 	}
 	// Repeats still due within the run are sent; the rest are dropped with
 	// their sockets, so the run stays bounded.
 	for _, q := range queue {
+		s.RepeatsNotSent += int64(q.left)
 		q.src.close()
 	}
 	elapsed := time.Since(start)

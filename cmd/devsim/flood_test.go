@@ -104,7 +104,7 @@ func checkHello(t *testing.T, version string, hello *handshake.MessageClientHell
 // floodInto runs a flood against a local UDP socket and returns what it
 // received: datagrams by source address. The count bounds the run, not a
 // clock.
-func floodInto(t *testing.T, socket string, hellos, repeat int) (*floodSummary, map[string][][]byte) {
+func floodInto(t *testing.T, socket string, hellos, repeat int, extra ...string) (*floodSummary, map[string][][]byte) {
 	t.Helper()
 	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -112,8 +112,8 @@ func floodInto(t *testing.T, socket string, hellos, repeat int) (*floodSummary, 
 	}
 	defer sink.Close()
 	_ = sink.SetReadBuffer(4 << 20)
-	o, err := parseFlags([]string{"--flood", "500", "--flood-count", strconv.Itoa(hellos), "--flood-repeat", strconv.Itoa(repeat),
-		"--flood-socket", socket, "--server", sink.LocalAddr().String(), "--duration", "60s"}, testWriter{t})
+	o, err := parseFlags(append([]string{"--flood", "500", "--flood-count", strconv.Itoa(hellos), "--flood-repeat", strconv.Itoa(repeat),
+		"--flood-socket", socket, "--server", sink.LocalAddr().String(), "--duration", "60s"}, extra...), testWriter{t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +196,17 @@ func TestFloodUDP(t *testing.T) {
 	checkFlood(t, s, got, hellos, repeat)
 }
 
+// TestFloodRepeatGap: repeats sent later, from the same source, all
+// before the run ends.
+func TestFloodRepeatGap(t *testing.T) {
+	const hellos, repeat = 20, 3
+	s, got := floodInto(t, "udp", hellos, repeat, "--flood-repeat-gap", "20ms")
+	checkFlood(t, s, got, hellos, repeat)
+	if s.RepeatsNotSent != 0 {
+		t.Errorf("%d repeats not sent", s.RepeatsNotSent)
+	}
+}
+
 // TestFloodRaw: as root, the raw-socket path spoofs sources inside
 // 127.0.0.0/8 and the receiver sees valid UDP (the kernel checks our
 // checksum on delivery).
@@ -267,5 +278,36 @@ func TestUDPChecksum(t *testing.T) {
 	}
 	if err := checkLoopbackSource(net.IPv4(10, 0, 0, 1), dst); err == nil {
 		t.Error("a non-loopback source passed the guard")
+	}
+}
+
+// TestFloodHellosAnswered: a pion DTLS server takes the generated hellos
+// for what they are and answers each (a HelloVerifyRequest in DTLS 1.2, an
+// answer to the PSK offer in 1.3): the flood costs the server what a real
+// ClientHello costs.
+func TestFloodHellosAnswered(t *testing.T) {
+	r, _ := startRelay(t, nil)
+	o, err := parseFlags([]string{"--flood", "100", "--flood-count", "4", "--flood-socket", "udp",
+		"--server", r.Addr().String(), "--duration", "60s"}, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := flood(ctx, &o.flood, o.duration, testWriter{t}); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		in, out := r.Datagrams()
+		if len(in) == 4 && len(out) >= 4 {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("relay read %d datagrams and answered %d, want 4 and at least 4", len(in), len(out))
+		}
 	}
 }
