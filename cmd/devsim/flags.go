@@ -145,7 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.backendAddr, "backend", "", "run a backend on this UDP `address` (the gateway's backend): needed for read and notify")
 	fs.StringVar(&o.backendKind, "backend-kind", "", "embedded backend: lwm2m (default) or echo (default with --raw)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "server process to sample in /proc: CPU per handshake and request, RSS per session")
-	fs.IntVar(&o.sourceIPs, "source-ips", 1, "against a loopback server: spread devices over this many source addresses 127.1.x.y (per-IP limits, ephemeral ports), 1..65000")
+	fs.IntVar(&o.sourceIPs, "source-ips", 1, "against an IPv4 loopback server: spread devices over this many source addresses 127.1.x.y (per-IP limits, ephemeral ports), 1..65000")
 	fs.DurationVar(&o.lifetime, "lifetime", time.Hour, "LwM2M registration lifetime")
 	fs.BoolVar(&o.deregister, "deregister", false, "LwM2M: De-register before closing")
 	fs.BoolVar(&o.json, "json", false, "print the summary as JSON")
@@ -159,7 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var lossSpec string
 	fs.StringVar(&lossSpec, "loss", "", "impair every device's path: `spec` drop=P,dup=P,delay=D,jitter=D,drop-first=N (each maybe out-/in-),hello-drop=N,hvr-drop=N,sh-drop=N,seed=N")
 	fs.DurationVar(&o.flightInterval, "flight-interval", 0, "DTLS handshake retransmission interval (ClientHello and later flights); 0: pion's 1s")
-	fs.BoolVar(&o.freshIPs, "fresh-ips", false, "every new connection (connect phase, churn) binds a loopback address never used before in the run (127.64.0.0/10): a device the gateway has not seen")
+	fs.BoolVar(&o.freshIPs, "fresh-ips", false, "against an IPv4 loopback server: every new connection (connect phase, churn) binds a loopback address never used before in the run (127.64.0.0/10), a device the gateway has not seen")
 	fs.DurationVar(&o.ackTimeout, "ack-timeout", 2*time.Second, "LwM2M: CoAP ACK_TIMEOUT of the devices (RFC 7252 §4.8)")
 	fs.IntVar(&o.maxRetransmit, "max-retransmit", 4, "LwM2M: CoAP MAX_RETRANSMIT of the devices, 0..20")
 	o.flood.register(fs)

@@ -71,7 +71,8 @@ type runner struct {
 
 	bg sync.WaitGroup // churn reconnections, reboots, sleeps
 
-	fresh *freshAddrs // --fresh-ips
+	fresh     *freshAddrs // --fresh-ips
+	loopback4 bool        // the server is on IPv4 loopback
 }
 
 func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, backend *embeddedBackend, tmpl []byte) *runner {
@@ -81,6 +82,9 @@ func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, 
 		opSeq:   newWRR(o.pattern.weights),
 		rng:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)),
 		fresh:   newFreshAddrs(),
+	}
+	if a, err := net.ResolveUDPAddr("udp", o.server); err == nil && a.IP.To4() != nil && a.IP.IsLoopback() {
+		r.loopback4 = true
 	}
 	r.slots = make([]*slot, len(profs))
 	for i, p := range profs {
@@ -98,6 +102,8 @@ func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, 
 // 127.1.x.y, else the default ("").
 func (r *runner) localAddr(i int) string {
 	switch {
+	case !r.loopback4:
+		return "" // the spreads are loopback addresses: for a loopback server only
 	case r.o.freshIPs:
 		return r.fresh.addr()
 	case r.o.sourceIPs > 1:
