@@ -192,14 +192,17 @@ func TestEndToEndRefused(t *testing.T) {
 			if s.Handshakes.OK != 0 || s.Handshakes.Failed != 2 {
 				t.Errorf("handshakes ok %d failed %d, want 0 and 2", s.Handshakes.OK, s.Handshakes.Failed)
 			}
-			if n := s.Errors["handshake_refused_alert_BadCertificate"]; n != 2 {
-				t.Errorf("errors %v %v: want 2 handshake_refused_alert_BadCertificate", s.Errors, s.ErrorSamples)
+			// The alert usually arrives after the device's handshake
+			// completed (refused), sometimes still during it.
+			after, during := s.Errors["handshake_refused_alert_BadCertificate"], s.Errors["handshake_alert_BadCertificate"]
+			if after+during != 2 {
+				t.Errorf("errors %v %v: want 2 handshakes failed with bad_certificate", s.Errors, s.ErrorSamples)
 			}
 			if !raw && s.Requests.Failed != 0 {
 				t.Errorf("%d requests failed: a refusal is a failed handshake, not a failed Register", s.Requests.Failed)
 			}
-			if s.Lifecycle.RefusedAfterHandshake != 2 {
-				t.Errorf("lifecycle %+v", s.Lifecycle)
+			if s.Lifecycle.RefusedAfterHandshake != after {
+				t.Errorf("lifecycle %+v, %d refused after the handshake", s.Lifecycle, after)
 			}
 		})
 	}

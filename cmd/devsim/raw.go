@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -137,10 +138,18 @@ func (c *rawClient) do(ctx context.Context, _ string) error {
 		c.mu.Unlock()
 	}()
 	if _, err := c.conn.Write(msg); err != nil {
+		if _, plain := c.conn.(*net.UDPConn); plain {
+			return err
+		}
+		// The server may have just ended the session: its reader then
+		// ends at once and records why (a refusal). A write error that
+		// left the connection open is returned after a short grace.
+		grace := time.NewTimer(2 * time.Second)
+		defer grace.Stop()
 		select {
-		case <-c.readerDone: // the server ended the session
+		case <-c.readerDone:
 			return errRawClosed
-		default:
+		case <-grace.C:
 			return err
 		}
 	}
