@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
 )
 
 // pattern is a parsed --pattern: operations with weights.
@@ -92,6 +94,20 @@ type options struct {
 	genKeys     int
 	out         string
 
+	// Device lifecycles (LwM2M mode unless noted).
+	rebootEvery     time.Duration // --reboot-every: mean time between two reboots of a device
+	rehandshakeIdle time.Duration // --rehandshake-idle
+	autoReconnect   bool          // --auto-reconnect
+	sleepFor        time.Duration // --sleep
+	sleepRate       float64       // --sleep-rate: fraction of the up devices that fall asleep per second
+	loss            *devsim.Loss  // --loss (LwM2M and raw DTLS)
+	flightInterval  time.Duration // --flight-interval (LwM2M and raw DTLS)
+	freshIPs        bool          // --fresh-ips
+	ackTimeout      time.Duration // --ack-timeout (CoAP ACK_TIMEOUT)
+	maxRetransmit   int           // --max-retransmit (CoAP MAX_RETRANSMIT)
+
+	flood floodOptions // --flood
+
 	// backend, when set (tests), is used instead of starting one on
 	// backendAddr.
 	backend *embeddedBackend
@@ -102,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("devsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: devsim --server HOST:PORT --keys FILE [flags]\n       devsim --gen-keys N --out FILE [--mix SPEC] [--server-name NAME]\n\n")
+		fmt.Fprint(stderr, "usage: devsim --server HOST:PORT --keys FILE [flags]\n       devsim --gen-keys N --out FILE [--mix SPEC] [--server-name NAME]\n       devsim --flood RATE --server 127.0.0.1:PORT --duration D [--flood-repeat N] [--flood-mix SPEC]\n\n")
 		fs.PrintDefaults()
 	}
 	var mixSpec, patternSpec, msgRate string
@@ -129,12 +145,24 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.backendAddr, "backend", "", "run a backend on this UDP `address` (the gateway's backend): needed for read and notify")
 	fs.StringVar(&o.backendKind, "backend-kind", "", "embedded backend: lwm2m (default) or echo (default with --raw)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "server process to sample in /proc: CPU per handshake and request, RSS per session")
-	fs.IntVar(&o.sourceIPs, "source-ips", 1, "raw mode against a loopback server: spread devices over this many source addresses 127.1.x.y (per-IP limits, ephemeral ports), 1..65000")
+	fs.IntVar(&o.sourceIPs, "source-ips", 1, "against an IPv4 loopback server: spread devices over this many source addresses 127.1.x.y (per-IP limits, ephemeral ports), 1..65000")
 	fs.DurationVar(&o.lifetime, "lifetime", time.Hour, "LwM2M registration lifetime")
 	fs.BoolVar(&o.deregister, "deregister", false, "LwM2M: De-register before closing")
 	fs.BoolVar(&o.json, "json", false, "print the summary as JSON")
 	fs.BoolVar(&o.strict, "strict", false, "exit 3 if any handshake or request failed")
 	fs.DurationVar(&o.progress, "progress", 0, "progress line period on stderr; default 1s on a terminal, 5s otherwise; negative: none")
+	fs.DurationVar(&o.rebootEvery, "reboot-every", 0, "LwM2M: each device reboots about this often (forgets its session without close_notify, handshakes again from the same port, Registers); 0: never")
+	fs.DurationVar(&o.rehandshakeIdle, "rehandshake-idle", 0, "LwM2M: a device idle longer than this handshakes again from the same port before its next request (tinydtls NAT heuristic), then Updates its registration; 0: never")
+	fs.BoolVar(&o.autoReconnect, "auto-reconnect", false, "LwM2M: a device whose session is gone (no answer, alert) handshakes again from the same port, Updates, and Registers again on 4.04")
+	fs.DurationVar(&o.sleepFor, "sleep", 0, "LwM2M: how long a sleeping device stays silent (radio off) before it wakes and Updates; with --sleep-rate")
+	fs.Float64Var(&o.sleepRate, "sleep-rate", 0, "LwM2M: fraction of the connected devices that fall asleep per second in the steady phase, 0..1")
+	var lossSpec string
+	fs.StringVar(&lossSpec, "loss", "", "impair every device's path: `spec` drop=P,dup=P,delay=D,jitter=D,drop-first=N (each maybe out-/in-),hello-drop=N,hvr-drop=N,sh-drop=N,seed=N")
+	fs.DurationVar(&o.flightInterval, "flight-interval", 0, "DTLS handshake retransmission interval (ClientHello and later flights); 0: pion's 1s")
+	fs.BoolVar(&o.freshIPs, "fresh-ips", false, "against an IPv4 loopback server: every new connection (connect phase, churn) binds a loopback address never used before in the run (127.64.0.0/10), a device the gateway has not seen")
+	fs.DurationVar(&o.ackTimeout, "ack-timeout", 2*time.Second, "LwM2M: CoAP ACK_TIMEOUT of the devices (RFC 7252 §4.8)")
+	fs.IntVar(&o.maxRetransmit, "max-retransmit", 4, "LwM2M: CoAP MAX_RETRANSMIT of the devices, 0..20")
+	o.flood.register(fs)
 	fs.IntVar(&o.genKeys, "gen-keys", 0, "write N fresh keys to --out and exit")
 	fs.StringVar(&o.out, "out", "", "output `file` of --gen-keys (YAML key file, or CSV if it ends in .csv)")
 	if err := fs.Parse(args); err != nil {
@@ -149,6 +177,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var err error
 	if o.mix, err = parseMix(mixSpec); err != nil {
 		return nil, usageError{err.Error()}
+	}
+	if o.flood.rate != 0 {
+		if err := o.flood.validate(o.server, o.duration); err != nil {
+			return nil, usageError{err.Error()}
+		}
+		return o, nil
+	}
+	if lossSpec != "" {
+		if o.loss, err = parseLoss(lossSpec); err != nil {
+			return nil, usageError{err.Error()}
+		}
 	}
 	if o.genKeys != 0 {
 		if o.genKeys < 0 || o.genKeys > 1_000_000 {
@@ -190,8 +229,24 @@ func (o *options) validate(patternSpec, msgRate string) error {
 		return bad("--size must be 16..60000")
 	case o.sourceIPs < 1 || o.sourceIPs > 65_000:
 		return bad("--source-ips must be 1..65000")
-	case o.sourceIPs > 1 && !o.raw:
-		return bad("--source-ips needs --raw (LwM2M devices bind like internal/devsim)")
+	case o.ackTimeout < 100*time.Millisecond || o.ackTimeout > time.Minute:
+		return bad("--ack-timeout must be 100ms..1m")
+	case o.maxRetransmit < 0 || o.maxRetransmit > 20:
+		return bad("--max-retransmit must be 0..20")
+	case o.sourceIPs > 1 && o.freshIPs:
+		return bad("--source-ips and --fresh-ips exclude each other")
+	case o.rebootEvery < 0 || o.rehandshakeIdle < 0 || o.sleepFor < 0 || o.flightInterval < 0:
+		return bad("--reboot-every, --rehandshake-idle, --sleep and --flight-interval must not be negative")
+	case o.rebootEvery > 0 && o.rebootEvery < 100*time.Millisecond:
+		return bad("--reboot-every must be at least 100ms")
+	case o.sleepRate < 0 || o.sleepRate > 1:
+		return bad("--sleep-rate must be 0..1")
+	case (o.sleepRate > 0) != (o.sleepFor > 0):
+		return bad("--sleep and --sleep-rate go together")
+	case o.raw && (o.rebootEvery > 0 || o.rehandshakeIdle > 0 || o.autoReconnect || o.sleepRate > 0):
+		return bad("--reboot-every, --rehandshake-idle, --auto-reconnect and --sleep need LwM2M mode (no --raw)")
+	case o.noDTLS && (o.loss != nil || o.flightInterval > 0 || o.freshIPs):
+		return bad("--loss, --flight-interval and --fresh-ips need DTLS (no --no-dtls)")
 	case o.noDTLS && !o.raw:
 		return bad("--no-dtls needs --raw")
 	case o.keysPath == "" && !o.noDTLS:

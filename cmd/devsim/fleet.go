@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +23,9 @@ type client interface {
 	do(ctx context.Context, op string) error
 	// close ends the session (LwM2M: after De-register with --deregister).
 	close(ctx context.Context)
+	// stats returns the device's lifecycle counts and what --loss did to
+	// its datagrams.
+	stats() (devsim.DeviceStats, devsim.LossStats)
 }
 
 // stepFunc times f and records it as one request of operation op.
@@ -64,7 +69,10 @@ type runner struct {
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
-	bg sync.WaitGroup // churn reconnections
+	bg sync.WaitGroup // churn reconnections, reboots, sleeps
+
+	fresh     *freshAddrs // --fresh-ips
+	loopback4 bool        // the server is on IPv4 loopback
 }
 
 func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, backend *embeddedBackend, tmpl []byte) *runner {
@@ -73,6 +81,10 @@ func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, 
 		connSem: make(chan struct{}, o.concurrency),
 		opSeq:   newWRR(o.pattern.weights),
 		rng:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)),
+		fresh:   newFreshAddrs(),
+	}
+	if a, err := net.ResolveUDPAddr("udp", o.server); err == nil && a.IP.To4() != nil && a.IP.IsLoopback() {
+		r.loopback4 = true
 	}
 	r.slots = make([]*slot, len(profs))
 	for i, p := range profs {
@@ -85,10 +97,28 @@ func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, 
 	return r
 }
 
+// localAddr is the address device i binds for a new connection: with
+// --fresh-ips one never used before, with --source-ips one of that many
+// 127.1.x.y, else the default ("").
+func (r *runner) localAddr(i int) string {
+	switch {
+	case !r.loopback4:
+		return "" // the spreads are loopback addresses: for a loopback server only
+	case r.o.freshIPs:
+		return r.fresh.addr()
+	case r.o.sourceIPs > 1:
+		return net.JoinHostPort(spreadAddr(i, r.o.sourceIPs).String(), "0")
+	}
+	return ""
+}
+
 // dial runs one device's handshake.
 func (r *runner) dial(ctx context.Context, s *slot) (client, error) {
+	laddr := r.localAddr(s.idx)
 	if r.o.raw {
-		c, err := dialRaw(ctx, r.o.server, s.idx, r.o.sourceIPs, s.prof, s.key, r.o.serverName, r.o.noDTLS, r.tmpl)
+		c, err := dialRaw(ctx, r.o, laddr, r.o.lossFor(s.idx), s.prof, s.key, r.tmpl, func(err error) {
+			r.st.refused(s.prof, err)
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +128,9 @@ func (r *runner) dial(ctx context.Context, s *slot) (client, error) {
 	if r.backend != nil {
 		b = r.backend.lwm2m
 	}
-	c, err := dialLwM2M(ctx, r.o, s.prof, s.key, b)
+	c, err := dialLwM2M(ctx, r.o, s.idx, laddr, s.prof, s.key, b, func(kind string, d time.Duration, err error) {
+		r.st.handshake(kind, s.prof, d, err)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -118,25 +150,38 @@ func (r *runner) setState(s *slot, state slotState, c client) {
 }
 
 // connect runs the handshake and the setup of slot s, which the caller
-// has marked connecting; it ends with s up or down.
-func (r *runner) connect(ctx context.Context, s *slot) {
+// has marked connecting; it ends with s up or down. The handshake is
+// recorded after the setup's first exchange: a session the gateway ends
+// before answering anything (devsim.ErrRefused: a refusal by policy after
+// the handshake) counts as a failed handshake, with its alert, not as a
+// completed one and a failed request (issue 13).
+func (r *runner) connect(ctx context.Context, s *slot, kind string) {
 	hctx, cancel := context.WithTimeout(ctx, r.o.timeout)
 	t0 := time.Now()
 	c, err := r.dial(hctx, s)
+	hsDur := time.Since(t0)
 	cancel()
-	r.st.handshake(s.prof, time.Since(t0), err)
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, r.o.timeout)
 		err = c.setup(sctx, func(op string, f func() error) error {
 			t := time.Now()
 			err := f()
-			r.st.op(op, time.Since(t), err)
+			if !errors.Is(err, devsim.ErrRefused) {
+				r.st.op(op, time.Since(t), err)
+			}
 			return err
 		})
 		cancel()
-		if err != nil {
-			c.close(ctx)
+		if errors.Is(err, devsim.ErrRefused) {
+			r.st.handshake(kind, s.prof, hsDur, err)
+		} else {
+			r.st.handshake(kind, s.prof, hsDur, nil)
 		}
+		if err != nil {
+			r.closeClient(ctx, c)
+		}
+	} else {
+		r.st.handshake(kind, s.prof, hsDur, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -145,6 +190,12 @@ func (r *runner) connect(ctx context.Context, s *slot) {
 		return
 	}
 	r.setState(s, stateUp, c)
+}
+
+// closeClient ends c's session and adds its counts to the run's.
+func (r *runner) closeClient(ctx context.Context, c client) {
+	c.close(ctx)
+	r.st.addClient(c.stats())
 }
 
 // connectAll is the connect phase: every device once, at --connect-rate,
@@ -173,7 +224,7 @@ func (r *runner) connectAll(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-r.connSem }()
-			r.connect(ctx, s)
+			r.connect(ctx, s, kindConnect)
 		}()
 	}
 	wg.Wait()
@@ -214,7 +265,7 @@ func (r *runner) closeAll(ctx context.Context) {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, r.o.timeout)
 			defer cancel()
-			c.close(cctx)
+			r.closeClient(cctx, c)
 		}()
 	}
 	wg.Wait()

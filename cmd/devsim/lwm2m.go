@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync/atomic"
@@ -22,6 +23,8 @@ const (
 	opSend     = "send"     // device: LwM2M Send, POST /dp with SenML JSON
 	opObserve  = "observe"  // backend: GET Observe=0 /3/0/9 (setup only)
 	opEcho     = "echo"     // raw mode: one request of --size bytes
+	opReboot   = "reboot"   // --reboot-every: a new handshake from the same port and Register
+	opWake     = "wake"     // --sleep: the Update a device sends when it wakes up
 )
 
 // lwm2mOps are the operations --pattern accepts in LwM2M mode.
@@ -41,8 +44,10 @@ type lwm2mClient struct {
 	n          atomic.Int64
 }
 
-// dialLwM2M runs the DTLS handshake of one device (devsim.Dial).
-func dialLwM2M(ctx context.Context, o *options, p *profile, k pskstore.Key, backend *devsim.Backend) (*lwm2mClient, error) {
+// dialLwM2M runs the DTLS handshake of device i (devsim.Dial). Handshakes
+// the device runs later by itself (an idle re-handshake, a reconnection)
+// and reboots are reported to onHandshake with their kind.
+func dialLwM2M(ctx context.Context, o *options, i int, laddr string, p *profile, k pskstore.Key, backend *devsim.Backend, onHandshake func(kind string, d time.Duration, err error)) (*lwm2mClient, error) {
 	ep := k.Endpoint
 	if ep == "" {
 		ep = string(k.Identity)
@@ -51,6 +56,15 @@ func dialLwM2M(ctx context.Context, o *options, p *profile, k pskstore.Key, back
 		Server: o.server, Identity: k.Identity, Key: k.Secret, Hash: k.Hash,
 		Version: p.version, Mode: p.mode, CipherSuites: []ciphersuite.ID{suiteFor(p, k)},
 		ServerName: o.serverName, Endpoint: ep, Lifetime: o.lifetime, HandshakeTimeout: o.timeout,
+		LocalAddr: laddr, FlightInterval: o.flightInterval, Loss: o.lossFor(i),
+		RehandshakeIdle: o.rehandshakeIdle, AutoReconnect: o.autoReconnect,
+		ACKTimeout: o.ackTimeout, MaxRetransmit: cmp.Or(o.maxRetransmit, -1), // devsim: negative is none, 0 the default
+		OnHandshake: func(ev devsim.HandshakeEvent) {
+			kind := map[devsim.HandshakeReason]string{devsim.HandshakeIdle: kindIdle, devsim.HandshakeReconnect: kindReconnect, devsim.HandshakeReboot: kindReboot}[ev.Reason]
+			if kind != "" {
+				onHandshake(kind, ev.Duration, ev.Err)
+			}
+		},
 	}
 	d, err := devsim.Dial(ctx, cfg)
 	if err != nil {
@@ -93,6 +107,46 @@ func (c *lwm2mClient) do(ctx context.Context, op string) error {
 		return c.dev.Send(ctx, fmt.Appendf(nil, `[{"n":"/3/0/9","v":%d,"t":%d}]`, 100-n%100, time.Now().Unix()))
 	}
 	return fmt.Errorf("unknown operation %q", op)
+}
+
+// reboot reboots the device (devsim.Device.Reboot: same socket, a new
+// handshake, Register) and has the backend observe it again when the
+// pattern notifies: the device forgot its observation.
+func (c *lwm2mClient) reboot(ctx context.Context, step stepFunc) error {
+	if err := step(opReboot, func() error { return c.dev.Reboot(ctx) }); err != nil {
+		return err
+	}
+	return c.observeAgain(ctx, step)
+}
+
+func (c *lwm2mClient) observeAgain(ctx context.Context, step stepFunc) error {
+	if !c.observe || c.backend == nil {
+		return nil
+	}
+	return step(opObserve, func() error {
+		_, err := c.backend.Observe(ctx, c.dev.Endpoint(), "/3/0/9")
+		return err
+	})
+}
+
+// sleep turns the device's radio off for d, then sends an Update (after a
+// new handshake if --rehandshake-idle is shorter than d).
+func (c *lwm2mClient) sleep(ctx context.Context, d time.Duration, step stepFunc) error {
+	if err := c.dev.Sleep(ctx, d); err != nil {
+		return err
+	}
+	loc := c.dev.Location()
+	if err := step(opWake, func() error { return c.dev.Update(ctx) }); err != nil {
+		return err
+	}
+	if c.dev.Location() != loc { // registered again (4.04): observe again
+		return c.observeAgain(ctx, step)
+	}
+	return nil
+}
+
+func (c *lwm2mClient) stats() (devsim.DeviceStats, devsim.LossStats) {
+	return c.dev.Stats(), c.dev.LossStats()
 }
 
 func (c *lwm2mClient) close(ctx context.Context) {

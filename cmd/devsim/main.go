@@ -48,6 +48,56 @@
 // retransmitted: on loopback an unanswered request is an error of its own
 // kind (echo_timeout).
 //
+// # Device lifecycles
+//
+// LwM2M devices can behave the way real ones do (issue 9); each device owns
+// one UDP socket for its whole life, so every new handshake below comes
+// from the same address and port:
+//
+//   - --reboot-every D: each device reboots about every D in the steady
+//     phase: it forgets its DTLS session without close_notify and its
+//     LwM2M state, handshakes again and Registers again (operation
+//     "reboot", handshake kind "reboot").
+//   - --rehandshake-idle D: a device idle for longer than D handshakes
+//     again before its next request, then Updates the registration it has
+//     (tinydtls's NAT heuristic; handshake kind "idle").
+//   - --auto-reconnect: a device whose request goes unanswered (after
+//     --ack-timeout and --max-retransmit) or whose session the gateway
+//     ended handshakes again, Updates its registration, Registers again on
+//     4.04, then retries (handshake kind "reconnect"). A 4.03 is an error.
+//   - --sleep D --sleep-rate F: that fraction of the connected devices per
+//     second turns its radio off for D (everything sent to it is lost),
+//     then wakes up and Updates (operation "wake").
+//   - --loss SPEC: every device's path loses, duplicates, delays or
+//     reorders datagrams, handshakes included, e.g.
+//     drop=0.05,dup=0.01,in-jitter=20ms or hello-drop=1 (the first
+//     ClientHello of each device is lost: it is retransmitted after
+//     --flight-interval). Raw mode too.
+//   - --fresh-ips: every new connection binds a loopback address never
+//     used before in the run, so the gateway has never seen the device;
+//     --source-ips N spreads devices over N addresses instead.
+//
+// A handshake the gateway refuses right after it completed (an alert or
+// EOF before any answer, e.g. a policy refusal after the server's
+// Finished) counts as a failed handshake, with the alert in its error kind
+// ("handshake_refused_alert_BadCertificate"), not as a completed one.
+//
+// # Flood
+//
+// --flood RATE sends RATE spoofed ClientHellos per second (issue 12) to the
+// loopback --server for --duration (at most --flood-count), each from a
+// new source address and port in 127.0.0.0/8, never answering the
+// cookie: as root through a raw IPv4 socket (IP_HDRINCL) with spoofed
+// sources, otherwise from a fresh UDP socket bound to a random 127/8
+// address per hello (--flood-socket picks). The hellos are real pion
+// DTLS 1.3 and 1.2 PSK ClientHellos (--flood-mix 1.3=1,1.2=1), captured
+// once and varied in their random, session ID, key share and binder;
+// --flood-repeat N sends each N times (--flood-repeat-gap apart). Any
+// --server outside 127.0.0.0/8 is refused. It prints the ClientHellos and
+// datagrams sent per second achieved (--json too).
+//
+//	devsim --flood 10000 --flood-repeat 2 --server 127.0.0.1:5684 --duration 30s --json
+//
 // # Key files
 //
 // --keys reads the gateway's own YAML key file (pskstore/file, parsed with
@@ -78,6 +128,9 @@
 // or JSON with --json: handshakes (ok, failed, success rate, per second in
 // the connect phase, latency p50/p95/p99, by profile), requests (the same,
 // by operation, including the set-up Register/Observe), reconnections,
+// handshakes by kind (connect, churn, reboot, idle, reconnect) with their
+// latencies, the lifecycle counts (reboots, idle re-handshakes,
+// reconnections, sleeps, sessions lost, refusals), what --loss did,
 // errors by kind ("handshake_timeout", "update_coap_4.03",
 // "handshake_alert_HandshakeFailure", ...) with the first message of each,
 // and with --server-pid the server's CPU per handshake (connect phase) and

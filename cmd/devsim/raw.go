@@ -12,12 +12,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
 	"github.com/pion/dtls/v4/pkg/protocol"
+	"github.com/pion/dtls/v4/pkg/protocol/alert"
 	extension13 "github.com/pion/dtls/v4/pkg/protocol/extension/dtls13"
 	"github.com/pion/dtls/v4/pkg/protocol/handshake"
 	"github.com/pion/logging"
@@ -84,19 +87,27 @@ type rawClient struct {
 	prefix uint32
 	seq    atomic.Uint32
 
+	lossy     *devsim.LossyConn // nil without --loss
+	alert     func() (alert.Alert, bool)
+	onRefused func(error) // the session ended before any answer came back
+	gotData   atomic.Bool
+
 	mu      sync.Mutex
 	pending map[uint64]chan struct{}
 	closed  bool
+	lost    bool // the server ended the session
+	refused bool // ... before anything came back
 
 	readerDone chan struct{}
 	closeOnce  sync.Once
 }
 
-func newRawClient(conn net.Conn, tmpl []byte) *rawClient {
+func newRawClient(conn net.Conn, tmpl []byte, lossy *devsim.LossyConn, alertOf func() (alert.Alert, bool), onRefused func(error)) *rawClient {
 	var p [4]byte
 	_, _ = rand.Read(p[:])
 	c := &rawClient{
 		conn: conn, tmpl: tmpl, prefix: binary.BigEndian.Uint32(p[:]),
+		lossy: lossy, alert: alertOf, onRefused: onRefused,
 		pending: make(map[uint64]chan struct{}), readerDone: make(chan struct{}),
 	}
 	c.seq.Store(binary.BigEndian.Uint32(p[:]) * 7919) // random first Message ID
@@ -127,7 +138,20 @@ func (c *rawClient) do(ctx context.Context, _ string) error {
 		c.mu.Unlock()
 	}()
 	if _, err := c.conn.Write(msg); err != nil {
-		return err
+		if _, plain := c.conn.(*net.UDPConn); plain {
+			return err
+		}
+		// The server may have just ended the session: its reader then
+		// ends at once and records why (a refusal). A write error that
+		// left the connection open is returned after a short grace.
+		grace := time.NewTimer(2 * time.Second)
+		defer grace.Stop()
+		select {
+		case <-c.readerDone:
+			return errRawClosed
+		case <-grace.C:
+			return err
+		}
 	}
 	select {
 	case <-done:
@@ -157,8 +181,10 @@ func (c *rawClient) readLoop() {
 			if _, ok := c.conn.(*net.UDPConn); ok {
 				continue
 			}
+			c.ended(err)
 			return
 		}
+		c.gotData.Store(true)
 		p := buf[:n]
 		if n < 4+rawTokenLen || p[0]>>6 != 1 || int(p[0]&0x0f) != rawTokenLen {
 			continue // not one of ours (an empty ACK, say)
@@ -171,6 +197,41 @@ func (c *rawClient) readLoop() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// ended records that the server ended the session; one ended before any
+// answer came back was refused after its handshake (issue 13) and is
+// reported to onRefused, with the alert when there was one.
+func (c *rawClient) ended(err error) {
+	refused := !c.gotData.Load()
+	c.mu.Lock()
+	c.lost, c.refused = true, refused
+	c.mu.Unlock()
+	if !refused || c.onRefused == nil {
+		return
+	}
+	if c.alert != nil {
+		if a, ok := c.alert(); ok {
+			err = fmt.Errorf("%w: %w", &a, err)
+		}
+	}
+	c.onRefused(fmt.Errorf("%w: %w", devsim.ErrRefused, err))
+}
+
+func (c *rawClient) stats() (devsim.DeviceStats, devsim.LossStats) {
+	var st devsim.DeviceStats
+	c.mu.Lock()
+	if c.lost {
+		st.SessionsLost = 1
+	}
+	if c.refused {
+		st.Refused = 1
+	}
+	c.mu.Unlock()
+	if c.lossy == nil {
+		return st, devsim.LossStats{}
+	}
+	return st, c.lossy.Stats()
 }
 
 func (c *rawClient) isClosed() bool {
@@ -191,35 +252,50 @@ func (c *rawClient) close(context.Context) {
 
 // dialRaw opens one raw-mode device: the DTLS handshake with key k and
 // handshake p, or with plain a connected UDP socket. Against a loopback
-// server the socket is bound to loopback: to the server's address, or with
-// spread > 1 to one of spread addresses 127.1.x.y chosen by the device
-// index i, so that a server's per-source-IP limits see many devices, not
-// one, and the ephemeral ports of one address do not run out.
-func dialRaw(ctx context.Context, server string, i, spread int, p *profile, k pskstore.Key, serverName string, plain bool, tmpl []byte) (*rawClient, error) {
-	raddr, err := net.ResolveUDPAddr("udp", server)
+// server the socket is bound to loopback: to laddr when given (--source-ips,
+// --fresh-ips), else to the server's address, so that a server's
+// per-source-IP limits see many devices, not one, and the ephemeral ports of
+// one address do not run out. loss (--loss) impairs the DTLS socket's path.
+func dialRaw(ctx context.Context, o *options, laddrStr string, loss *devsim.Loss, p *profile, k pskstore.Key, tmpl []byte, onRefused func(error)) (*rawClient, error) {
+	raddr, err := net.ResolveUDPAddr("udp", o.server)
 	if err != nil {
 		return nil, err
 	}
 	var laddr *net.UDPAddr
-	if raddr.IP.IsLoopback() {
-		laddr = &net.UDPAddr{IP: raddr.IP} // open nothing beyond loopback
-		if ip4 := raddr.IP.To4(); ip4 != nil && spread > 1 {
-			n := i%spread + 1
-			laddr.IP = net.IPv4(127, 1, byte(n>>8), byte(n))
+	switch {
+	case laddrStr != "":
+		if laddr, err = net.ResolveUDPAddr("udp", laddrStr); err != nil {
+			return nil, err
 		}
+	case raddr.IP.IsLoopback():
+		laddr = &net.UDPAddr{IP: raddr.IP} // open nothing beyond loopback
 	}
-	if plain {
+	if o.noDTLS {
 		uc, err := net.DialUDP("udp", laddr, raddr)
 		if err != nil {
 			return nil, err
 		}
-		return newRawClient(uc, tmpl), nil
+		return newRawClient(uc, tmpl, nil, nil, nil), nil
 	}
-	pc, err := net.ListenUDP("udp", laddr)
+	sock, err := net.ListenUDP("udp", laddr)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dtls.Client(pc, raddr, dtlsOptions(p, k, serverName)...)
+	var pc net.PacketConn = sock
+	var lossy *devsim.LossyConn
+	if loss != nil {
+		if lossy, err = devsim.NewLossyConn(sock, *loss); err != nil {
+			_ = sock.Close()
+			return nil, err
+		}
+		pc = lossy
+	}
+	logs, alertOf := devsim.NewAlertRecorder()
+	opts := append(dtlsOptions(p, k, o.serverName), dtls.WithLoggerFactory(logs))
+	if o.flightInterval > 0 {
+		opts = append(opts, dtls.WithFlightInterval(o.flightInterval))
+	}
+	conn, err := dtls.Client(pc, raddr, opts...)
 	if err != nil {
 		_ = pc.Close()
 		return nil, err
@@ -228,7 +304,7 @@ func dialRaw(ctx context.Context, server string, i, spread int, p *profile, k ps
 		_ = conn.Close() // also closes pc
 		return nil, err
 	}
-	return newRawClient(conn, tmpl), nil
+	return newRawClient(conn, tmpl, lossy, alertOf, onRefused), nil
 }
 
 // suiteFor is the cipher suite of handshake p with key k: a SHA-384 key

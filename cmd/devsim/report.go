@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
 )
 
 // summary is the result of a run; --json prints it as is.
@@ -25,24 +27,51 @@ type summary struct {
 
 	Handshakes handshakeSummary `json:"handshakes"`
 	Requests   requestSummary   `json:"requests"`
-	Reconnects int64            `json:"reconnects"`
-	UpAtEnd    int64            `json:"devices_up_before_close"`
-	Errors     map[string]int64 `json:"errors"`
+	Reconnects int64            `json:"reconnects"` // churn: disconnect, then a new socket and handshake
+	Lifecycle  lifecycleSummary `json:"lifecycle"`
+	// Loss is what --loss did to the datagrams of every device, summed.
+	Loss    *devsim.LossStats `json:"loss,omitempty"`
+	UpAtEnd int64             `json:"devices_up_before_close"`
+	Errors  map[string]int64  `json:"errors"`
 	// ErrorSamples holds the text of the first error of each kind.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 	Server       *serverSummary    `json:"server,omitempty"`
 }
 
 type handshakeSummary struct {
-	OK             int64                 `json:"ok"`
-	Failed         int64                 `json:"failed"`
-	SuccessRate    float64               `json:"success_rate"`
-	ConnectPhaseS  float64               `json:"connect_phase_s"`
-	ConnectOK      int64                 `json:"connect_phase_ok"`
-	PerSecond      float64               `json:"per_second"` // connect phase
-	Latency        latency               `json:"latency"`
-	ByProfile      map[string]*countPair `json:"by_profile"`
-	DuringSteadyOK int64                 `json:"steady_phase_ok"`
+	OK            int64                 `json:"ok"`
+	Failed        int64                 `json:"failed"`
+	SuccessRate   float64               `json:"success_rate"`
+	ConnectPhaseS float64               `json:"connect_phase_s"`
+	ConnectOK     int64                 `json:"connect_phase_ok"`
+	PerSecond     float64               `json:"per_second"` // connect phase
+	Latency       latency               `json:"latency"`
+	ByProfile     map[string]*countPair `json:"by_profile"`
+	// ByKind splits handshakes by why they ran: connect (connect phase),
+	// churn, reboot, idle (--rehandshake-idle), reconnect (--auto-reconnect).
+	ByKind         map[string]opSummary `json:"by_kind"`
+	DuringSteadyOK int64                `json:"steady_phase_ok"`
+}
+
+// lifecycleSummary counts the device lifecycle events of the run.
+type lifecycleSummary struct {
+	RebootEvery     string  `json:"reboot_every"`
+	RehandshakeIdle string  `json:"rehandshake_idle"`
+	AutoReconnect   bool    `json:"auto_reconnect"`
+	Sleep           string  `json:"sleep"`
+	SleepRate       float64 `json:"sleep_rate_per_s"`
+	// Reboots whose handshake completed (the reboot op in requests counts
+	// handshake + Register).
+	Reboots          int64 `json:"reboots"`
+	IdleRehandshakes int64 `json:"idle_rehandshakes"`
+	Reconnects       int64 `json:"auto_reconnects"`
+	Sleeps           int64 `json:"sleeps"`
+	// SessionsLost counts sessions the gateway ended (alert, close_notify);
+	// RefusedAfterHandshake those ended before any answer (counted as
+	// failed handshakes).
+	SessionsLost          int64 `json:"sessions_lost"`
+	RefusedAfterHandshake int64 `json:"refused_after_handshake"`
+	LostWhileAsleep       int64 `json:"datagrams_lost_while_asleep"`
 }
 
 type requestSummary struct {
@@ -120,6 +149,12 @@ func (s *summary) writeText(w io.Writer) {
 		c := h.ByProfile[name]
 		p("  %-10s ok %d, failed %d", name, c.OK, c.Failed)
 	}
+	if len(h.ByKind) > 1 {
+		for _, name := range slices.Sorted(maps.Keys(h.ByKind)) {
+			k := h.ByKind[name]
+			p("  %-10s ok %d, failed %d, %s", name, k.OK, k.Failed, k.Latency)
+		}
+	}
 	r := s.Requests
 	p("requests    ok %d, failed %d, success %.2f%%; steady phase %d in %.2fs = %.1f/s (pattern %s, rate %s)",
 		r.OK, r.Failed, 100*r.SuccessRate, r.SteadyDone, r.SteadyS, r.PerSecond, s.Pattern, s.MsgRate)
@@ -133,6 +168,14 @@ func (s *summary) writeText(w io.Writer) {
 	}
 	if s.Churn > 0 {
 		p("churn       %.3g/s of the connected devices: %d reconnections", s.Churn, s.Reconnects)
+	}
+	if l := s.Lifecycle; l != (lifecycleSummary{RebootEvery: l.RebootEvery, RehandshakeIdle: l.RehandshakeIdle, Sleep: l.Sleep}) {
+		p("lifecycle   reboots %d, idle re-handshakes %d, auto-reconnects %d, sleeps %d (%d datagrams lost asleep); sessions lost %d, refused after the handshake %d",
+			l.Reboots, l.IdleRehandshakes, l.Reconnects, l.Sleeps, l.LostWhileAsleep, l.SessionsLost, l.RefusedAfterHandshake)
+	}
+	if l := s.Loss; l != nil {
+		p("loss        out: %d datagrams, %d dropped, %d duplicated, %d delayed; in: %d, %d dropped, %d duplicated, %d delayed",
+			l.Out.Datagrams, l.Out.Dropped, l.Out.Duplicated, l.Out.Delayed, l.In.Datagrams, l.In.Dropped, l.In.Duplicated, l.In.Delayed)
 	}
 	if len(s.Errors) == 0 {
 		p("errors      none")

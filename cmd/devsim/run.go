@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -20,6 +21,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if o.flood.rate > 0 {
+		return runFlood(ctx, o, stdout, stderr)
 	}
 	if o.genKeys > 0 {
 		keys, err := genKeys(o.genKeys, o.mix, o.serverName)
@@ -132,11 +136,27 @@ func runFleet(ctx context.Context, o *options, stderr io.Writer) (*summary, erro
 		note("devsim: phase steady start: %s\n", o.duration)
 		sctx, cancel := context.WithTimeout(ctx, o.duration)
 		done := make(chan struct{})
+		var loops sync.WaitGroup
+		if o.churn > 0 {
+			loops.Go(func() { r.churn(sctx, opCtx) })
+		}
+		if o.rebootEvery > 0 {
+			loops.Go(func() {
+				r.lifecycleLoop(sctx, opCtx, 1/o.rebootEvery.Seconds(), func(ctx context.Context, c rebooter) error {
+					return c.reboot(ctx, r.step)
+				})
+			})
+		}
+		if o.sleepRate > 0 {
+			loops.Go(func() {
+				r.lifecycleLoop(sctx, opCtx, o.sleepRate, func(ctx context.Context, c rebooter) error {
+					return c.sleep(ctx, o.sleepFor, r.step)
+				})
+			})
+		}
 		go func() {
 			defer close(done)
-			if o.churn > 0 {
-				r.churn(sctx, opCtx)
-			}
+			loops.Wait()
 		}()
 		if o.msgMax || o.msgRate > 0 {
 			r.messages(sctx, opCtx)
@@ -235,7 +255,31 @@ func (r *runner) summarize(o *options, shared int) *summary {
 	for k, v := range st.ops {
 		s.Requests.ByOp[k] = opSummary{OK: v.OK, Failed: v.Failed, Latency: v.lat.snapshot()}
 	}
+	s.Handshakes.ByKind = make(map[string]opSummary, len(st.byKind))
+	for k, v := range st.byKind {
+		s.Handshakes.ByKind[k] = opSummary{OK: v.OK, Failed: v.Failed, Latency: v.lat.snapshot()}
+	}
 	s.Errors = maps.Clone(st.errs)
 	s.ErrorSamples = maps.Clone(st.samples)
+	d := st.devices
+	s.Lifecycle = lifecycleSummary{
+		RebootEvery: o.rebootEvery.String(), RehandshakeIdle: o.rehandshakeIdle.String(), AutoReconnect: o.autoReconnect,
+		Sleep: o.sleepFor.String(), SleepRate: o.sleepRate,
+		Reboots: int64(d.Reboots), IdleRehandshakes: int64(d.IdleRehandshakes), Reconnects: int64(d.Reconnects),
+		Sleeps: int64(d.Sleeps), SessionsLost: int64(d.SessionsLost), RefusedAfterHandshake: int64(d.Refused),
+		LostWhileAsleep: d.LostWhileAsleep,
+	}
+	if o.loss != nil {
+		l := st.loss
+		s.Loss = &l
+	}
 	return s
+}
+
+// step times f and records it as one request of operation op.
+func (r *runner) step(op string, f func() error) error {
+	t := time.Now()
+	err := f()
+	r.st.op(op, time.Since(t), err)
+	return err
 }

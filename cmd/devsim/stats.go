@@ -33,9 +33,12 @@ type stats struct {
 
 	mu        sync.Mutex
 	byProfile map[string]*countPair
+	byKind    map[string]*opStats // handshakes by why they ran: connect, churn, reboot, idle, reconnect
 	ops       map[string]*opStats
 	errs      map[string]int64
-	samples   map[string]string // one error text per kind, for diagnosis
+	samples   map[string]string  // one error text per kind, for diagnosis
+	devices   devsim.DeviceStats // summed over closed clients
+	loss      devsim.LossStats   // summed over closed clients
 }
 
 type countPair struct {
@@ -52,23 +55,30 @@ func newStats() *stats {
 	return &stats{
 		hsLat: newRecorder(), hsWindow: newRecorder(),
 		reqLat: newRecorder(), reqWindow: newRecorder(),
-		byProfile: make(map[string]*countPair), ops: make(map[string]*opStats),
+		byProfile: make(map[string]*countPair), byKind: make(map[string]*opStats), ops: make(map[string]*opStats),
 		errs: make(map[string]int64), samples: make(map[string]string),
 	}
 }
 
-// handshake records one handshake of profile p.
-func (s *stats) handshake(p *profile, d time.Duration, err error) {
+// handshake records one handshake of profile p, run for reason kind.
+func (s *stats) handshake(kind string, p *profile, d time.Duration, err error) {
 	s.mu.Lock()
 	c := s.byProfile[p.name]
 	if c == nil {
 		c = &countPair{}
 		s.byProfile[p.name] = c
 	}
+	k := s.byKind[kind]
+	if k == nil {
+		k = &opStats{lat: newRecorder()}
+		s.byKind[kind] = k
+	}
 	if err != nil {
 		c.Failed++
+		k.Failed++
 	} else {
 		c.OK++
+		k.OK++
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -77,8 +87,47 @@ func (s *stats) handshake(p *profile, d time.Duration, err error) {
 		return
 	}
 	s.hsOK.Add(1)
+	k.lat.add(d)
 	s.hsLat.add(d)
 	s.hsWindow.add(d)
+}
+
+// refused moves a handshake of profile p recorded as completed to the
+// failed ones: the gateway ended the session before answering anything
+// (raw mode, where no exchange follows the handshake at once). Its latency
+// sample stays recorded.
+func (s *stats) refused(p *profile, err error) {
+	s.mu.Lock()
+	if c := s.byProfile[p.name]; c != nil && c.OK > 0 {
+		c.OK--
+		c.Failed++
+	}
+	for _, k := range s.byKind { // raw mode: every handshake is connect or churn
+		if k.OK > 0 {
+			k.OK--
+			k.Failed++
+			break
+		}
+	}
+	s.mu.Unlock()
+	s.hsOK.Add(-1)
+	s.hsFail.Add(1)
+	s.fail("handshake", err)
+}
+
+// addClient adds a closed client's counts.
+func (s *stats) addClient(d devsim.DeviceStats, l devsim.LossStats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := &s.devices
+	t.IdleRehandshakes += d.IdleRehandshakes
+	t.Reboots += d.Reboots
+	t.Reconnects += d.Reconnects
+	t.SessionsLost += d.SessionsLost
+	t.Refused += d.Refused
+	t.Sleeps += d.Sleeps
+	t.LostWhileAsleep += d.LostWhileAsleep
+	s.loss = s.loss.Add(l)
 }
 
 // op records one request of operation op.
@@ -139,6 +188,16 @@ func errorKind(err error) string {
 		return "no_ack"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
+	case errors.Is(err, devsim.ErrRefused):
+		if a, ok := devsim.AlertOf(err); ok {
+			return "refused_alert_" + a.Description.String()
+		}
+		return "refused"
+	case errors.Is(err, devsim.ErrSessionLost):
+		if a, ok := devsim.AlertOf(err); ok {
+			return "session_lost_alert_" + a.Description.String()
+		}
+		return "session_lost"
 	case errors.Is(err, devsim.ErrClosed), errors.Is(err, errRawClosed), errors.Is(err, net.ErrClosed), errors.Is(err, dtls.ErrConnClosed):
 		return "closed"
 	case errors.As(err, &code):

@@ -41,15 +41,19 @@ func (r *runner) doOp(ctx context.Context, s *slot, c client, op string) {
 	err := c.do(octx, op)
 	cancel()
 	r.st.op(op, time.Since(t0), err)
-	gone := errors.Is(err, errRawClosed) || errors.Is(err, devsim.ErrClosed)
+	// A session the gateway ended (and, with --auto-reconnect, could not
+	// be set up again) leaves the device down.
+	gone := errors.Is(err, errRawClosed) || errors.Is(err, devsim.ErrClosed) || errors.Is(err, devsim.ErrSessionLost)
 	s.mu.Lock()
 	s.inflight--
 	if gone && s.c == c {
 		r.setState(s, stateDown, nil)
+	} else if gone {
+		gone = false // someone else took the device over (churn): theirs to close
 	}
 	s.mu.Unlock()
 	if gone {
-		c.close(ctx)
+		r.closeClient(ctx, c)
 	}
 }
 
@@ -148,7 +152,7 @@ func (r *runner) churn(ctx, opCtx context.Context) {
 			r.bg.Add(1)
 			go func() {
 				defer r.bg.Done()
-				c.close(opCtx)
+				r.closeClient(opCtx, c)
 				select {
 				case r.connSem <- struct{}{}:
 				case <-opCtx.Done():
@@ -158,7 +162,7 @@ func (r *runner) churn(ctx, opCtx context.Context) {
 					return
 				}
 				defer func() { <-r.connSem }()
-				r.connect(opCtx, s)
+				r.connect(opCtx, s, kindChurn)
 			}()
 		}
 	}

@@ -76,6 +76,22 @@ func (b *Backend) WaitRegistration(ctx context.Context, ep string) (Registration
 	}
 }
 
+// Forget removes ep's registration without telling the device, as a
+// server does whose registration expired or that lost its state: the
+// device's next Update is answered 4.04 Not Found. It reports whether ep
+// was registered.
+func (b *Backend) Forget(ep string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.byEndpoint(ep)
+	if r == nil {
+		return false
+	}
+	delete(b.regs, r.Location)
+	b.notifyChanged()
+	return true
+}
+
 // byEndpoint finds ep's registration. The caller holds b.mu.
 func (b *Backend) byEndpoint(ep string) *Registration {
 	for _, r := range b.regs {

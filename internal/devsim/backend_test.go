@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,9 +262,17 @@ func TestBackendReadErrors(t *testing.T) {
 	}
 	peer := newRawPeer(t, backend)
 	peer.roundTrip(request(message.Confirmable, codes.POST, 1, "r", "/rd", "ep=mute"))
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The device receives the GET and stays silent; the caller gives up
+	// (cancels) once the GET has arrived.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := backend.Read(ctx, "mute", "/3/0/0"); !errors.Is(err, context.DeadlineExceeded) {
+	read := make(chan error, 1)
+	go func() { _, err := backend.Read(ctx, "mute", "/3/0/0"); read <- err }()
+	if _, get := peer.recv(); get.Code != codes.GET {
+		t.Fatalf("device received %v, want the GET", get.String())
+	}
+	cancel()
+	if err := <-read; !errors.Is(err, context.Canceled) {
 		t.Errorf("Read from a silent device: %v", err)
 	}
 	_ = backend.Close()
@@ -299,9 +308,13 @@ func TestExchangeRetransmit(t *testing.T) {
 // TestExchangeSeparateResponse: an Empty ACK stops retransmission and the
 // response arriving later as a CON is matched by token and acknowledged
 // (RFC 7252 §5.2.2); its retransmission is acknowledged again, not
-// delivered twice.
+// delivered twice. Time is the test's: the retransmission timer fires only
+// when the test fires it, so "no retransmission after the ACK" is checked
+// by firing it, not by sleeping.
 func TestExchangeSeparateResponse(t *testing.T) {
 	ex := newExchanger(20*time.Millisecond, 2)
+	clock := newFakeTimers()
+	ex.newTimer = clock.newTimer
 	sent := make(chan message.Message, 16)
 	send := func(b []byte) error {
 		m, err := decode(b)
@@ -320,13 +333,14 @@ func TestExchangeSeparateResponse(t *testing.T) {
 		done <- out{m, err}
 	}()
 	req := <-sent
+	timer := <-clock.created
 	ex.receive("p", message.Message{Type: message.Acknowledgement, Code: codes.Empty, MessageID: req.MessageID}, send, nil, nil)
-	time.Sleep(200 * time.Millisecond) // longer than every retransmission would take
-	for len(sent) > 0 {
-		if m := <-sent; m.MessageID == req.MessageID {
-			t.Fatal("retransmitted after the Empty ACK")
-		}
+	select {
+	case <-timer.stopped: // the exchange saw the ACK and disarmed its timer
+	case <-time.After(10 * time.Second):
+		t.Fatal("retransmission timer still armed after the Empty ACK")
 	}
+	timer.fire() // a timer that fired anyway must not retransmit
 	resp := message.Message{Type: message.Confirmable, Code: codes.Content, MessageID: 999, Token: req.Token, Payload: []byte("v")}
 	for range 2 {
 		ex.receive("p", resp, send, nil, nil)
@@ -337,6 +351,45 @@ func TestExchangeSeparateResponse(t *testing.T) {
 	r := <-done
 	if r.err != nil || string(r.m.Payload) != "v" {
 		t.Errorf("roundTrip = %v, %v", r.m.String(), r.err)
+	}
+	// roundTrip has returned: whatever it sent is in sent.
+	for len(sent) > 0 {
+		if m := <-sent; m.MessageID == req.MessageID {
+			t.Error("retransmitted after the Empty ACK")
+		}
+	}
+}
+
+// fakeTimers makes retransmission timers that fire only when a test says.
+type fakeTimers struct{ created chan *fakeTimer }
+
+func newFakeTimers() *fakeTimers { return &fakeTimers{created: make(chan *fakeTimer, 16)} }
+
+func (f *fakeTimers) newTimer(time.Duration) retransmitTimer {
+	t := &fakeTimer{c: make(chan time.Time, 1), stopped: make(chan struct{})}
+	f.created <- t
+	return t
+}
+
+type fakeTimer struct {
+	c       chan time.Time
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+
+func (t *fakeTimer) Stop() bool {
+	t.once.Do(func() { close(t.stopped) })
+	return true
+}
+
+func (t *fakeTimer) Reset(time.Duration) bool { return true }
+
+func (t *fakeTimer) fire() {
+	select {
+	case t.c <- time.Now():
+	default:
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pion/dtls/v4/pkg/protocol/alert"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
@@ -31,7 +32,43 @@ var (
 	// ErrNotObservable is returned by Backend.Observe when the device answered
 	// without an Observe option, that is, it did not accept the observation.
 	ErrNotObservable = errors.New("devsim: resource not observable")
+	// ErrSessionLost means the device has no usable DTLS session: the
+	// gateway ended it (an alert or close_notify, which the error wraps: see
+	// AlertOf), the device abandoned it (Reboot), or its last handshake
+	// failed. Exchanges waiting when the gateway ends a session fail with it
+	// at once. A Device keeps its socket: Reconnect, Rehandshake or Reboot
+	// start a new session.
+	ErrSessionLost = errors.New("devsim: dtls session lost")
+	// ErrRefused is wrapped (with ErrSessionLost) when the gateway ended a
+	// session before any application data came back on it: the handshake
+	// completed on the device's side and the gateway then refused the
+	// session, e.g. by policy after its Finished. A handshake refused that
+	// way counts as failed, not as completed.
+	ErrRefused = errors.New("devsim: session refused after the handshake")
 )
+
+// AlertOf returns the DTLS alert the gateway sent, if err carries one
+// (a failed Dial or handshake, or an ErrSessionLost).
+func AlertOf(err error) (alert.Alert, bool) {
+	var a *alert.Alert
+	if errors.As(err, &a) && a != nil {
+		return *a, true
+	}
+	// pion's alert error embeds *alert.Alert, whose Marshal gives level and
+	// description; the error type itself is not exported.
+	var ae interface {
+		IsFatalOrCloseNotify() bool
+		Marshal() ([]byte, error)
+	}
+	if !errors.As(err, &ae) {
+		return alert.Alert{}, false
+	}
+	b, e := ae.Marshal()
+	if e != nil || len(b) != 2 {
+		return alert.Alert{}, false
+	}
+	return alert.Alert{Level: alert.Level(b[0]), Description: alert.Description(b[1])}, true
+}
 
 // CodeError reports a CoAP response whose code differs from the one the
 // operation expects, e.g. a Register answered 4.03 Forbidden by the gateway.

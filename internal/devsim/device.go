@@ -1,19 +1,11 @@
 package devsim
 
 import (
-	"context"
 	"crypto"
-	"fmt"
-	"net"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/pion/dtls/v4"
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"github.com/pion/dtls/v4/pkg/crypto/elliptic"
-	"github.com/pion/dtls/v4/pkg/protocol"
 	"go.uber.org/zap"
 )
 
@@ -79,6 +71,75 @@ type DeviceConfig struct {
 	MaxRetransmit int
 	// Logger receives Debug events and pion's logs; nil means no logs.
 	Logger *zap.Logger
+
+	// LocalAddr is the UDP address the device binds, host:port. Default:
+	// the gateway's loopback IP with an ephemeral port when the gateway is
+	// on loopback (a test opens nothing on other interfaces), else any
+	// address. The device keeps this socket for its whole life: every
+	// handshake (reboot, re-handshake, reconnect) comes from it.
+	LocalAddr string
+	// FlightInterval is the DTLS handshake retransmission interval (pion's
+	// WithFlightInterval): a ClientHello or later flight left unanswered is
+	// sent again after it, doubling each time. Zero is pion's 1s.
+	FlightInterval time.Duration
+	// Loss impairs the device's network path (LossyConn) for its whole life,
+	// handshakes included; nil is a perfect path.
+	Loss *Loss
+	// RehandshakeIdle makes the device behave like a tinydtls-based client
+	// behind a NAT: before it sends a request after being idle (no
+	// application data sent or received) for longer than this, it runs a new
+	// handshake from the same port, then sends the request on the new
+	// session, so an Update goes to the registration it already has. Zero
+	// disables it. Sleeping counts as idle.
+	RehandshakeIdle time.Duration
+	// AutoReconnect makes the device do what a LwM2M client does when its
+	// session is gone (the gateway restarted and drops its records, or sent
+	// an alert): when a request fails with ErrTimeout or ErrSessionLost, it
+	// runs a new handshake from the same port, sends Update to its
+	// registration location, Registers again if that Update is answered
+	// 4.04 Not Found, and then retries the request once. Any other answer
+	// to the Update (4.03 Forbidden, say) is returned as a *CodeError. An
+	// Update answered 4.04 at any time also leads to a new Register.
+	AutoReconnect bool
+	// OnHandshake, if set, is called after every handshake the device runs,
+	// from the goroutine that ran it. It must not call the Device.
+	OnHandshake func(HandshakeEvent)
+}
+
+// HandshakeReason says why a device ran a handshake.
+type HandshakeReason string
+
+// Handshake reasons.
+const (
+	HandshakeDial        HandshakeReason = "dial"        // Dial
+	HandshakeRehandshake HandshakeReason = "rehandshake" // Rehandshake
+	HandshakeIdle        HandshakeReason = "idle"        // RehandshakeIdle exceeded before a request
+	HandshakeReboot      HandshakeReason = "reboot"      // Reboot
+	HandshakeReconnect   HandshakeReason = "reconnect"   // Reconnect, or AutoReconnect after a lost session
+)
+
+// HandshakeEvent reports one handshake of a device.
+type HandshakeEvent struct {
+	Reason   HandshakeReason
+	Duration time.Duration
+	// Err is nil on success; a handshake that ended with an alert from the
+	// gateway wraps it (see AlertOf).
+	Err error
+}
+
+// DeviceStats counts what a device lived through.
+type DeviceStats struct {
+	Handshakes       int // completed, Dial's included
+	HandshakeErrors  int // failed
+	IdleRehandshakes int // completed because RehandshakeIdle was exceeded
+	Reboots          int // Reboot calls whose handshake completed
+	Reconnects       int // completed reconnection handshakes (Reconnect, AutoReconnect)
+	SessionsLost     int // sessions the gateway ended: alert, close_notify
+	Refused          int // of SessionsLost, those ended before any data came back (ErrRefused)
+	Sleeps           int // completed Sleep calls
+	// LostWhileAsleep counts datagrams received while asleep or between two
+	// sessions, and datagrams not sent while asleep.
+	LostWhileAsleep int64
 }
 
 // DefaultResources returns the resources a device has when DeviceConfig
@@ -94,186 +155,5 @@ func DefaultResources(endpoint string) map[string][]byte {
 		"/3/0/2": []byte(endpoint),
 		"/3/0/3": []byte("1.0"),
 		"/3/0/9": []byte("100"), // Battery Level
-	}
-}
-
-// Device is a simulated LwM2M client connected to the gateway over DTLS.
-// Its methods are safe for concurrent use. A reader goroutine, started by
-// Dial and stopped by Close, answers the backend's requests.
-type Device struct {
-	cfg  DeviceConfig
-	log  *zap.Logger
-	conn *dtls.Conn
-	ex   *exchanger
-
-	mu           sync.Mutex
-	location     string
-	resources    map[string][]byte
-	observations []observation // most recent last
-	observeSeq   uint32
-	served       atomic.Int64
-
-	readerDone chan struct{}
-	closeOnce  sync.Once
-	closeErr   error
-}
-
-// observation is one RFC 7641 observation the backend established.
-type observation struct {
-	token string
-	path  string
-}
-
-// Dial opens a UDP socket, runs the DTLS handshake with the gateway (bounded
-// by ctx and HandshakeTimeout) and starts the reader goroutine. A failed
-// handshake returns an error and leaves nothing open.
-func Dial(ctx context.Context, cfg DeviceConfig) (*Device, error) {
-	opts, err := cfg.dtlsOptions()
-	if err != nil {
-		return nil, err
-	}
-	raddr, err := net.ResolveUDPAddr("udp", cfg.Server)
-	if err != nil {
-		return nil, fmt.Errorf("devsim: resolve %q: %w", cfg.Server, err)
-	}
-	// An unconnected socket: pion writes with WriteTo, which a connected
-	// one refuses. Bound to loopback when the gateway is there, so a test
-	// opens nothing on other interfaces.
-	var laddr *net.UDPAddr
-	if raddr.IP.IsLoopback() {
-		laddr = &net.UDPAddr{IP: raddr.IP}
-	}
-	pconn, err := net.ListenUDP("udp", laddr)
-	if err != nil {
-		return nil, fmt.Errorf("devsim: %w", err)
-	}
-	conn, err := dtls.Client(pconn, raddr, opts...)
-	if err != nil {
-		_ = pconn.Close()
-		return nil, fmt.Errorf("devsim: dtls client: %w", err)
-	}
-	timeout := cfg.HandshakeTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	hctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := conn.HandshakeContext(hctx); err != nil {
-		_ = conn.Close() // also closes pconn
-		return nil, fmt.Errorf("devsim: handshake with %s: %w", raddr, err)
-	}
-
-	log := cfg.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	resources := cfg.Resources
-	if resources == nil {
-		resources = DefaultResources(cfg.Endpoint)
-	}
-	d := &Device{
-		cfg:        cfg,
-		log:        log.With(zap.String("endpoint", cfg.Endpoint), zap.Stringer("remote", raddr)),
-		conn:       conn,
-		ex:         newExchanger(cfg.ACKTimeout, maxRetransmit(cfg.MaxRetransmit)),
-		resources:  cloneResources(resources),
-		readerDone: make(chan struct{}),
-	}
-	st, _ := conn.ConnectionState()
-	d.log.Debug("dtls handshake done", zap.Stringer("version", versionName(st.NegotiatedVersion())), zap.Stringer("suite", st.CipherSuiteID))
-	go d.readLoop()
-	return d, nil
-}
-
-func maxRetransmit(n int) int {
-	switch {
-	case n == 0:
-		return DefaultMaxRetransmit
-	case n < 0:
-		return 0
-	}
-	return n
-}
-
-func cloneResources(in map[string][]byte) map[string][]byte {
-	out := make(map[string][]byte, len(in))
-	for k, v := range in {
-		out[k] = slices.Clone(v)
-	}
-	return out
-}
-
-// State returns the DTLS connection state (negotiated version, cipher suite,
-// SNI, ...).
-func (d *Device) State() dtls.State {
-	st, _ := d.conn.ConnectionState()
-	return st
-}
-
-// NegotiatedVersion returns the DTLS version of the session.
-func (d *Device) NegotiatedVersion() protocol.Version {
-	st := d.State()
-	return st.NegotiatedVersion()
-}
-
-// CipherSuiteID returns the negotiated cipher suite.
-func (d *Device) CipherSuiteID() ciphersuite.ID {
-	return d.State().CipherSuiteID
-}
-
-// LocalAddr returns the device's UDP address.
-func (d *Device) LocalAddr() net.Addr { return d.conn.LocalAddr() }
-
-// Endpoint returns the LwM2M endpoint name.
-func (d *Device) Endpoint() string { return d.cfg.Endpoint }
-
-// Location returns the registration location, e.g. "/rd/5a3f", or "" when
-// not registered.
-func (d *Device) Location() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.location
-}
-
-// Served returns how many backend requests the device has answered
-// (duplicates not counted).
-func (d *Device) Served() int { return int(d.served.Load()) }
-
-// Close sends close_notify, closes the socket, fails pending exchanges with
-// ErrClosed and waits for the reader goroutine. It is idempotent.
-func (d *Device) Close() error {
-	d.closeOnce.Do(func() {
-		d.ex.close(ErrClosed)
-		d.closeErr = d.conn.Close()
-		<-d.readerDone
-	})
-	return d.closeErr
-}
-
-// send writes one CoAP message as one DTLS record.
-func (d *Device) send(raw []byte) error {
-	if _, err := d.conn.Write(raw); err != nil {
-		return fmt.Errorf("devsim: write: %w", err)
-	}
-	return nil
-}
-
-// readLoop reads until the connection closes, then fails pending exchanges.
-func (d *Device) readLoop() {
-	defer close(d.readerDone)
-	buf := make([]byte, 64*1024)
-	for {
-		n, err := d.conn.Read(buf)
-		if err != nil {
-			d.log.Debug("dtls read stopped", zap.Error(err))
-			d.ex.close(ErrClosed)
-			return
-		}
-		m, err := decode(buf[:n])
-		if err != nil {
-			d.log.Debug("dropping malformed coap message", zap.Error(err))
-			continue
-		}
-		d.ex.receive("", m, d.send, d.serve, nil)
 	}
 }

@@ -75,6 +75,15 @@ func (cfg *DeviceConfig) dtlsOptions() ([]dtls.ClientOption, error) {
 	if cfg.ServerName != "" {
 		opts = append(opts, dtls.WithServerName(cfg.ServerName))
 	}
+	switch {
+	case cfg.FlightInterval < 0:
+		return nil, fmt.Errorf("devsim: DeviceConfig.FlightInterval %v: must not be negative", cfg.FlightInterval)
+	case cfg.FlightInterval > 0:
+		opts = append(opts, dtls.WithFlightInterval(cfg.FlightInterval))
+	}
+	if cfg.RehandshakeIdle < 0 {
+		return nil, fmt.Errorf("devsim: DeviceConfig.RehandshakeIdle %v: must not be negative", cfg.RehandshakeIdle)
+	}
 	if !cfg.NoConnectionID {
 		gen := dtls.OnlySendCIDGenerator()
 		if cfg.ConnectionIDLength > 0 {

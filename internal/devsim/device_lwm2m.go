@@ -40,7 +40,7 @@ func (d *Device) Do(ctx context.Context, req *pool.Message) (*pool.Message, erro
 	if err != nil {
 		return nil, fmt.Errorf("devsim: encode request: %w", err)
 	}
-	resp, err := d.ex.roundTrip(ctx, "", d.send, m)
+	resp, err := d.roundTrip(ctx, "do", m)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (d *Device) request(ctx context.Context, op string, code codes.Code, path s
 	for _, s := range q {
 		m.Options = m.Options.Add(message.Option{ID: message.URIQuery, Value: []byte(s)})
 	}
-	resp, err := d.ex.roundTrip(ctx, "", d.send, m)
+	resp, err := d.roundTrip(ctx, op, m)
 	if err != nil {
 		return resp, fmt.Errorf("devsim: %s: %w", op, err)
 	}
@@ -107,14 +107,83 @@ func (d *Device) Register(ctx context.Context) (string, error) {
 }
 
 // Update sends the LwM2M Update operation (CON POST {location}); anything
-// but 2.04 Changed is a *CodeError.
+// but 2.04 Changed is a *CodeError. With AutoReconnect, an Update answered
+// 4.04 Not Found is followed by a new Register, as a LwM2M client does, and
+// Update returns the Register's result.
 func (d *Device) Update(ctx context.Context) error {
 	loc := d.Location()
 	if loc == "" {
 		return fmt.Errorf("devsim: update: %w", ErrNotRegistered)
 	}
 	_, err := d.request(ctx, "update", codes.POST, loc, nil, nil, nil, codes.Changed)
+	if d.cfg.AutoReconnect && isNotFound(err) {
+		d.log.Debug("update answered 4.04, registering again", zap.String("location", loc))
+		_, err = d.Register(ctx)
+	}
 	return err
+}
+
+// updateOrRegister sends Update to the registration location, and Register
+// if there is none or the Update is answered 4.04 Not Found.
+func (d *Device) updateOrRegister(ctx context.Context) error {
+	loc := d.Location()
+	if loc != "" {
+		_, err := d.request(ctx, "update", codes.POST, loc, nil, nil, nil, codes.Changed)
+		if !isNotFound(err) {
+			return err
+		}
+		d.log.Debug("update answered 4.04, registering again", zap.String("location", loc))
+	}
+	_, err := d.Register(ctx)
+	return err
+}
+
+func isNotFound(err error) bool {
+	var ce *CodeError
+	return errors.As(err, &ce) && ce.Code == codes.NotFound
+}
+
+// sessionGone reports whether err says the session may be gone: no
+// acknowledgement at all, or the gateway ended it.
+func sessionGone(err error) bool {
+	return errors.Is(err, ErrTimeout) || errors.Is(err, ErrSessionLost)
+}
+
+// roundTrip runs one exchange the device starts: first the idle
+// re-handshake when it is due (RehandshakeIdle), and with AutoReconnect,
+// when the exchange finds the session gone, a new handshake, the Update or
+// Register a LwM2M client sends on a new session, and one retry of m (a
+// Register, Update or De-register is itself that message and is only
+// retried).
+func (d *Device) roundTrip(ctx context.Context, op string, m message.Message) (message.Message, error) {
+	if err := d.maybeRehandshake(ctx); err != nil {
+		return message.Message{}, err
+	}
+	resp, err := d.ex.roundTrip(ctx, "", d.send, m)
+	if err == nil || !d.cfg.AutoReconnect || !sessionGone(err) || ctx.Err() != nil {
+		return resp, err
+	}
+	d.log.Debug("session gone, reconnecting", zap.String("op", op), zap.Error(err))
+	if herr := d.rehandshake(ctx, HandshakeReconnect); herr != nil {
+		return resp, fmt.Errorf("%w; reconnecting: %w", err, herr)
+	}
+	switch op {
+	case "register", "update", "deregister":
+	default:
+		if uerr := d.updateOrRegister(ctx); uerr != nil {
+			return resp, fmt.Errorf("%w; after reconnecting: %w", err, uerr)
+		}
+	}
+	return d.ex.roundTrip(ctx, "", d.send, m)
+}
+
+// SetLocation makes loc the device's registration location, so that its
+// next Update or De-register goes there: a test of rule L2 can have one
+// identity try another identity's registration.
+func (d *Device) SetLocation(loc string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.location = loc
 }
 
 // Deregister sends the LwM2M De-register operation (CON DELETE {location});
@@ -169,7 +238,7 @@ func (d *Device) Notify(ctx context.Context, payload []byte) error {
 	m := message.Message{Type: message.Confirmable, Code: codes.Content, MessageID: -1, Token: message.Token(obs.token), Payload: payload}
 	m.Options = withUint(m.Options, message.Observe, seq)
 	m.Options = withUint(m.Options, message.ContentFormat, uint32(message.TextPlain))
-	_, err := d.ex.roundTrip(ctx, "", d.send, m)
+	_, err := d.roundTrip(ctx, "notify", m)
 	if err != nil {
 		if errors.Is(err, ErrReset) {
 			d.dropObservation(obs.token)

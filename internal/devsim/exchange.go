@@ -59,6 +59,9 @@ type seenEntry struct {
 type exchanger struct {
 	ackTimeout    time.Duration
 	maxRetransmit int
+	// newTimer makes the retransmission timers; tests replace it to drive
+	// time themselves.
+	newTimer func(time.Duration) retransmitTimer
 
 	mu      sync.Mutex
 	nextMID uint16
@@ -77,12 +80,26 @@ func newExchanger(ackTimeout time.Duration, maxRetransmit int) *exchanger {
 	return &exchanger{
 		ackTimeout:    ackTimeout,
 		maxRetransmit: maxRetransmit,
+		newTimer:      newRealTimer,
 		nextMID:       uint16(rand.Uint32()), // RFC 7252 §4.4: start from a random value
 		byMID:         make(map[peerMID]*pending),
 		byToken:       make(map[string]*pending),
 		seen:          make(map[peerMID]*seenEntry),
 	}
 }
+
+// retransmitTimer is the part of *time.Timer the exchanger uses.
+type retransmitTimer interface {
+	C() <-chan time.Time
+	Stop() bool
+	Reset(time.Duration) bool
+}
+
+type realTimer struct{ *time.Timer }
+
+func newRealTimer(d time.Duration) retransmitTimer { return realTimer{time.NewTimer(d)} }
+
+func (t realTimer) C() <-chan time.Time { return t.Timer.C }
 
 // mid returns a fresh Message ID.
 func (e *exchanger) mid() int32 {
@@ -151,15 +168,16 @@ func (e *exchanger) roundTrip(ctx context.Context, peer string, send func([]byte
 	ackedC := p.acked
 	timeout := time.Duration(float64(e.ackTimeout) * (1 + (ackRandomFactor-1)*rand.Float64()))
 	if m.Type == message.Confirmable {
-		timer := time.NewTimer(timeout)
+		timer := e.newTimer(timeout)
 		defer timer.Stop()
-		timeoutC = timer.C
+		timeoutC = timer.C()
 		for retransmits := 0; ; {
 			select {
 			case r := <-p.done:
 				return r.msg, r.err
 			case <-ackedC:
 				// Empty ACK: stop retransmitting, the response comes separately (§5.2.2).
+				timer.Stop()
 				ackedC, timeoutC = nil, nil
 			case <-timeoutC:
 				if retransmits == e.maxRetransmit {
@@ -218,12 +236,37 @@ func (e *exchanger) close(err error) {
 		return
 	}
 	e.closed = err
+	e.failLocked(err)
+}
+
+// failPending fails every pending exchange with err; new ones may start
+// (a Device whose session was lost can start another).
+func (e *exchanger) failPending(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failLocked(err)
+}
+
+// failLocked fails every pending exchange. The caller holds e.mu.
+func (e *exchanger) failLocked(err error) {
 	for _, p := range e.byMID {
 		e.finish(p, result{err: err})
 	}
 	for _, p := range e.byToken {
 		e.finish(p, result{err: err})
 	}
+}
+
+// reset forgets everything, as a rebooted device does: pending exchanges
+// fail with err, the deduplication cache is emptied and Message IDs start
+// again from a random value.
+func (e *exchanger) reset(err error) {
+	e.failPending(err)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seen = make(map[peerMID]*seenEntry)
+	e.order = nil
+	e.nextMID = uint16(rand.Uint32())
 }
 
 // handler answers a request; ok false means no answer (only for NON).

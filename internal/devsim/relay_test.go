@@ -2,180 +2,59 @@ package devsim
 
 import (
 	"bytes"
-	"context"
 	"net"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/pion/dtls/v4"
-	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 )
 
-// relay is a tiny stand-in for the gateway: a pion/dtls/v4 PSK server that
-// forwards each session's decrypted datagrams to the backend over its own UDP
-// socket, and the backend's answers back.
-type relay struct {
-	t       *testing.T
-	ln      net.Listener
-	tap     *tapConn
-	backend net.Addr
+// relay is a Relay with the short names the tests use.
+type relay struct{ *Relay }
 
-	mu     sync.Mutex
-	conns  []net.Conn
-	states []dtls.State
-	errs   []error
-	wg     sync.WaitGroup
-}
-
-// startRelay listens on 127.0.0.1:0 for DTLS 1.2 and 1.3, accepting the one
-// PSK psk (whose Hash the server must know: the offer does not carry it),
-// and forwards to backend. extra options are appended.
+// startRelay starts a Relay for the one PSK psk (whose Hash the server must
+// know: the offer does not carry it), forwarding to backend; extra options
+// are appended. It is closed when the test ends.
 func startRelay(t *testing.T, backend net.Addr, psk dtls.PSK, extra ...dtls.ServerOption) *relay {
 	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	r, err := NewRelay(RelayConfig{
+		Backend: backend,
+		PSK: func(id []byte) *dtls.PSK {
+			if bytes.Equal(id, psk.Identity) {
+				return &psk
+			}
+			return nil
+		},
+		Options: extra,
+		Logger:  testLogger(t),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tap := &tapConn{PacketConn: pc}
-	opts := append([]dtls.ServerOption{
-		dtls.WithPSK(nil, func(ids [][]byte) (*dtls.PSK, error) {
-			for _, id := range ids {
-				if bytes.Equal(id, psk.Identity) {
-					return &psk, nil
-				}
-			}
-			return nil, nil
-		}),
-		dtls.WithCipherSuites(ciphersuite.TLS_AES_128_GCM_SHA256, ciphersuite.TLS_AES_256_GCM_SHA384, ciphersuite.TLS_PSK_WITH_AES_128_CCM_8),
-		dtls.WithConnectionID(dtls.RandomCIDGenerator(8), dtls.CIDPathMigrationReject),
-		dtls.WithLoggerFactory(pionLoggerFactory{testLogger(t)}),
-	}, extra...)
-	ln, err := dtls.Listen(tap, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{t: t, ln: ln, tap: tap, backend: backend}
-	r.wg.Add(1)
-	go r.accept()
-	t.Cleanup(r.close)
-	return r
+	t.Cleanup(func() { _ = r.Close() })
+	return &relay{r}
 }
 
-func (r *relay) addr() string { return r.tap.LocalAddr().String() }
-
-func (r *relay) accept() {
-	defer r.wg.Done()
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		r.mu.Lock()
-		r.conns = append(r.conns, c)
-		r.mu.Unlock()
-		r.wg.Add(1)
-		go r.session(c.(*dtls.Conn))
-	}
-}
-
-func (r *relay) session(c *dtls.Conn) {
-	defer r.wg.Done()
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	err := c.HandshakeContext(ctx)
-	cancel()
-	st, _ := c.ConnectionState()
-	r.mu.Lock()
-	r.errs = append(r.errs, err)
-	if err == nil {
-		r.states = append(r.states, st)
-	}
-	r.mu.Unlock()
-	if err != nil {
-		return
-	}
-	up, err := net.DialUDP("udp", nil, r.backend.(*net.UDPAddr))
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	go func() {
-		buf := make([]byte, 64*1024)
-		for {
-			n, err := up.Read(buf)
-			if err != nil {
-				return
-			}
-			if _, err := c.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 64*1024)
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			return
-		}
-		if _, err := up.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
+func (r *relay) addr() string { return r.Addr().String() }
 
 // sessions returns the server-side states of completed handshakes and the
-// errors of all handshakes so far.
+// errors of the failed ones.
 func (r *relay) sessions() ([]dtls.State, []error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var errs []error
-	for _, err := range r.errs {
-		if err != nil {
-			errs = append(errs, err)
-		}
+	var states []dtls.State
+	for _, h := range r.Handshakes() {
+		states = append(states, h.State)
 	}
-	return append([]dtls.State(nil), r.states...), errs
+	return states, r.Errors()
 }
 
-func (r *relay) close() {
-	_ = r.ln.Close()
-	r.mu.Lock()
-	for _, c := range r.conns {
-		_ = c.Close()
+// handshakesFrom returns the remote addresses of the completed handshakes.
+func (r *relay) handshakesFrom() []string {
+	var from []string
+	for _, h := range r.Handshakes() {
+		from = append(from, h.Remote)
 	}
-	r.mu.Unlock()
-	_ = r.tap.Close()
-	r.wg.Wait()
+	return from
 }
 
-// tapConn records every datagram the server reads and writes.
-type tapConn struct {
-	net.PacketConn
-	mu      sync.Mutex
-	in, out [][]byte
-}
+func (r *relay) replacedSessions() int { return r.Replaced() }
 
-func (c *tapConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
-	if err == nil {
-		c.mu.Lock()
-		c.in = append(c.in, bytes.Clone(p[:n]))
-		c.mu.Unlock()
-	}
-	return n, addr, err
-}
-
-func (c *tapConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	c.mu.Lock()
-	c.out = append(c.out, bytes.Clone(p))
-	c.mu.Unlock()
-	return c.PacketConn.WriteTo(p, addr)
-}
-
-// datagrams returns what the server read (from clients) and wrote.
-func (c *tapConn) datagrams() (in, out [][]byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([][]byte(nil), c.in...), append([][]byte(nil), c.out...)
-}
+func (r *relay) forget() { r.Forget() }
