@@ -84,18 +84,6 @@ const (
 // Has reports whether every version in v is in s.
 func (s Versions) Has(v Versions) bool { return s&v == v && v != 0 }
 
-func (s Versions) String() string {
-	switch s {
-	case DTLS12:
-		return "dtls1.2"
-	case DTLS13:
-		return "dtls1.3"
-	case DTLS12 | DTLS13:
-		return "dtls1.2,dtls1.3"
-	}
-	return "none"
-}
-
 // Modes is a set of DTLS 1.3 PSK key-exchange modes (RFC 8446 §4.2.9).
 type Modes uint8
 
@@ -110,18 +98,6 @@ const (
 
 // Has reports whether every mode in m is in s.
 func (s Modes) Has(m Modes) bool { return s&m == m && m != 0 }
-
-func (s Modes) String() string {
-	switch s {
-	case ModeDHE:
-		return "psk_dhe_ke"
-	case ModeKE:
-		return "psk_ke"
-	case ModeDHE | ModeKE:
-		return "psk_dhe_ke,psk_ke"
-	}
-	return "none"
-}
 
 // Key is an external PSK and everything bound to it. The zero values of the
 // policy fields are the secure defaults: DTLS 1.3 only is NOT implied; a Key

@@ -2,7 +2,6 @@ package file
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -70,32 +69,14 @@ func entryNode(k pskstore.Key, kek *sealed.KEK) (*yaml.Node, error) {
 	} else {
 		add("key_hex", str(hex.EncodeToString(k.Secret), yaml.DoubleQuotedStyle))
 	}
-	add("hash", str(map[crypto.Hash]string{crypto.SHA256: "sha256", crypto.SHA384: "sha384"}[k.Hash], 0))
+	add("hash", str(pskstore.Hash(k.Hash).String(), 0))
 	for _, f := range []struct{ name, v string }{{"endpoint", k.Endpoint}, {"server_name", k.ServerName}, {"backend", k.Backend}} {
 		if f.v != "" {
 			add(f.name, str(f.v, yaml.DoubleQuotedStyle))
 		}
 	}
-	versions := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-	for _, v := range []struct {
-		bit  pskstore.Versions
-		name string
-	}{{pskstore.DTLS13, "1.3"}, {pskstore.DTLS12, "1.2"}} {
-		if k.Versions.Has(v.bit) {
-			versions.Content = append(versions.Content, str(v.name, yaml.DoubleQuotedStyle))
-		}
-	}
-	add("versions", versions)
-	modes := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-	for _, md := range []struct {
-		bit  pskstore.Modes
-		name string
-	}{{pskstore.ModeDHE, "psk_dhe_ke"}, {pskstore.ModeKE, "psk_ke"}} {
-		if k.Modes.Has(md.bit) {
-			modes.Content = append(modes.Content, str(md.name, 0))
-		}
-	}
-	add("modes", modes)
+	add("versions", list(k.Versions.Names(), yaml.DoubleQuotedStyle))
+	add("modes", list(k.Modes.Names(), 0))
 	for _, f := range []struct {
 		name string
 		v    bool
@@ -108,6 +89,15 @@ func entryNode(k pskstore.Key, kek *sealed.KEK) (*yaml.Node, error) {
 		add("import_context_hex", str(hex.EncodeToString(k.ImportContext), yaml.DoubleQuotedStyle))
 	}
 	return m, nil
+}
+
+// list is a flow sequence of names, e.g. ["1.3", "1.2"].
+func list(names []string, style yaml.Style) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, name := range names {
+		n.Content = append(n.Content, str(name, style))
+	}
+	return n
 }
 
 func str(v string, style yaml.Style) *yaml.Node {

@@ -2,7 +2,6 @@ package file
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -261,5 +260,3 @@ func decodeBase64(s string) ([]byte, bool) {
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	return b, err == nil
 }
-
-var hashNames = map[string]crypto.Hash{"sha256": crypto.SHA256, "sha384": crypto.SHA384}
