@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +15,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
+	"github.com/lwm2m-gateway/gateway/internal/pgtest"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
-// pgBaseDSN is the database the tests create their schemas in.
+// pgBaseDSN is the database the tests create their schemas in
+// (internal/pgtest: GATEWAY_TEST_PG_DSN, or a cluster of this test binary).
 func pgBaseDSN(t *testing.T) string {
 	t.Helper()
-	dsn := os.Getenv("GATEWAY_TEST_PG_DSN")
-	if dsn == "" {
-		t.Fatal("GATEWAY_TEST_PG_DSN unset: run `make test`, or `eval $(scripts/pg.sh start)`")
-	}
-	return dsn
+	return pgtest.DSN(t)
 }
 
 // pgSchema creates a schema of the test's own, dropped at cleanup, and
@@ -51,7 +48,7 @@ func pgSchema(t *testing.T) string {
 		return err
 	}
 	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("creating a schema in GATEWAY_TEST_PG_DSN: %v", err)
+		t.Fatalf("creating a schema in the test database: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
@@ -62,7 +59,7 @@ func pgSchema(t *testing.T) string {
 }
 
 // pgDSN is the DSN of schema, reached at addr ("" for the server of
-// GATEWAY_TEST_PG_DSN itself), as key=value pairs.
+// the test database itself), as key=value pairs.
 func pgDSN(t *testing.T, schema, addr string) string {
 	t.Helper()
 	cfg, err := pgconn.ParseConfig(pgBaseDSN(t))
@@ -81,7 +78,7 @@ func pgDSN(t *testing.T, schema, addr string) string {
 	return dsn
 }
 
-// pgTarget is host:port of the server of GATEWAY_TEST_PG_DSN.
+// pgTarget is host:port of the server of the test database.
 func pgTarget(t *testing.T) string {
 	t.Helper()
 	cfg, err := pgconn.ParseConfig(pgBaseDSN(t))
@@ -89,7 +86,7 @@ func pgTarget(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if strings.HasPrefix(cfg.Host, "/") {
-		t.Fatalf("GATEWAY_TEST_PG_DSN names a unix socket (%s): these tests need a TCP address on loopback", cfg.Host)
+		t.Fatalf("the test database is on a unix socket (%s): these tests need a TCP address on loopback", cfg.Host)
 	}
 	return net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))
 }
@@ -113,7 +110,7 @@ func seedPostgres(t *testing.T, dsn, kekHex string, keys ...fleetKey) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := postgres.Open(ctx, postgres.Config{DSN: dsn, KEK: kek})
+	s, err := postgres.Open(ctx, dsn, postgres.WithKEK(kek))
 	if err != nil {
 		t.Fatal(err)
 	}

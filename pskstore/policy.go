@@ -152,3 +152,30 @@ func Check(k Key) error {
 	}
 	return nil
 }
+
+// FindingsOf returns every *PolicyError in err's tree (errors.Join,
+// wrapping), in order, so a caller can report each refused key.
+func FindingsOf(err error) Findings {
+	var out Findings
+	var walk func(error)
+	walk = func(e error) {
+		if pe, ok := e.(*PolicyError); ok {
+			out = append(out, pe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			if e := u.Unwrap(); e != nil {
+				walk(e)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}

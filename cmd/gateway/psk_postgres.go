@@ -90,8 +90,8 @@ func (p *pgAdmin) rotate(ctx context.Context, k pskstore.Key) error {
 }
 
 func (p *pgAdmin) revoke(ctx context.Context, identity []byte) error {
-	ok, err := p.s.Delete(ctx, identity)
-	if err == nil && !ok {
+	err := p.s.Delete(ctx, identity)
+	if errors.Is(err, pskstore.ErrUnknownIdentity) {
 		return pskstore.ErrUnknownIdentity
 	}
 	return err
@@ -102,7 +102,8 @@ func (p *pgAdmin) replace(ctx context.Context, identity []byte, keys []pskstore.
 }
 
 func (p *pgAdmin) rekey(ctx context.Context, kek *sealed.KEK) (int, error) {
-	return p.s.Rekey(ctx, kek)
+	found, err := p.s.Rekey(ctx, kek)
+	return found.Keys, err
 }
 
 func (p *pgAdmin) plaintext(ctx context.Context) (map[string]bool, error) {
@@ -131,14 +132,11 @@ func storeError(err error, keys []pskstore.Key, where func(int) string) error {
 		}
 		return l
 	}
-	var be *postgres.BatchError
 	var pe *pskstore.PolicyError
 	dup := "already exists (rotate replaces its key, revoke removes it); nothing written"
 	switch {
-	case errors.As(err, &be) && be.Index < len(keys) && errors.Is(err, postgres.ErrDuplicateIdentity):
-		return fmt.Errorf("%s: %s", label(be.Index), dup)
-	case errors.Is(err, postgres.ErrDuplicateIdentity) && len(keys) == 1:
-		return fmt.Errorf("%s: %s", label(0), dup)
+	case errors.As(err, &pe) && pe.Index < len(keys) && errors.Is(err, pskstore.ErrDuplicateIdentity):
+		return fmt.Errorf("%s: %s", label(pe.Index), dup)
 	case errors.As(err, &pe) && pe.Index >= 0 && pe.Index < len(keys):
 		// A finding against the stored keys (R4): those within keys were
 		// found by checkNew before the write.

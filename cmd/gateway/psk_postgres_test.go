@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/internal/pgtest"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/importer"
 	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
@@ -24,14 +25,12 @@ import (
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 // testDSN is the database the PostgreSQL tests create their schemas in.
 func testDSN(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv("GATEWAY_TEST_PG_DSN")
-	if dsn == "" {
-		t.Fatal("GATEWAY_TEST_PG_DSN unset: run `make test`, or `eval $(scripts/pg.sh start)`")
-	}
-	return dsn
+	return pgtest.DSN(t)
 }
 
 // testSchema creates a schema of its own for t, dropped at cleanup, and
@@ -46,7 +45,7 @@ func testSchema(t testing.TB) (schema, dsn string) {
 	defer cancel()
 	c, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("connecting to GATEWAY_TEST_PG_DSN: %v", err)
+		t.Fatalf("connecting to the test database: %v", err)
 	}
 	defer c.Close(ctx)
 	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
@@ -128,7 +127,7 @@ func (e *pgEnv) open(t *testing.T, kek *sealed.KEK) *postgres.Store {
 func (e *pgEnv) tryOpen(kek *sealed.KEK) (*postgres.Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return postgres.Open(ctx, postgres.Config{DSN: e.dsn, KEK: kek, LookupTimeout: 5 * time.Second})
+	return postgres.Open(ctx, e.dsn, postgres.WithKEK(kek), postgres.WithLookupTimeout(10*time.Second))
 }
 
 func (e *pgEnv) keys(t *testing.T) []pskstore.Key {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"reflect"
 
 	"github.com/lwm2m-gateway/gateway/config"
@@ -30,7 +31,8 @@ func reload(path string, running *config.Config, store gateway.KeyStore, level z
 		if err := fs.Reload(); err != nil {
 			log.Error("key store reload failed, the last good keys stay", zap.Error(err))
 		} else {
-			log.Info("key store reloaded", zap.Int("keys", len(fs.Keys())))
+			n, _ := fs.Count(context.Background())
+			log.Info("key store reloaded", zap.Int64("keys", n))
 		}
 	}
 	if !reflect.DeepEqual(running, next) {

@@ -67,7 +67,7 @@ func newTagger(c config.Store) (*pskstore.Tagger, error) {
 func openStore(c *config.Config, tagger *pskstore.Tagger, log *zap.Logger) (gateway.KeyStore, error) {
 	policy := pskstore.Options{MaxIdentityLen: c.DTLS.MaxIdentityLength, Tagger: tagger}
 	if c.Store.Type == config.StoreMemory {
-		return memory.NewWithOptions(policy)
+		return memory.Open(nil, memory.WithPolicy(policy))
 	}
 	kek, err := loadKEK(c.Store)
 	if err != nil {
@@ -105,14 +105,8 @@ func openPostgres(c config.Store, policy pskstore.Options, kek *sealed.KEK, log 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), postgresOpenTimeout)
 	defer cancel()
-	return postgres.Open(ctx, postgres.Config{
-		DSN:                   dsn,
-		LookupTimeout:         time.Duration(c.LookupTimeout),
-		Policy:                policy,
-		KEK:                   kek,
-		InsecurePlaintextKeys: c.InsecurePlaintextKeys,
-		Logger:                log,
-	})
+	return postgres.Open(ctx, dsn, postgres.WithLookupTimeout(time.Duration(c.LookupTimeout)), postgres.WithPolicy(policy),
+		postgres.WithKEK(kek), postgres.WithInsecurePlaintextKeys(c.InsecurePlaintextKeys), postgres.WithLogger(log))
 }
 
 // storeDSN returns the DSN of a postgres store: store.dsn, or the value of
@@ -234,9 +228,9 @@ func gatewayConfig(c *config.Config, store gateway.KeyStore, tagger *pskstore.Ta
 // countKeys returns how many keys store holds, for check-config.
 func countKeys(store gateway.KeyStore) (int64, error) {
 	switch s := store.(type) {
-	case interface{ Keys() []pskstore.Key }: // file, memory
-		return int64(len(s.Keys())), nil
-	case *postgres.Store:
+	case interface {
+		Count(context.Context) (int64, error)
+	}:
 		ctx, cancel := context.WithTimeout(context.Background(), postgresOpenTimeout)
 		defer cancel()
 		return s.Count(ctx)

@@ -71,7 +71,7 @@ func TestOpenBad(t *testing.T) {
 				s, err = Open(path)
 			}
 			if err == nil {
-				t.Fatalf("Open succeeded with %d keys", len(s.Keys()))
+				t.Fatalf("Open succeeded with %d keys", len(allKeys(t, s)))
 			}
 			checkBadError(t, err, path, tt.want, tt.rule, tt.is)
 		})
@@ -123,7 +123,7 @@ func TestReloadKeepsGoodState(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := s.Keys()
+			before := allKeys(t, s)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			changes, _ := s.Watch(ctx)
@@ -134,7 +134,7 @@ func TestReloadKeepsGoodState(t *testing.T) {
 				t.Fatal("Reload of a bad file succeeded")
 			}
 			checkBadError(t, err, path, tt.want, tt.rule, tt.is)
-			after := s.Keys()
+			after := allKeys(t, s)
 			if len(after) != len(before) {
 				t.Fatalf("%d keys after a bad reload, want %d", len(after), len(before))
 			}

@@ -30,10 +30,16 @@ func Marshal(keys []pskstore.Key, opts ...Option) ([]byte, error) {
 	if err := pskstore.CheckKeys(keys, o.policy).Err(); err != nil {
 		return nil, fmt.Errorf("file: marshal: %w", err)
 	}
+	return marshal(keys, o.kek)
+}
+
+// marshal is Marshal without the policy check, which writes of the Store
+// make with CheckAdd.
+func marshal(keys []pskstore.Key, kek *sealed.KEK) ([]byte, error) {
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for i, k := range keys {
 		k.Normalize()
-		n, err := entryNode(k, o.kek)
+		n, err := entryNode(k, kek)
 		if err != nil {
 			return nil, fmt.Errorf("file: marshal: keys[%d]: %w", i, err)
 		}
@@ -124,18 +130,27 @@ func printable(id []byte) bool {
 // directory synced. Readers, including a Store watching path, see the old or
 // the new file, never a mix. If path is a symbolic link, the link itself is
 // replaced; for a Kubernetes ConfigMap, update the ConfigMap instead.
-func Save(path string, keys []pskstore.Key, opts ...Option) (err error) {
+func Save(path string, keys []pskstore.Key, opts ...Option) error {
 	data, err := Marshal(keys, opts...)
 	if err != nil {
 		return err
 	}
+	if err := writeAtomic(path, data); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	return nil
+}
+
+// writeAtomic writes data to a temporary file next to path, mode 0600,
+// syncs it, renames it over path and syncs the directory.
+func writeAtomic(path string, data []byte) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -144,19 +159,19 @@ func Save(path string, keys []pskstore.Key, opts ...Option) (err error) {
 		}
 	}()
 	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if d, err := os.Open(dir); err == nil { // make the rename durable; best effort
 		d.Sync()

@@ -116,26 +116,23 @@ func (d *db) dsnVia(addr, app string) string {
 }
 
 // open opens a store on d, closed at cleanup.
-func (d *db) open(t testing.TB, app string, mutate ...func(*Config)) *Store {
+func (d *db) open(t testing.TB, app string, opts ...Option) *Store {
 	t.Helper()
-	return openDSN(t, d.dsn(t, app), mutate...)
+	return openDSN(t, d.dsn(t, app), opts...)
 }
 
 // testLookupTimeout is the lookup deadline of the test stores.
 const testLookupTimeout = 10 * time.Second
 
-func openDSN(t testing.TB, dsn string, mutate ...func(*Config)) *Store {
+func openDSN(t testing.TB, dsn string, opts ...Option) *Store {
 	t.Helper()
 	// A lookup deadline sized for a loaded test machine: the 500 ms default
 	// failed lookups of healthy stores under CPU load. Outage tests set
 	// their own.
-	cfg := Config{DSN: dsn, Policy: pskstore.Options{Tagger: testTagger}, Logger: zaptest.NewLogger(t), LookupTimeout: testLookupTimeout}
-	for _, m := range mutate {
-		m(&cfg)
-	}
+	opts = append([]Option{WithPolicy(pskstore.Options{Tagger: testTagger}), WithLogger(zaptest.NewLogger(t)), WithLookupTimeout(testLookupTimeout)}, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Open(ctx, cfg)
+	s, err := Open(ctx, dsn, opts...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
