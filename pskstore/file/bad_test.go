@@ -42,6 +42,7 @@ var badFiles = []struct {
 	{name: "empty file", file: "empty.yaml", want: []string{"keys: []"}, is: ErrSchema},
 	{name: "null keys", file: "null-keys.yaml", want: []string{":1: keys: ", "keys: []"}, is: ErrSchema},
 	{name: "two documents", file: "two-documents.yaml", want: []string{"more than one yaml document"}, is: ErrSchema},
+	{name: "not utf-8", gen: notUTF8, want: []string{":4: ", "not valid utf-8 at column 19"}, is: ErrSyntax},
 }
 
 func badPath(t *testing.T, file string, gen func(*testing.T) string) string {
@@ -56,6 +57,17 @@ func badPath(t *testing.T, file string, gen func(*testing.T) string) string {
 func longIdentity(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "long-identity.yaml")
 	data := "keys:\n  - identity: \"" + strings.Repeat("d", 70000) + "\"\n    key_hex: \"8a1355e09107c42b6df839ae0277b54c\"\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// notUTF8 writes a file whose fourth line holds a byte that is not UTF-8
+// (a Latin-1 "é" pasted in).
+func notUTF8(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "latin1.yaml")
+	data := "keys:\n  - identity: \"a\"\n    key_hex: \"8a1355e09107c42b6df839ae0277b54c\"\n    endpoint: \"caf\xe9\"\n"
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
