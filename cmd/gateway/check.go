@@ -92,6 +92,10 @@ func checkBackends(ctx context.Context, cfg *config.Config, log *zap.Logger) {
 	}
 }
 
+// resolver resolves backend hosts; tests replace it, to query no DNS
+// server.
+var resolver = net.DefaultResolver
+
 // resolve looks up the host of a host:port address.
 func resolve(ctx context.Context, addr string) error {
 	host, _, err := net.SplitHostPort(addr)
@@ -100,7 +104,7 @@ func resolve(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	if _, err := net.DefaultResolver.LookupHost(ctx, host); err != nil {
+	if _, err := resolver.LookupHost(ctx, host); err != nil {
 		return fmt.Errorf("host %q does not resolve: %w", host, err)
 	}
 	return nil

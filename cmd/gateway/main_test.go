@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,6 +123,12 @@ func checkEnv(t *testing.T, backend string, keys ...pskstore.Key) (dir, cfgPath 
 // warn about (file mode, R7 findings, an unresolvable backend, plaintext
 // keys, no tag key yet), exits 0, and writes nothing.
 func TestCheckConfigReportsWarnings(t *testing.T) {
+	// No DNS server is asked: the resolver fails every lookup, as one would
+	// for a name that does not exist.
+	defer func(r *net.Resolver) { resolver = r }(resolver)
+	resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("no DNS in tests")
+	}}
 	a := pskstoretestKey(t, "Device-1")
 	b := pskstoretestKey(t, "device-1") // R7 (should): look-alike
 	dir, cfgPath := checkEnv(t, "lwm2m.invalid:5683", a, b)
