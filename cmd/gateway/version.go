@@ -8,10 +8,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// version is the release, set at build time by make build
-// (-ldflags "-X main.version=…", from git describe); otherwise the module
-// version of the build, "(devel)" for a source checkout.
-var version string
+// version and commit are set at build time by make build (-ldflags
+// "-X main.version=… -X main.commit=…", from git); otherwise version is the
+// module version of the build ("(devel)" for a source checkout) and commit
+// the revision go build stamps when it can (-buildvcs).
+var version, commit string
 
 // build is what a binary says about itself: its version, the commit it was
 // built from (go build stamps it from the checkout) and the Go release.
@@ -21,7 +22,7 @@ type build struct {
 }
 
 func buildInfo() build {
-	b := build{Version: version, Commit: "unknown", Go: runtime.Version()}
+	b := build{Version: version, Commit: commit, Go: runtime.Version()}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return b
@@ -32,13 +33,18 @@ func buildInfo() build {
 	for _, s := range info.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			b.Commit = s.Value
+			if b.Commit == "" {
+				b.Commit = s.Value
+			}
 		case "vcs.modified":
 			b.Modified = s.Value == "true"
 		}
 	}
 	if b.Version == "" {
 		b.Version = "(devel)"
+	}
+	if b.Commit == "" {
+		b.Commit = "unknown"
 	}
 	return b
 }
