@@ -151,6 +151,11 @@ func TestPostgresRevokeRotateAcrossReplicasR10(t *testing.T) {
 	seedPostgres(t, dsn, kek, k1, k2, k3)
 	sa, sb := pgSite(t, backend.Addr(), dsn, kek), pgSite(t, backend.Addr(), dsn, kek)
 	ga, gb := sa.start(t), sb.start(t)
+	for _, g := range []*gatewayProc{ga, gb} {
+		// A change committed before a replica listens is not replayed to
+		// it: start once both listen.
+		g.waitLog(t, "psk store: change listener connected", nil)
+	}
 	ctx := ctxTimeout(t, 90*time.Second)
 
 	// dev-pg-revoked on both replicas, dev-pg-kept on A, dev-pg-rotated on B.
