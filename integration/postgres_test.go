@@ -96,8 +96,20 @@ func pgTarget(t *testing.T) string {
 // same schema, kek and tag key (newPskSite's) is a replica of the others.
 func pgSite(t *testing.T, backend net.Addr, dsn, kek string) *pskSite {
 	t.Helper()
+	return pgSiteLookup(t, backend, dsn, kek, 0)
+}
+
+// pgSiteLookup is pgSite with store.lookup_timeout set (0: the default,
+// 500ms, which the outage test measures against; a test that only needs
+// lookups to succeed on a loaded machine gives them longer).
+func pgSiteLookup(t *testing.T, backend net.Addr, dsn, kek string, lookup time.Duration) *pskSite {
+	t.Helper()
+	extra := "  type: postgres\n  dsn_env: TEST_GATEWAY_PG_DSN\n  kek_env: TEST_GATEWAY_KEK\n"
+	if lookup > 0 {
+		extra += fmt.Sprintf("  lookup_timeout: %s\n", lookup)
+	}
 	// Replicas on one host: each its own admin port.
-	return newPskSite(t, backend, "  type: postgres\n  dsn_env: TEST_GATEWAY_PG_DSN\n  kek_env: TEST_GATEWAY_KEK\nadmin: {address: \"127.0.0.1:0\"}", "",
+	return newPskSite(t, backend, extra+"admin: {address: \"127.0.0.1:0\"}", "",
 		"TEST_GATEWAY_PG_DSN="+dsn, "TEST_GATEWAY_KEK="+kek)
 }
 
@@ -149,7 +161,9 @@ func TestPostgresRevokeRotateAcrossReplicasR10(t *testing.T) {
 	kek := randomKEK(t)
 	k1, k2, k3 := newFleetKey("dev-pg-revoked", ""), newFleetKey("dev-pg-kept", ""), newFleetKey("dev-pg-rotated", "")
 	seedPostgres(t, dsn, kek, k1, k2, k3)
-	sa, sb := pgSite(t, backend.Addr(), dsn, kek), pgSite(t, backend.Addr(), dsn, kek)
+	// A lookup deadline sized for a loaded machine: the 500 ms default made
+	// handshakes of a healthy store fail under CPU load.
+	sa, sb := pgSiteLookup(t, backend.Addr(), dsn, kek, 10*time.Second), pgSiteLookup(t, backend.Addr(), dsn, kek, 10*time.Second)
 	ga, gb := sa.start(t), sb.start(t)
 	for _, g := range []*gatewayProc{ga, gb} {
 		// A change committed before a replica listens is not replayed to
