@@ -63,23 +63,33 @@ func Main(m *testing.M) int {
 // use. Without PostgreSQL it skips t, or fails it under GATEWAY_REQUIRE_PG=1.
 func DSN(t testing.TB) string {
 	t.Helper()
-	cluster.once.Do(start)
+	cluster.once.Do(func() { start(initdbGlob) })
+	return use(t, cluster.dsn, cluster.err)
+}
+
+// initdbGlob finds PostgreSQL's server binaries.
+const initdbGlob = "/usr/lib/postgresql/*/bin/initdb"
+
+// use returns dsn, or skips or fails t with err.
+func use(t testing.TB, dsn string, err error) string {
+	t.Helper()
 	switch {
-	case cluster.err == nil:
-		return cluster.dsn
-	case errors.Is(cluster.err, errNoPostgres) && os.Getenv(EnvRequire) != "1":
-		t.Skipf("skipped: %v (%s=1 makes this a failure)", cluster.err, EnvRequire)
+	case err == nil:
+		return dsn
+	case errors.Is(err, errNoPostgres) && os.Getenv(EnvRequire) != "1":
+		t.Skipf("skipped: %v (%s=1 makes this a failure)", err, EnvRequire)
+		return ""
 	}
-	t.Fatalf("pgtest: %v", cluster.err)
+	t.Fatalf("pgtest: %v", err)
 	return ""
 }
 
-func start() {
+func start(glob string) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		cluster.dsn = dsn
 		return
 	}
-	if bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(bins) == 0 {
+	if bins, _ := filepath.Glob(glob); len(bins) == 0 {
 		cluster.err = errNoPostgres
 		return
 	}
