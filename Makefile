@@ -12,8 +12,13 @@ test:
 demo:
 	go run ./cmd/gateway demo
 
+# make build  — bin/gateway, static, stamped with the version (git describe)
+#               that `bin/gateway version` and gateway_build_info report.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo "(devel)")
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+
 build:
-	CGO_ENABLED=0 go build -trimpath -o bin/gateway ./cmd/gateway
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/gateway ./cmd/gateway
 
 vet:
 	go vet ./...

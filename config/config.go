@@ -153,8 +153,11 @@ type Store struct {
 	LookupTimeout Duration `yaml:"lookup_timeout"`
 
 	// TagKeyFile is a file holding the secret that keys identity tags in logs
-	// (R9), so tags are stable across restarts and replicas. Empty means a
-	// random secret per process. Load resolves a relative path like Path.
+	// (R9), so tags are stable across restarts and replicas. Empty means the
+	// tag key kept with the store (cmd/gateway: tag.key next to a key file,
+	// generated on first use; the database's for postgres), or for a memory
+	// store a random secret per process. Load resolves a relative path like
+	// Path.
 	TagKeyFile string `yaml:"tag_key_file"`
 
 	// KEKFile is a file holding the key-encryption key that seals the keys

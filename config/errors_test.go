@@ -20,9 +20,13 @@ var badCases = []struct {
 	line   int
 	msgHas string
 }{
-	{"unknown field", "dtls:\n  mtu: 1200\n  mut: 1300\n", "dtls.mut", "", 6, "unknown field"},
-	{"unknown top-level field", "backend: dm\n", "backend", "", 4, "unknown field"},
+	{"unknown field", "dtls:\n  mtu: 1200\n  mut: 1300\n", "dtls.mut", "", 6, "unknown field, did you mean mtu?"},
+	{"unknown top-level field", "backend: dm\n", "backend", "", 4, "unknown field, did you mean backends?"},
+	{"top-level typo", "stroe: {path: k.yaml}\n", "stroe", "", 4, "unknown field, did you mean store?"},
+	{"nested typo", "store:\n  kek_flie: kek\n", "store.kek_flie", "", 5, "unknown field, did you mean kek_file?"},
 	{"unknown field in list item", "listeners:\n  - address: \":5684\"\n    sni: x\n", "listeners[0].sni", "", 6, "unknown field"},
+	{"unknown field unlike any", "limits: {frobnication_level: 3}\n", "limits.frobnication_level", "", 4, "unknown field"},
+	{"not utf-8", "log: {level: \"de\xffbug\"}\n", "", "", 4, "not valid utf-8 at column 17"},
 	{"bad duration", "sessions:\n  idle_timeout: 75\n", "sessions.idle_timeout", "75", 5, "duration"},
 	{"bad duration word", "dtls:\n  handshake_timeout: soon\n", "dtls.handshake_timeout", "soon", 5, "duration"},
 	{"zero idle timeout", "sessions:\n  idle_timeout: 0s\n", "sessions.idle_timeout", "0s", 5, "greater than 0"},

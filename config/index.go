@@ -89,7 +89,7 @@ func (idx *index) line(field string) int {
 }
 
 var (
-	reUnknown = regexp.MustCompile(`(?s)^line (\d+): field (.*) not found in type \S+$`)
+	reUnknown = regexp.MustCompile(`(?s)^line (\d+): field (.*) not found in type (\S+)$`)
 	reSetTwic = regexp.MustCompile(`(?s)^line (\d+): field (.*) already set in type \S+$`)
 	reDupKey  = regexp.MustCompile(`(?s)^line (\d+): mapping key (".*") already defined at line (\d+)$`)
 	reType    = regexp.MustCompile("(?s)^line (\\d+): cannot unmarshal (!!\\S+)(?: `(.*)`)? into (\\S+)$")
@@ -100,7 +100,11 @@ var (
 func (idx *index) decodeError(msg string) *FieldError {
 	if m := reUnknown.FindStringSubmatch(msg); m != nil {
 		line := atoi(m[1])
-		return &FieldError{Field: idx.keyAt(line, m[2]), Msg: "unknown field", Line: line}
+		msg := "unknown field"
+		if s := suggest(m[3], m[2]); s != "" {
+			msg += ", did you mean " + s + "?"
+		}
+		return &FieldError{Field: idx.keyAt(line, m[2]), Msg: msg, Line: line}
 	}
 	if m := reSetTwic.FindStringSubmatch(msg); m != nil {
 		line := atoi(m[1])

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -99,6 +100,10 @@ func parseNode(data []byte) (root *yaml.Node, err error) {
 			root, err = nil, FieldErrors{{Msg: fmt.Sprintf("invalid yaml: %v", r)}}
 		}
 	}()
+	if line, col, bad := invalidUTF8(data); bad {
+		// yaml.v3 reports it without a position.
+		return nil, FieldErrors{{Line: line, Msg: fmt.Sprintf("not valid utf-8 at column %d: the configuration is utf-8 text", col)}}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
@@ -172,4 +177,24 @@ func covered(fields map[string]bool, field string) bool {
 		field = field[:i]
 	}
 	return false
+}
+
+// invalidUTF8 returns the 1-based line and byte column of the first byte
+// of data that is not valid UTF-8.
+func invalidUTF8(data []byte) (line, col int, bad bool) {
+	if utf8.Valid(data) {
+		return 0, 0, false
+	}
+	line, start := 1, 0
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return line, i - start + 1, true
+		}
+		if r == '\n' {
+			line, start = line+1, i+1
+		}
+		i += n
+	}
+	return line, 0, true
 }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lwm2m-gateway/gateway/internal/pgtest"
 )
 
 // gatewayBin is the binary built once by TestMain, exactly as `go build`
@@ -39,7 +41,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building the gateway:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then stop the PostgreSQL cluster the tests started, if any
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

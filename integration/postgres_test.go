@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +15,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
+	"github.com/lwm2m-gateway/gateway/internal/pgtest"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
-// pgBaseDSN is the database the tests create their schemas in.
+// pgBaseDSN is the database the tests create their schemas in
+// (internal/pgtest: GATEWAY_TEST_PG_DSN, or a cluster of this test binary).
 func pgBaseDSN(t *testing.T) string {
 	t.Helper()
-	dsn := os.Getenv("GATEWAY_TEST_PG_DSN")
-	if dsn == "" {
-		t.Fatal("GATEWAY_TEST_PG_DSN unset: run `make test`, or `eval $(scripts/pg.sh start)`")
-	}
-	return dsn
+	return pgtest.DSN(t)
 }
 
 // pgSchema creates a schema of the test's own, dropped at cleanup, and
@@ -51,7 +48,7 @@ func pgSchema(t *testing.T) string {
 		return err
 	}
 	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("creating a schema in GATEWAY_TEST_PG_DSN: %v", err)
+		t.Fatalf("creating a schema in the test database: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
@@ -62,7 +59,7 @@ func pgSchema(t *testing.T) string {
 }
 
 // pgDSN is the DSN of schema, reached at addr ("" for the server of
-// GATEWAY_TEST_PG_DSN itself), as key=value pairs.
+// the test database itself), as key=value pairs.
 func pgDSN(t *testing.T, schema, addr string) string {
 	t.Helper()
 	cfg, err := pgconn.ParseConfig(pgBaseDSN(t))
@@ -81,7 +78,7 @@ func pgDSN(t *testing.T, schema, addr string) string {
 	return dsn
 }
 
-// pgTarget is host:port of the server of GATEWAY_TEST_PG_DSN.
+// pgTarget is host:port of the server of the test database.
 func pgTarget(t *testing.T) string {
 	t.Helper()
 	cfg, err := pgconn.ParseConfig(pgBaseDSN(t))
@@ -89,7 +86,7 @@ func pgTarget(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if strings.HasPrefix(cfg.Host, "/") {
-		t.Fatalf("GATEWAY_TEST_PG_DSN names a unix socket (%s): these tests need a TCP address on loopback", cfg.Host)
+		t.Fatalf("the test database is on a unix socket (%s): these tests need a TCP address on loopback", cfg.Host)
 	}
 	return net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))
 }
@@ -99,8 +96,20 @@ func pgTarget(t *testing.T) string {
 // same schema, kek and tag key (newPskSite's) is a replica of the others.
 func pgSite(t *testing.T, backend net.Addr, dsn, kek string) *pskSite {
 	t.Helper()
+	return pgSiteLookup(t, backend, dsn, kek, 0)
+}
+
+// pgSiteLookup is pgSite with store.lookup_timeout set (0: the default,
+// 500ms, which the outage test measures against; a test that only needs
+// lookups to succeed on a loaded machine gives them longer).
+func pgSiteLookup(t *testing.T, backend net.Addr, dsn, kek string, lookup time.Duration) *pskSite {
+	t.Helper()
+	extra := "  type: postgres\n  dsn_env: TEST_GATEWAY_PG_DSN\n  kek_env: TEST_GATEWAY_KEK\n"
+	if lookup > 0 {
+		extra += fmt.Sprintf("  lookup_timeout: %s\n", lookup)
+	}
 	// Replicas on one host: each its own admin port.
-	return newPskSite(t, backend, "  type: postgres\n  dsn_env: TEST_GATEWAY_PG_DSN\n  kek_env: TEST_GATEWAY_KEK\nadmin: {address: \"127.0.0.1:0\"}", "",
+	return newPskSite(t, backend, extra+"admin: {address: \"127.0.0.1:0\"}", "",
 		"TEST_GATEWAY_PG_DSN="+dsn, "TEST_GATEWAY_KEK="+kek)
 }
 
@@ -113,7 +122,7 @@ func seedPostgres(t *testing.T, dsn, kekHex string, keys ...fleetKey) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := postgres.Open(ctx, postgres.Config{DSN: dsn, KEK: kek})
+	s, err := postgres.Open(ctx, dsn, postgres.WithKEK(kek))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +161,15 @@ func TestPostgresRevokeRotateAcrossReplicasR10(t *testing.T) {
 	kek := randomKEK(t)
 	k1, k2, k3 := newFleetKey("dev-pg-revoked", ""), newFleetKey("dev-pg-kept", ""), newFleetKey("dev-pg-rotated", "")
 	seedPostgres(t, dsn, kek, k1, k2, k3)
-	sa, sb := pgSite(t, backend.Addr(), dsn, kek), pgSite(t, backend.Addr(), dsn, kek)
+	// A lookup deadline sized for a loaded machine: the 500 ms default made
+	// handshakes of a healthy store fail under CPU load.
+	sa, sb := pgSiteLookup(t, backend.Addr(), dsn, kek, 10*time.Second), pgSiteLookup(t, backend.Addr(), dsn, kek, 10*time.Second)
 	ga, gb := sa.start(t), sb.start(t)
+	for _, g := range []*gatewayProc{ga, gb} {
+		// A change committed before a replica listens is not replayed to
+		// it: start once both listen.
+		g.waitLog(t, "psk store: change listener connected", nil)
+	}
 	ctx := ctxTimeout(t, 90*time.Second)
 
 	// dev-pg-revoked on both replicas, dev-pg-kept on A, dev-pg-rotated on B.

@@ -22,7 +22,8 @@ import (
 //   - R4: a Group key carries an ImportContext (RFC 9257 §6 item 2).
 //
 // SHOULD findings (R7, RFC 9257 §6.1.1): identity not valid UTF-8, or not
-// NFC-normalized; R3: Legacy set without DTLS 1.2 allowed, which has no
+// NFC-normalized, unless the key is imported (an RFC 9258 ImportedIdentity
+// is binary by design); R3: Legacy set without DTLS 1.2 allowed, which has no
 // effect. The binding of one identity to one server identity (R4) holds by
 // construction: a Key has a single ServerName.
 func CheckKey(k Key, opts Options) Findings {
@@ -39,9 +40,13 @@ func CheckKey(k Key, opts Options) Findings {
 	if strings.HasPrefix(string(k.Identity), ResumptionPrefix) {
 		add("R8", SeverityMust, "Identity", "identity starts with the prefix reserved for resumption tickets")
 	}
-	if !utf8.Valid(k.Identity) {
+	switch {
+	case len(k.ImportContext) > 0:
+		// An imported key's identity is a binary ImportedIdentity (RFC 9258
+		// §5.1), never text: the text checks below do not apply.
+	case !utf8.Valid(k.Identity):
 		add("R7", SeverityShould, "Identity", "identity is not valid utf-8")
-	} else if !norm.NFC.IsNormal(k.Identity) {
+	case !norm.NFC.IsNormal(k.Identity):
 		add("R7", SeverityShould, "Identity", "identity is not nfc-normalized")
 	}
 

@@ -56,8 +56,14 @@ type PolicyError struct {
 	Severity Severity // SeverityMust refuses the key
 	Tag      string   // keyed identity tag, may be empty
 	Field    string   // the Key field at fault, e.g. "Secret", "Identity", "Modes"; may be empty
-	Index    int      // position of the key in the slice given to CheckKeys; 0 for CheckKey
+	Index    int      // position of the key in the slice checked (CheckKeys, CheckAdd's added keys); 0 for CheckKey
 	Msg      string   // what is wrong, lowercase
+	// With names the other key of a finding about two keys (R4 the same key
+	// material, R7 the same or a look-alike identity); nil otherwise.
+	With *KeyRef
+	// Err is a sentinel callers test with errors.Is (ErrDuplicateIdentity),
+	// or nil.
+	Err error
 }
 
 func (e *PolicyError) Error() string {
@@ -70,6 +76,10 @@ func (e *PolicyError) Error() string {
 	}
 	return fmt.Sprintf("policy %s: %s", rule, e.Msg)
 }
+
+// Unwrap returns Err, so errors.Is(err, ErrDuplicateIdentity) holds for the
+// finding of an identity the store already has.
+func (e *PolicyError) Unwrap() error { return e.Err }
 
 // Options tunes the policy engine. The zero value is the documented default.
 type Options struct {
@@ -141,4 +151,31 @@ func Check(k Key) error {
 		return must[0]
 	}
 	return nil
+}
+
+// FindingsOf returns every *PolicyError in err's tree (errors.Join,
+// wrapping), in order, so a caller can report each refused key.
+func FindingsOf(err error) Findings {
+	var out Findings
+	var walk func(error)
+	walk = func(e error) {
+		if pe, ok := e.(*PolicyError); ok {
+			out = append(out, pe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			if e := u.Unwrap(); e != nil {
+				walk(e)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package pskstore
 import (
 	"crypto"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -189,4 +190,94 @@ func TestPolicyErrorMessage(t *testing.T) {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
 		}
 	}
+}
+
+// TestCheckAdd: a write is checked against the keys the store holds, and
+// findings name the added key and the other one.
+func TestCheckAdd(t *testing.T) {
+	tagger := NewTagger([]byte("check add test tag secret"))
+	opts := Options{Tagger: tagger}
+	stored := []Key{validKey()}
+	fresh := func(id string) Key {
+		s, err := GenerateSecret(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Key{Identity: []byte(id), Secret: s}
+	}
+
+	t.Run("R7 identity already stored", func(t *testing.T) {
+		k := fresh(string(stored[0].Identity))
+		f := CheckAdd(stored, []Key{fresh("new-1"), k}, opts)
+		if len(f) != 1 || f[0].Rule != "R7" || f[0].Index != 1 || f[0].With == nil || f[0].With.Index != InStore {
+			t.Fatalf("findings %v", f)
+		}
+		if !errors.Is(f.Err(), ErrDuplicateIdentity) {
+			t.Errorf("error %v does not wrap ErrDuplicateIdentity", f.Err())
+		}
+	})
+	t.Run("R7 identity twice among the added", func(t *testing.T) {
+		f := CheckAdd(stored, []Key{fresh("a"), fresh("b"), fresh("a")}, opts)
+		if len(f) != 1 || f[0].Index != 2 || f[0].With.Index != 0 || f[0].With.Tag != tagger.Tag([]byte("a")) {
+			t.Fatalf("findings %v", f)
+		}
+		if errors.Is(f.Err(), ErrDuplicateIdentity) {
+			t.Error("a duplicate within the batch reported as one of the store")
+		}
+	})
+	t.Run("R4 key material of a stored key", func(t *testing.T) {
+		k := fresh("copy")
+		k.Secret = stored[0].Secret
+		f := CheckAdd(stored, []Key{k}, opts)
+		if len(f) != 1 || f[0].Rule != "R4" || f[0].With.Index != InStore || f[0].With.Tag != tagger.Tag(stored[0].Identity) {
+			t.Fatalf("findings %v", f)
+		}
+		if strings.Contains(f[0].Error(), string(stored[0].Identity)) {
+			t.Errorf("finding %q shows a raw identity (R9)", f[0])
+		}
+	})
+	t.Run("R4 key material twice among the added", func(t *testing.T) {
+		a, b := fresh("a"), fresh("b")
+		b.Secret = a.Secret
+		f := CheckAdd(nil, []Key{a, b}, opts)
+		if len(f) != 1 || f[0].Rule != "R4" || f[0].Index != 1 || f[0].With.Index != 0 {
+			t.Fatalf("findings %v", f)
+		}
+	})
+	t.Run("R7 look-alike of a stored identity warns", func(t *testing.T) {
+		f := CheckAdd(stored, []Key{fresh(strings.ToUpper(string(stored[0].Identity)))}, opts)
+		if len(f) != 1 || f[0].Severity != SeverityShould || f[0].With.Index != InStore || f.Err() != nil {
+			t.Fatalf("findings %v", f)
+		}
+	})
+	t.Run("stored keys' own findings are not reported", func(t *testing.T) {
+		bad := validKey()
+		bad.Identity, bad.Secret = []byte("short"), bad.Secret[:8]
+		if f := CheckAdd([]Key{bad}, []Key{fresh("new")}, opts); len(f) != 0 {
+			t.Fatalf("findings %v", f)
+		}
+	})
+	t.Run("R7 imported identities are binary by design", func(t *testing.T) {
+		k := fresh("\x00\x0bdevice-0001\x00\x02ab\xfe\xfc\x00\x01")
+		k.ImportContext = []byte("ab")
+		if f := CheckAdd(nil, []Key{k}, opts); len(f) != 0 {
+			t.Fatalf("findings %v", f)
+		}
+		k.ImportContext = nil
+		if f := CheckAdd(nil, []Key{k}, opts); len(f) != 1 || f[0].Rule != "R7" {
+			t.Fatalf("a binary identity not imported: findings %v", f)
+		}
+	})
+	t.Run("a large batch keeps key order", func(t *testing.T) {
+		keys := make([]Key, 4100)
+		for i := range keys {
+			keys[i] = fresh(fmt.Sprintf("bulk-%05d", i))
+		}
+		keys[3999].Secret = keys[3999].Secret[:15]
+		keys[17].Secret = keys[17].Secret[:15]
+		f := CheckAdd(nil, keys, opts)
+		if len(f) != 2 || f[0].Index != 17 || f[1].Index != 3999 || f[0].Rule != "R1" {
+			t.Fatalf("findings %v", f)
+		}
+	})
 }

@@ -1,11 +1,21 @@
 // Package pskstore owns external pre-shared keys: the Store interface the
-// gateway resolves identities through, the Key record, the RFC 9257 policy
-// checks (rule IDs R1–R10 of DESIGN.md §3) and the keyed identity tag used in
-// logs (R9). Backends live in subpackages (memory, file) and all pass the
-// conformance suite in pskstoretest.
+// gateway resolves identities through, the Key record and its text forms,
+// the RFC 9257 policy checks (rule IDs R1–R10 of DESIGN.md §3; CheckAdd is
+// the one check of every write), the keyed identity tag used in logs (R9)
+// and the optional capabilities of a store, found by type assertion:
+// Watcher (revocations and rotations, R10) and the key administration of
+// admin.go (Lister, Putter, Deleter, Rotator, Replacer).
+//
+// Backends live in subpackages: memory (tests and demos), file (a YAML key
+// file, the default) and postgres (shared by replicas); sealed encrypts
+// keys at rest and importer derives RFC 9258 imported keys. Every backend
+// passes the conformance suites of pskstoretest (Run; RunWrites for the
+// ones that administer keys), and the three constructors follow one style:
+// Open(where, options...), the options named alike (WithPolicy, WithLogger,
+// WithKEK, WithInsecurePlaintextKeys).
 //
 // It does not own DTLS, sessions or configuration files of the gateway; it
-// imports nothing of this module.
+// imports nothing of this module outside pskstore/.
 package pskstore
 
 import (
@@ -84,18 +94,6 @@ const (
 // Has reports whether every version in v is in s.
 func (s Versions) Has(v Versions) bool { return s&v == v && v != 0 }
 
-func (s Versions) String() string {
-	switch s {
-	case DTLS12:
-		return "dtls1.2"
-	case DTLS13:
-		return "dtls1.3"
-	case DTLS12 | DTLS13:
-		return "dtls1.2,dtls1.3"
-	}
-	return "none"
-}
-
 // Modes is a set of DTLS 1.3 PSK key-exchange modes (RFC 8446 §4.2.9).
 type Modes uint8
 
@@ -110,18 +108,6 @@ const (
 
 // Has reports whether every mode in m is in s.
 func (s Modes) Has(m Modes) bool { return s&m == m && m != 0 }
-
-func (s Modes) String() string {
-	switch s {
-	case ModeDHE:
-		return "psk_dhe_ke"
-	case ModeKE:
-		return "psk_ke"
-	case ModeDHE | ModeKE:
-		return "psk_dhe_ke,psk_ke"
-	}
-	return "none"
-}
 
 // Key is an external PSK and everything bound to it. The zero values of the
 // policy fields are the secure defaults: DTLS 1.3 only is NOT implied; a Key

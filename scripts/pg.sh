@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # pg.sh start|stop|dsn|status — a throwaway PostgreSQL cluster for the tests
-# of pskstore/postgres.
+# of the PostgreSQL store. scripts/test.sh starts one per run (in its own
+# temporary directory); go test starts one per test binary when none is
+# given (internal/pgtest).
 #
 #   eval "$(scripts/pg.sh start)"   # exports GATEWAY_TEST_PG_DSN
 #   go test ./pskstore/postgres/

@@ -3,9 +3,20 @@
 # It installs what the tests need (libcoap3-bin for the real CoAP peers,
 # postgresql for the shared store, file) when run as root, and says what to
 # install otherwise; it starts a throwaway PostgreSQL cluster on loopback.
-# Nothing is skipped.
+# Nothing is skipped: GATEWAY_REQUIRE_PG=1 turns a PostgreSQL test that
+# would skip into a failure. Everything it writes goes to a directory of
+# its own run (mktemp), removed at exit, so two runs never share a path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/gateway-test.XXXXXX")
+export GATEWAY_PG_DIR=$run_dir/pg
+export GATEWAY_REQUIRE_PG=1
+cleanup() {
+  scripts/pg.sh stop >/dev/null 2>&1 || true
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
 
 need_pkgs=()
 for bin in coap-client-gnutls coap-client-openssl coap-server-notls coap-client-notls; do
@@ -29,7 +40,6 @@ fi
 # tests): started here, stopped on exit.
 echo "== starting PostgreSQL"
 eval "$(scripts/pg.sh start)"
-trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 
 # The independent LwM2M server (Telefonica's lwm2m-node-lib) that
 # integration/lwm2m_interop_test.go puts behind the gateway, installed
@@ -45,6 +55,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 npm ci --prefix integration/node --no-audit --no-fund
 
+echo "== go mod tidy -diff (go.mod and go.sum as go mod tidy leaves them)"
+go mod tidy -diff
+
 echo "== go vet"
 go vet ./...
 
@@ -57,8 +70,8 @@ echo "== go test -race (all packages)"
 go test -race -count=1 -timeout 20m ./...
 
 echo "== benchmark smoke run (every measurement at tiny size)"
-./bench/run.sh --smoke > /tmp/gateway-bench-smoke.log 2>&1 || { cat /tmp/gateway-bench-smoke.log >&2; exit 1; }
-tail -n 3 /tmp/gateway-bench-smoke.log
+./bench/run.sh --smoke > "$run_dir/bench-smoke.log" 2>&1 || { cat "$run_dir/bench-smoke.log" >&2; exit 1; }
+tail -n 3 "$run_dir/bench-smoke.log"
 
 echo "== load-sensitive tests without -race (build tag !race)"
 go test -count=1 -run 'Flood' -v ./gateway/ | grep -E '^(=== RUN|--- |\s+flood_test|ok|FAIL)'

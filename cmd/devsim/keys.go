@@ -13,39 +13,72 @@ import (
 	"slices"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/export"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
-// Key files. The YAML format is the gateway's own key file (package
-// pskstore/file), parsed with file.Parse and therefore held to the same
-// RFC 9257 policy the gateway applies: a file this tool accepts, the gateway
-// loads. A file whose name ends in ".csv" is read as
+// Key files. devsim reads what the gateway's tools write:
+//
+//   - the gateway's own YAML key file (package pskstore/file), parsed with
+//     file.Parse and therefore held to the same RFC 9257 policy the gateway
+//     applies: a file this tool accepts, the gateway loads. A file sealed at
+//     rest (key_sealed entries) needs the gateway's key-encryption key:
+//     DEVSIM_KEK_FILE names a file holding it, or DEVSIM_KEK holds it (hex
+//     or base64), like store.kek_file and store.kek_env;
+//   - the exports of `gateway psk export` (package pskstore/export): YAML
+//     (a "devices" list) and CSV (a header naming the export's columns),
+//     with every binding;
+//   - a bare CSV, for peers other than the gateway (libcoap's -k takes one
+//     key for every identity):
 //
 //	# comment
 //	identity,key_hex,endpoint
 //	device-0001,8f1c…(hex),urn:dev:0001
 //
-// one device per line: a text identity (no comma), the key in hex and the
-// LwM2M endpoint name (optional: the identity when empty). The header line
-// is optional. A CSV key carries no bindings, so it may make any handshake
-// of --mix, and no policy is checked: CSV is for peers other than the
-// gateway (libcoap's -k takes one key for every identity).
+//     one device per line: a text identity (no comma), the key in hex and
+//     the LwM2M endpoint name (optional: the identity when empty). The
+//     header line is optional. Such a key carries no bindings, so it may
+//     make any handshake of --mix, and no policy is checked.
+//
+// A CSV file whose header names other columns than these three is read as
+// an export.
 
-// loadKeys reads a key file, YAML or CSV by its name.
+// loadKeys reads a key file, with the KEK of the environment (see above).
 func loadKeys(path string) ([]pskstore.Key, error) {
+	kek, err := kekFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return loadKeysKEK(path, kek)
+}
+
+// kekFromEnv reads the KEK named by DEVSIM_KEK_FILE or DEVSIM_KEK; nil when
+// neither is set.
+func kekFromEnv() (*sealed.KEK, error) {
+	switch f, v := os.Getenv("DEVSIM_KEK_FILE"), os.Getenv("DEVSIM_KEK"); {
+	case f != "" && v != "":
+		return nil, errors.New("set DEVSIM_KEK_FILE or DEVSIM_KEK, not both")
+	case f != "":
+		return sealed.ReadKEKFile(f)
+	case v != "":
+		return sealed.KEKFromEnv("DEVSIM_KEK")
+	}
+	return nil, nil
+}
+
+// loadKeysKEK reads a key file, by its name and content: CSV (bare or an
+// export) if it ends in ".csv", else YAML (an export's "devices" list, or
+// the gateway's key file, opened with kek when sealed).
+func loadKeysKEK(path string, kek *sealed.KEK) ([]pskstore.Key, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if strings.EqualFold(filepath.Ext(path), ".csv") {
-		keys, err := parseCSVKeys(bytes.NewReader(data))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return keys, nil
-	}
-	keys, err := file.Parse(data)
+	keys, err := parseKeys(data, strings.EqualFold(filepath.Ext(path), ".csv"), kek)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -53,6 +86,60 @@ func loadKeys(path string) ([]pskstore.Key, error) {
 		return nil, fmt.Errorf("%s: no keys", path)
 	}
 	return keys, nil
+}
+
+func parseKeys(data []byte, isCSV bool, kek *sealed.KEK) ([]pskstore.Key, error) {
+	if isCSV && !exportHeader(data) {
+		return parseCSVKeys(bytes.NewReader(data))
+	}
+	var recs []export.Record
+	var err error
+	switch {
+	case isCSV:
+		recs, err = export.ReadCSV(bytes.NewReader(data))
+	case topLevel(data) == "devices":
+		recs, err = export.ReadYAML(bytes.NewReader(data))
+	default:
+		keys, err := file.Parse(data, file.WithKEK(kek))
+		if errors.Is(err, file.ErrNoKEK) {
+			return nil, fmt.Errorf("%w (set DEVSIM_KEK_FILE to the gateway's store.kek_file, or DEVSIM_KEK)", err)
+		}
+		return keys, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]pskstore.Key, len(recs))
+	for i, r := range recs {
+		keys[i] = r.Key
+	}
+	return keys, nil
+}
+
+// exportHeader reports whether a CSV file starts (after comments) with a
+// header naming more than the bare format's columns.
+func exportHeader(data []byte) bool {
+	cr := csv.NewReader(bytes.NewReader(data))
+	cr.Comment, cr.FieldsPerRecord, cr.TrimLeadingSpace = '#', -1, true
+	rec, err := cr.Read()
+	if err != nil || !slices.Contains(rec, "identity") && !slices.Contains(rec, "identity_hex") {
+		return false
+	}
+	for _, col := range rec {
+		if col != "identity" && col != "key_hex" && col != "endpoint" {
+			return true
+		}
+	}
+	return false
+}
+
+// topLevel returns the first key of a YAML mapping, or "".
+func topLevel(data []byte) string {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || len(doc.Content[0].Content) == 0 {
+		return ""
+	}
+	return doc.Content[0].Content[0].Value
 }
 
 // errCSV is wrapped by every CSV key file error.

@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/export"
+	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 const hexKey = "8f1c2a9b7e3d4c5f60718293a4b5c6d7e8f9012345678901abcdef0123456789"
@@ -167,5 +173,89 @@ func TestPickKeys(t *testing.T) {
 	// No key allows plain PSK.
 	if _, _, err := pickKeys(keys[:2], []*profile{ccm8}); err == nil {
 		t.Error("no error without a legacy key")
+	}
+}
+
+// TestLoadKeysReadsExports: devsim reads what gateway psk export writes,
+// CSV and YAML, every binding included, so a fleet can run on keys
+// exported from the gateway's store.
+func TestLoadKeysReadsExports(t *testing.T) {
+	m, err := parseMix("1.3-dhe=50,1.3-ke=25,1.2-ccm8=25")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := genKeys(8, m, "gw.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys[0].Backend, keys[1].Versions = "dm", pskstore.DTLS13
+	dir := t.TempDir()
+	for name, write := range map[string]func(io.Writer, []pskstore.Key) error{"export.csv": export.WriteCSV, "export.yaml": export.WriteYAML} {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := write(&buf, keys); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := loadKeys(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(keys) {
+				t.Fatalf("%d keys, want %d", len(got), len(keys))
+			}
+			for i := range keys {
+				if !got[i].Equal(keys[i]) {
+					t.Errorf("key %d: %+v, want %+v", i, got[i], keys[i])
+				}
+			}
+		})
+	}
+}
+
+// TestLoadKeysSealed: a key file sealed at rest is read with the gateway's
+// KEK from DEVSIM_KEK_FILE or DEVSIM_KEK, and refused, saying so, without.
+func TestLoadKeysSealed(t *testing.T) {
+	m, err := parseMix("1.3-dhe=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := genKeys(3, m, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	material := make([]byte, sealed.KEKSize)
+	for {
+		rand.Read(material)
+		if _, err := sealed.NewKEK(material); err == nil {
+			break
+		}
+	}
+	kek, _ := sealed.NewKEK(material)
+	kekFile := filepath.Join(dir, "kek")
+	if err := os.WriteFile(kekFile, []byte(hex.EncodeToString(material)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "keys.yaml")
+	if err := file.Save(path, keys, file.WithKEK(kek)); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DEVSIM_KEK_FILE", "")
+	t.Setenv("DEVSIM_KEK", "")
+	if _, err := loadKeys(path); !errors.Is(err, file.ErrNoKEK) || !strings.Contains(err.Error(), "DEVSIM_KEK_FILE") {
+		t.Fatalf("sealed file without a KEK: %v", err)
+	}
+	for name, env := range map[string][2]string{"file": {"DEVSIM_KEK_FILE", kekFile}, "env": {"DEVSIM_KEK", hex.EncodeToString(material)}} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(env[0], env[1])
+			got, err := loadKeys(path)
+			if err != nil || len(got) != 3 || !bytes.Equal(got[2].Secret, keys[2].Secret) {
+				t.Fatalf("sealed file with the KEK: %d keys, %v", len(got), err)
+			}
+		})
 	}
 }

@@ -10,12 +10,14 @@ import (
 	"net/http/pprof"
 	"time"
 
-	"github.com/lwm2m-gateway/gateway/gateway"
-	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/gateway"
+	"github.com/lwm2m-gateway/gateway/pskstore"
 )
 
 // probeIdentity is looked up by /readyz to check the store answers; no real
@@ -23,15 +25,16 @@ import (
 // resolves to a key.
 var probeIdentity = []byte(pskstore.ResumptionPrefix + "readiness-probe")
 
-// adminHandler serves /metrics, /healthz, /readyz, /registrations (endpoint
-// names and identity tags only, R9) and, when enabled, /debug/pprof/.
-func adminHandler(srv *gateway.Server, store gateway.KeyStore, backends map[string]string, withPprof bool) (http.Handler, error) {
+// adminHandler serves /metrics (the gateway's, extra and the Go runtime's),
+// /healthz, /readyz, /registrations (endpoint names and identity tags only,
+// R9) and, when configured, /debug/pprof/.
+func adminHandler(srv *gateway.Server, store pskstore.Store, cfg *config.Config, extra ...prometheus.Collector) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{
+	for _, c := range append([]prometheus.Collector{
 		srv.Collector(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}, extra...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -42,7 +45,7 @@ func adminHandler(srv *gateway.Server, store gateway.KeyStore, backends map[stri
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := ready(r.Context(), srv, store, backends); err != nil {
+		if err := ready(r.Context(), srv, store, cfg); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -50,14 +53,9 @@ func adminHandler(srv *gateway.Server, store gateway.KeyStore, backends map[stri
 	})
 	mux.HandleFunc("GET /registrations", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		regs := srv.Registrations()
-		out := struct {
-			Count         int                    `json:"count"`
-			Registrations []gateway.Registration `json:"registrations"`
-		}{len(regs), regs}
-		_ = json.NewEncoder(w).Encode(out)
+		_ = json.NewEncoder(w).Encode(registrationsView(srv.Registrations()))
 	})
-	if withPprof {
+	if cfg.Admin.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
@@ -66,9 +64,36 @@ func adminHandler(srv *gateway.Server, store gateway.KeyStore, backends map[stri
 	return mux, nil
 }
 
+// registration is one live registration as /registrations shows it:
+// snake_case keys, durations in seconds (README "Admin endpoints").
+type registration struct {
+	IdentityTag string  `json:"identity_tag"`
+	Endpoint    string  `json:"endpoint"`
+	Location    string  `json:"location"`
+	Lifetime    float64 `json:"lifetime"` // seconds, from Register/Update
+	Remote      string  `json:"remote"`   // the device's current address
+	IdleFor     float64 `json:"idle_for"` // seconds since the last datagram either way
+}
+
+type registrations struct {
+	Count         int            `json:"count"`
+	Registrations []registration `json:"registrations"` // [] when none
+}
+
+func registrationsView(regs []gateway.Registration) registrations {
+	out := registrations{Count: len(regs), Registrations: make([]registration, 0, len(regs))}
+	for _, r := range regs {
+		out.Registrations = append(out.Registrations, registration{
+			IdentityTag: r.IdentityTag, Endpoint: r.Endpoint, Location: r.Location,
+			Lifetime: r.Lifetime.Seconds(), Remote: r.Remote, IdleFor: r.IdleFor.Seconds(),
+		})
+	}
+	return out
+}
+
 // ready reports why the gateway cannot take traffic: no listener bound, the
 // store not answering, or a backend name that does not resolve.
-func ready(ctx context.Context, srv *gateway.Server, store gateway.KeyStore, backends map[string]string) error {
+func ready(ctx context.Context, srv *gateway.Server, store pskstore.Store, cfg *config.Config) error {
 	if len(srv.Addrs()) == 0 {
 		return errors.New("no listener bound")
 	}
@@ -77,20 +102,12 @@ func ready(ctx context.Context, srv *gateway.Server, store gateway.KeyStore, bac
 	if _, err := store.Lookup(lctx, probeIdentity); err != nil && !errors.Is(err, pskstore.ErrUnknownIdentity) {
 		return fmt.Errorf("key store: %w", err)
 	}
-	for name, addr := range backends {
-		if _, err := net.DefaultResolver.LookupHost(lctx, hostOf(addr)); err != nil {
+	for name, b := range cfg.Backends {
+		if err := resolve(lctx, b.Address); err != nil {
 			return fmt.Errorf("backend %s: %w", name, err)
 		}
 	}
 	return nil
-}
-
-func hostOf(addr string) string {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return host
 }
 
 // serveAdmin runs the admin HTTP listener until ctx ends.

@@ -2,57 +2,37 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
-	"flag"
-	"fmt"
-	"io"
 	"os/signal"
-	"sync"
 	"syscall"
-	"time"
 
-	"github.com/lwm2m-gateway/gateway/gateway"
-	"github.com/lwm2m-gateway/gateway/internal/devsim"
-	"github.com/lwm2m-gateway/gateway/pskstore"
-	"github.com/lwm2m-gateway/gateway/pskstore/memory"
-	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/lwm2m-gateway/gateway/internal/demo"
 )
 
-// demoProfile is one kind of simulated device in the demo fleet.
-type demoProfile struct {
-	label   string
-	version string
-	mode    string
-	suite   ciphersuite.ID
-	modes   pskstore.Modes
-	legacy  bool
-}
+const demoUsage = `usage: gateway demo [--devices N] [--duration D] [-v]
 
-var demoProfiles = []demoProfile{
-	{label: "DTLS 1.3 psk_dhe_ke", version: "1.3", mode: devsim.ModePSKDHE, modes: pskstore.ModeDHE},
-	{label: "DTLS 1.2 PSK CCM_8 (legacy)", version: "1.2", suite: ciphersuite.TLS_PSK_WITH_AES_128_CCM_8, legacy: true},
-	{label: "DTLS 1.3 psk_ke (allowed for this key)", version: "1.3", mode: devsim.ModePSK, modes: pskstore.ModeDHE | pskstore.ModeKE},
-	{label: "DTLS 1.2 ECDHE-PSK", version: "1.2", suite: ciphersuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256},
-	{label: "DTLS 1.3 ChaCha20", version: "1.3", mode: devsim.ModePSKDHE, suite: ciphersuite.TLS_CHACHA20_POLY1305_SHA256, modes: pskstore.ModeDHE},
-}
+Runs the gateway's main job on embedded defaults, on loopback: an in-memory
+key store with fresh random keys, a built-in LwM2M backend and a fleet of
+simulated devices (DTLS 1.3 and 1.2 mixed), printing each registration and a
+summary every few seconds. Ctrl-C stops it.
+`
 
-// demoCmd runs the gateway's main job on embedded defaults: an in-memory key
-// store with fresh random keys, a built-in LwM2M backend, the gateway and a
-// fleet of simulated devices, all on loopback.
-func demoCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	devices := fs.Int("devices", 5, "number of simulated devices")
+func demoCmd(c cmdIO, args []string) error {
+	fs := newFlags("demo")
+	devices := fs.Int("devices", 5, "number of simulated devices, 1..1000")
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
 	verbose := fs.Bool("v", false, "show the gateway's own log lines")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	pos, err := parseFlags(fs, c, demoUsage, args)
+	if err != nil {
+		return err
+	}
+	if err := positional(pos, 0, 0, "", commandUsage(fs, demoUsage)); err != nil {
+		return err
 	}
 	if *devices < 1 || *devices > 1000 {
-		return usageError{"--devices must be between 1 and 1000"}
+		return usageError{"--devices must be between 1 and 1000", commandUsage(fs, demoUsage)}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -61,183 +41,17 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-
-	level := zapcore.WarnLevel
-	if *verbose {
-		level = zapcore.InfoLevel
-	}
+	go func() { <-ctx.Done(); stop() }() // a second signal during the drain kills the process
 	zc := zap.NewDevelopmentConfig()
-	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Level = zap.NewAtomicLevelAt(zapcore.WarnLevel)
+	if *verbose {
+		zc.Level = zap.NewAtomicLevelAt(zapcore.InfoLevel)
+	}
 	zc.DisableStacktrace = true
-	zc.OutputPaths = []string{"stderr"}
+	zc.ErrorOutputPaths, zc.OutputPaths = []string{"stderr"}, []string{"stderr"}
 	log, err := zc.Build()
 	if err != nil {
 		return err
 	}
-	out := &lockedWriter{w: stdout}
-
-	backend, err := devsim.NewBackend("127.0.0.1:0", log.Named("backend"))
-	if err != nil {
-		return err
-	}
-	defer backend.Close()
-	backend.OnEvent(func(ev devsim.Event) {
-		switch ev.Kind {
-		case devsim.EventRegistered:
-			out.printf("registered   %-14s at %s (lifetime %s, binding %s) from %s\n",
-				ev.Endpoint, ev.Registration.Location, ev.Registration.Lifetime, ev.Registration.Binding, ev.From)
-		case devsim.EventDeregistered:
-			out.printf("deregistered %-14s\n", ev.Endpoint)
-		}
-	})
-
-	keys := make([]pskstore.Key, *devices)
-	for i := range keys {
-		p := demoProfiles[i%len(demoProfiles)]
-		secret := make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return err
-		}
-		keys[i] = pskstore.Key{
-			Identity: []byte(fmt.Sprintf("demo-device-%03d", i+1)),
-			Secret:   secret,
-			Endpoint: fmt.Sprintf("urn:dev:demo-%03d", i+1),
-			Modes:    p.modes,
-			Legacy:   p.legacy,
-		}
-	}
-	store, err := memory.New(keys...)
-	if err != nil {
-		return err
-	}
-	srv, err := gateway.New(gateway.Config{
-		Listeners: []gateway.Listener{{Address: "127.0.0.1:0"}},
-		Store:     store,
-		Backends:  map[string]string{"demo": backend.Addr().String()},
-		Logger:    log.Named("gateway"),
-	})
-	if err != nil {
-		return err
-	}
-	if err := srv.Listen(); err != nil {
-		return err
-	}
-	gwAddr := srv.Addrs()[0].String()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(context.Background()) }()
-	out.printf("gateway      listening on %s (DTLS 1.3 + 1.2, PSK), backend LwM2M server on %s\n", gwAddr, backend.Addr())
-	out.printf("fleet        %d simulated devices; Ctrl-C to stop\n", *devices)
-
-	var wg sync.WaitGroup
-	for i, k := range keys {
-		p := demoProfiles[i%len(demoProfiles)]
-		cfg := devsim.DeviceConfig{
-			Server: gwAddr, Identity: k.Identity, Key: k.Secret, Version: p.version, Mode: p.mode,
-			Endpoint: k.Endpoint, Lifetime: time.Hour, Logger: log.Named("device"),
-		}
-		if p.suite != 0 {
-			cfg.CipherSuites = []ciphersuite.ID{p.suite}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runDemoDevice(ctx, cfg, p.label, backend, out)
-		}()
-	}
-
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-serveErr:
-			return err
-		case <-tick.C:
-			printSummary(out, srv.Stats(), len(backend.Registrations()))
-		}
-	}
-	stop()
-	out.printf("stopping     devices deregister, gateway drains\n")
-	wg.Wait()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	if err := <-serveErr; err != nil && !errors.Is(err, gateway.ErrServerClosed) {
-		return err
-	}
-	printSummary(out, srv.Stats(), len(backend.Registrations()))
-	return nil
-}
-
-// runDemoDevice connects, registers, then updates, answers the backend's
-// reads and sends notifications until ctx ends, and deregisters.
-func runDemoDevice(ctx context.Context, cfg devsim.DeviceConfig, label string, backend *devsim.Backend, out *lockedWriter) {
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	d, err := devsim.Dial(dctx, cfg)
-	cancel()
-	if err != nil {
-		out.printf("device       %s: handshake failed: %v\n", cfg.Endpoint, err)
-		return
-	}
-	defer d.Close()
-	out.printf("connected    %-14s %s\n", cfg.Endpoint, label)
-	if _, err := d.Register(ctx); err != nil {
-		out.printf("device       %s: register: %v\n", cfg.Endpoint, err)
-		return
-	}
-	notes, err := backend.Observe(ctx, cfg.Endpoint, "/3/0/9")
-	if err != nil {
-		out.printf("backend      observe %s: %v\n", cfg.Endpoint, err)
-	}
-	go func() {
-		for range notes {
-		}
-	}()
-	t := time.NewTicker(3 * time.Second)
-	defer t.Stop()
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			dr, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			_ = d.Deregister(dr)
-			cancel()
-			return
-		case <-t.C:
-		}
-		switch n % 3 {
-		case 0:
-			_ = d.Update(ctx)
-		case 1:
-			if v, err := backend.Read(ctx, cfg.Endpoint, "/3/0/0"); err == nil {
-				out.printf("read         %-14s /3/0/0 = %q (backend-initiated, through the gateway)\n", cfg.Endpoint, v)
-			}
-		case 2:
-			_ = d.Notify(ctx, []byte(fmt.Sprint(90-n%50)))
-		}
-	}
-}
-
-func printSummary(out *lockedWriter, st gateway.Stats, registered int) {
-	var failed uint64
-	for _, v := range st.HandshakesFailed {
-		failed += v
-	}
-	out.printf("summary      sessions %d, handshakes ok %d / failed %d, registered %d, datagrams to backend %d / to devices %d\n",
-		st.Established, st.HandshakesOK, failed, registered, st.DatagramsToBackend, st.DatagramsToDevice)
-}
-
-// lockedWriter serialises lines from many goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) printf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, time.Now().Format("15:04:05 ")+format, args...)
+	return demo.Run(ctx, *devices, c.stdout, log)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,7 +172,11 @@ func TestPSKAdd(t *testing.T) {
 				e.save(t, e.initial)
 			},
 			stdin: keyHex, code: 1, unchanged: true,
-			stderr: []string{"policy R4: same key material as existing identity \"device-0001\""}},
+			check: func(t *testing.T, e *pskEnv, r pskResult) {
+				if want := "policy R4: identity " + tagOf(t, e, "copy") + ": same key material as identity " + tagOf(t, e, "device-0001") + " in the store"; !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+				}
+			}},
 		{name: "R7 non-NFC identity warns", stdin: keyHex,
 			args:   withConfig("add", "--identity", "cafe\u0301", "--endpoint", "e", "--key-format", "hex"),
 			stderr: []string{"warning:", "R7 (should)", "not nfc-normalized"}, check: stored("cafe\u0301", key)},
@@ -227,9 +230,8 @@ func TestPSKAddRefusesTerminal(t *testing.T) {
 	}
 	defer tty.Close()
 	var out, errb bytes.Buffer
-	err = pskCmd([]string{"add", "--config", e.config, "--identity", "x", "--endpoint", "e", "--key-format", "hex"}, tty, &out, &errb)
-	var ue usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "echoed") {
-		t.Errorf("add with a terminal on stdin: %v", err)
+	code := run([]string{"psk", "add", "--config", e.config, "--identity", "x", "--endpoint", "e", "--key-format", "hex"}, tty, &out, &errb)
+	if code != exitUsage || !strings.Contains(errb.String(), "echoed") {
+		t.Errorf("add with a terminal on stdin: exit %d, %s", code, errb.String())
 	}
 }

@@ -2,236 +2,157 @@ package main
 
 import (
 	"crypto"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"slices"
+	"os"
 	"strings"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/export"
 )
 
 // bindingFlags are the flags that describe an identity and what it is bound
 // to, shared by gen and add.
 type bindingFlags struct {
-	identity, identityHex string
-	endpoint, serverName  string
-	backend, hash         string
-	versions, modes       string
-	legacy                bool
+	identity, identityHex, endpoint, serverName, backend string
+	hash                                                 pskstore.Hash
+	versions                                             pskstore.Versions
+	modes                                                pskstore.Modes
+	legacy                                               bool
 }
 
 func (b *bindingFlags) register(fs *flag.FlagSet) {
+	b.hash, b.versions, b.modes = pskstore.Hash(crypto.SHA256), pskstore.DTLS13|pskstore.DTLS12, pskstore.ModeDHE
 	fs.StringVar(&b.identity, "identity", "", "PSK `identity` as text")
 	fs.StringVar(&b.identityHex, "identity-hex", "", "PSK identity in `hex`, for binary identities")
 	fs.StringVar(&b.endpoint, "endpoint", "", "LwM2M `endpoint` name the identity may register as (L1)")
 	fs.StringVar(&b.serverName, "server-name", "", "`SNI` the identity is bound to (R5); empty: unbound")
 	fs.StringVar(&b.backend, "backend", "", "backend `name`; empty: the default backend")
-	fs.StringVar(&b.hash, "hash", "sha256", "DTLS 1.3 PSK `hash`: sha256 or sha384")
-	fs.StringVar(&b.versions, "versions", "1.3,1.2", "DTLS `versions` allowed, comma-separated")
-	fs.StringVar(&b.modes, "modes", "psk_dhe_ke", "DTLS 1.3 key-exchange `modes`, comma-separated; psk_ke only if listed (R3)")
+	fs.TextVar(&b.hash, "hash", b.hash, "DTLS 1.3 PSK `hash`: sha256 or sha384")
+	fs.Func("versions", "DTLS `versions` allowed, comma-separated (default 1.3,1.2)", listFlag(&b.versions, "version", "1.3 and/or 1.2"))
+	fs.Func("modes", "DTLS 1.3 key-exchange `modes`, comma-separated; psk_ke only if listed, R3 (default psk_dhe_ke)", listFlag(&b.modes, "mode", "psk_dhe_ke and/or psk_ke"))
 	fs.BoolVar(&b.legacy, "legacy", false, "allow DTLS 1.2 plain-PSK suites without ECDHE (R3)")
 }
 
+// listFlag parses a list flag into v with pskstore's text form, naming the
+// item at fault (flags are not keys).
+func listFlag(v interface{ UnmarshalText([]byte) error }, what, valid string) func(string) error {
+	return func(s string) error {
+		for _, item := range strings.Split(export.List(s), ",") {
+			if err := v.UnmarshalText([]byte(item)); err != nil || item == "" {
+				return fmt.Errorf("unknown %s %q, use %s", what, item, valid)
+			}
+		}
+		return v.UnmarshalText([]byte(export.List(s)))
+	}
+}
+
 // key builds the key the flags describe, without key material.
-func (b *bindingFlags) key() (pskstore.Key, error) {
-	var k pskstore.Key
-	var err error
-	if k.Identity, err = identityFlags(b.identity, b.identityHex); err != nil {
-		return k, err
+func (b *bindingFlags) key(usage string) (pskstore.Key, error) {
+	id, err := identityFlags(b.identity, b.identityHex, usage)
+	if err != nil {
+		return pskstore.Key{}, err
 	}
 	if b.endpoint == "" {
-		return k, usageError{"--endpoint is required: the LwM2M endpoint name the identity may register as (L1)"}
+		return pskstore.Key{}, usageError{"--endpoint is required: the LwM2M endpoint name the identity may register as (L1)", usage}
 	}
-	k.Endpoint, k.ServerName, k.Backend, k.Legacy = b.endpoint, b.serverName, b.backend, b.legacy
-	if k.Hash, err = parseHash(b.hash); err != nil {
-		return k, usageError{"--hash: " + err.Error()}
-	}
-	if k.Versions, err = parseVersions(b.versions); err != nil {
-		return k, usageError{"--versions: " + err.Error()}
-	}
-	if k.Modes, err = parseModes(b.modes); err != nil {
-		return k, usageError{"--modes: " + err.Error()}
-	}
-	return k, nil
+	return pskstore.Key{Identity: id, Endpoint: b.endpoint, ServerName: b.serverName, Backend: b.backend, Hash: crypto.Hash(b.hash),
+		Versions: b.versions, Modes: b.modes, Legacy: b.legacy}, nil
 }
 
 // identityFlags reads an identity given as --identity TEXT or
 // --identity-hex HEX.
-func identityFlags(text, hexID string) ([]byte, error) {
+func identityFlags(text, hexText, usage string) ([]byte, error) {
 	switch {
-	case text != "" && hexID != "":
-		return nil, usageError{"give --identity or --identity-hex, not both"}
+	case text != "" && hexText != "":
+		return nil, usageError{"give --identity or --identity-hex, not both", usage}
 	case text != "":
 		return []byte(text), nil
-	case hexID != "":
-		id, err := hex.DecodeString(hexID)
-		if err != nil || len(id) == 0 {
-			return nil, usageError{"--identity-hex is not valid hex"}
+	case hexText != "":
+		id, err := hexID(hexText)
+		if err != nil {
+			return nil, usageError{"--identity-hex is not valid hex", usage}
 		}
 		return id, nil
 	}
-	return nil, usageError{"--identity ID (or --identity-hex HEX) is required"}
+	return nil, usageError{"--identity ID (or --identity-hex HEX) is required", usage}
 }
 
-func parseHash(s string) (crypto.Hash, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "sha256":
-		return crypto.SHA256, nil
-	case "sha384":
-		return crypto.SHA384, nil
+func hexID(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err == nil && len(b) == 0 {
+		err = errors.New("empty")
 	}
-	return 0, fmt.Errorf("unknown hash %q, use sha256 or sha384", s)
-}
-
-// listItems splits a list written with commas, semicolons or spaces.
-func listItems(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' || r == '|' })
-}
-
-func parseVersions(s string) (pskstore.Versions, error) {
-	var v pskstore.Versions
-	for _, item := range listItems(s) {
-		switch item {
-		case "1.2":
-			v |= pskstore.DTLS12
-		case "1.3":
-			v |= pskstore.DTLS13
-		default:
-			return 0, fmt.Errorf("unknown version %q, use 1.3 and/or 1.2", item)
-		}
-	}
-	return v, nil
-}
-
-func parseModes(s string) (pskstore.Modes, error) {
-	var m pskstore.Modes
-	for _, item := range listItems(s) {
-		switch item {
-		case "psk_dhe_ke":
-			m |= pskstore.ModeDHE
-		case "psk_ke":
-			m |= pskstore.ModeKE
-		default:
-			return 0, fmt.Errorf("unknown mode %q, use psk_dhe_ke and/or psk_ke", item)
-		}
-	}
-	return m, nil
-}
-
-func hashName(h crypto.Hash) string {
-	if h == crypto.SHA384 {
-		return "sha384"
-	}
-	return "sha256"
+	return b, err
 }
 
 // checkBackend refuses a backend the gateway's configuration does not
 // declare (with --store there is nothing to check against).
-func (ks *keyStore) checkBackend(k pskstore.Key) error {
-	if ks.cfg == nil || k.Backend == "" {
+func (f *pskFlags) checkBackend(k pskstore.Key) error {
+	if f.cfg == nil || k.Backend == "" {
 		return nil
 	}
-	if _, ok := ks.cfg.Backends[k.Backend]; !ok {
-		return fmt.Errorf("backend %q is not declared in the configuration (declared: %s)", k.Backend, strings.Join(ks.cfg.BackendNames(), ", "))
+	if _, ok := f.cfg.Backends[k.Backend]; !ok {
+		return fmt.Errorf("backend %q is not declared in the configuration (declared: %s)", k.Backend, strings.Join(f.cfg.BackendNames(), ", "))
 	}
 	return nil
 }
 
-// checkNew runs checkNew with the store's policy and prints the SHOULD
-// findings as warnings. existing is what the backend has loaded
-// (storeAdmin.loaded), less the identity a change replaces.
-func (ks *keyStore) checkNew(c *pskContext, existing, added []pskstore.Key, where func(i int) string) error {
-	warnings, err := checkNew(ks.policy, existing, added, where)
-	printWarnings(c.stderr, warnings)
-	return err
+// maxKeyInput bounds the key input read from stdin or --key-file.
+const maxKeyInput = 64 << 10
+
+// readKey reads key material from path, or stdin when path is empty, in the
+// format given. Errors never show what was read.
+func readKey(c cmdIO, path, format string) (pskstore.Secret, error) {
+	r, src := c.stdin, "stdin"
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("--key-file: %w", err)
+		}
+		defer f.Close()
+		r, src = f, path
+	} else if isTerminal(c.stdin) {
+		return nil, usageError{"stdin is a terminal (or another device), where the key would be echoed: pipe it in (gateway psk add … < key.hex) or use --key-file", ""}
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxKeyInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the key from %s: %w", src, err)
+	}
+	if len(data) > maxKeyInput {
+		return nil, fmt.Errorf("the key in %s is larger than %d bytes", src, maxKeyInput)
+	}
+	key, text := data, strings.TrimSpace(string(data))
+	switch format {
+	case "hex":
+		if key, err = hex.DecodeString(text); err != nil {
+			return nil, fmt.Errorf("the key in %s is not valid hex (%d characters, not shown)", src, len(text))
+		}
+	case "base64":
+		if key, err = base64.StdEncoding.Strict().DecodeString(text); err != nil {
+			if key, err = base64.RawStdEncoding.Strict().DecodeString(text); err != nil {
+				return nil, fmt.Errorf("the key in %s is not valid base64 (%d characters, not shown)", src, len(text))
+			}
+		}
+	}
+	if len(key) == 0 {
+		return nil, fmt.Errorf("no key read from %s", src)
+	}
+	return pskstore.Secret(key), nil
 }
 
-// maxProblems bounds the problems listed when new keys are refused.
-const maxProblems = 25
-
-// checkNew checks keys about to join existing: duplicate identities and key
-// material (R7, R4), then every RFC 9257 rule (pskstore.CheckKeys). where
-// names a new key in messages ("line 4"); nil names it by its identity only.
-// It returns the SHOULD findings as warnings, and an error listing every
-// MUST problem. Messages never carry key material.
-func checkNew(policy pskstore.Options, existing, added []pskstore.Key, where func(i int) string) (warnings []string, err error) {
-	if where == nil {
-		where = func(int) string { return "" }
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
 	}
-	label := func(i int) string {
-		if w := where(i); w != "" {
-			return w + ": identity " + showID(added[i].Identity)
-		}
-		return "identity " + showID(added[i].Identity)
-	}
-	fp := pskstore.NewFingerprinter(nil)
-	existingID := make(map[string]bool, len(existing))
-	addedID := make(map[string]int, len(added))
-	byKey := make(map[[32]byte]string, len(existing)+len(added))
-	for _, k := range existing {
-		existingID[string(k.Identity)] = true
-		byKey[fp.Fingerprint(k.Secret)] = "existing identity " + showID(k.Identity)
-	}
-	var problems []string
-	for i, k := range added {
-		if existingID[string(k.Identity)] {
-			problems = append(problems, label(i)+": already exists (rotate replaces its key, revoke removes it)")
-			continue
-		}
-		if j, dup := addedID[string(k.Identity)]; dup {
-			problems = append(problems, label(i)+": given twice, also on "+where(j))
-			continue
-		}
-		addedID[string(k.Identity)] = i
-		if len(k.Secret) == 0 {
-			continue
-		}
-		p := fp.Fingerprint(k.Secret)
-		if other, dup := byKey[p]; dup {
-			problems = append(problems, label(i)+": policy R4: same key material as "+other+" (one key, one client and one server)")
-			continue
-		}
-		byKey[p] = strings.TrimSpace(where(i) + " (identity " + showID(k.Identity) + ")")
-	}
-	if len(problems) == 0 {
-		all := slices.Concat(existing, added)
-		for _, f := range pskstore.CheckKeys(all, policy) {
-			i := f.Index - len(existing)
-			if i < 0 {
-				continue // the store's own findings are audit's business
-			}
-			msg := fmt.Sprintf("%s: %v", label(i), f)
-			if f.Rule == "R2" && f.Field == "Secret" {
-				msg += " (--allow-low-entropy, or the allow_low_entropy column, accepts it for this identity, never with psk_ke or legacy; better, gateway psk gen makes a random key)"
-			}
-			if f.Severity == pskstore.SeverityMust {
-				problems = append(problems, msg)
-			} else {
-				warnings = append(warnings, msg)
-			}
-		}
-	}
-	if len(problems) == 0 {
-		return warnings, nil
-	}
-	n := len(problems)
-	if n > maxProblems {
-		problems = append(problems[:maxProblems], fmt.Sprintf("… and %d more", n-maxProblems))
-	}
-	noun := "problem"
-	if n > 1 {
-		noun = "problems"
-	}
-	return warnings, fmt.Errorf("%d %s, nothing written:\n  %s", n, noun, strings.Join(problems, "\n  "))
-}
-
-func printWarnings(w io.Writer, warnings []string) {
-	for _, m := range warnings {
-		fmt.Fprintln(w, "warning: "+m)
-	}
+	fi, err := file.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // printKeyBlock prints an identity and its key for the device, to stdout
@@ -242,13 +163,13 @@ func printWarnings(w io.Writer, warnings []string) {
 // credentials).
 func printKeyBlock(w io.Writer, title string, k pskstore.Key) {
 	fmt.Fprintf(w, "# %s\n", title)
-	if printableID(k.Identity) {
+	if export.Printable(k.Identity) {
 		fmt.Fprintf(w, "identity      %s\n", k.Identity)
 	}
 	fmt.Fprintf(w, "identity_hex  %s\n", hex.EncodeToString(k.Identity))
 	fmt.Fprintf(w, "key_hex       %s\n", hex.EncodeToString(k.Secret))
-	fmt.Fprintf(w, "hash          %s\n", hashName(k.Hash))
-	if !printableID(k.Identity) {
+	fmt.Fprintf(w, "hash          %s\n", pskstore.Hash(k.Hash))
+	if !export.Printable(k.Identity) {
 		fmt.Fprintf(w, "identity_c\n%s", cArray("psk_identity", k.Identity))
 	}
 	fmt.Fprintf(w, "key_c\n%s", cArray("psk_key", k.Secret))
@@ -269,5 +190,10 @@ func cArray(name string, b []byte) string {
 	return s.String()
 }
 
-// errNoKey is returned when stdin or the key file holds nothing.
-var errNoKey = errors.New("no key read")
+// plainID is an identity for tables: text as is, anything else as hex:….
+func plainID(id []byte) string {
+	if export.Printable(id) {
+		return string(id)
+	}
+	return "hex:" + hex.EncodeToString(id)
+}

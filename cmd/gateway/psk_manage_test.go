@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -176,6 +177,20 @@ func TestPSKImport(t *testing.T) {
 					t.Errorf("after import: %+v", keys)
 				}
 			}},
+		// R5: an EPSK bound to no server name gives keys bound to --server;
+		// R7: the tool does not warn about its own binary identities.
+		{name: "R5 imported keys bound to --server, no R7 warning", args: withConfig("import", "--identity", "device-0002", "--client", "urn:dev:0002", "--server", "gw.example.com"),
+			stderr: []string{"bound to server name \"gw.example.com\" (R5)"},
+			check: func(t *testing.T, e *pskEnv, r pskResult) {
+				for _, k := range e.load(t) {
+					if k.ImportContext != nil && k.ServerName != "gw.example.com" {
+						t.Errorf("imported key %x bound to %q, want gw.example.com", k.Identity, k.ServerName)
+					}
+				}
+				if strings.Contains(r.stderr, "warning:") || strings.Contains(r.stderr, "policy R7") {
+					t.Errorf("import warns about its own identities:\n%s", r.stderr)
+				}
+			}},
 		{name: "server differs from the binding", args: withConfig("import", "--identity", "device-0001", "--client", "c", "--server", "other.example.com"),
 			code: 1, unchanged: true, stderr: []string{`differs from the server name "gw.example.com"`}},
 		{name: "missing client", args: withConfig("import", "--identity", "device-0001", "--server", "gw.example.com"),
@@ -208,8 +223,9 @@ func TestPSKAudit(t *testing.T) {
 				n.Identity, n.Secret = []byte("cafe\u0301"), randomKey(t)
 				e.save(t, append(e.initial, k, n))
 			},
-			args:   withConfig("audit"),
-			stdout: []string{`R7    SHOULD keys[2] identity "DEVICE-0001"`, "nfkc and case folding", "keys[3] identity \"cafe\u0301\"", "2 SHOULD findings", "0 MUST"}},
+			args: withConfig("audit"),
+			// Keys in identity order: DEVICE-0001, café, device-0001, device-0002.
+			stdout: []string{`R7    SHOULD keys[2] identity "device-0001"`, "nfkc and case folding to keys[0]", "keys[1] identity \"cafe\u0301\"", "2 SHOULD findings", "0 MUST"}},
 		{name: "MUST findings exit 1",
 			setup: func(t *testing.T, e *pskEnv) {
 				writeFile(t, e.keys, []byte("keys:\n  - identity: \"a\"\n    key_hex: \"8a1355e09107c42b\"\n    endpoint: e\n"+
@@ -230,10 +246,13 @@ func TestPSKAudit(t *testing.T) {
 			args: withConfig("audit"), stdout: []string{"1 keys in plaintext at rest (insecure_plaintext_keys)"}},
 		{name: "group-readable file and kek", sealed: true,
 			setup: func(t *testing.T, e *pskEnv) {
-				os.Chmod(e.keys, 0o640)
-				os.Chmod(e.kekFile, 0o644)
+				os.Chmod(e.keys, 0o644)
+				os.Chmod(e.kekFile, 0o604)
 			},
-			args: withConfig("audit"), stdout: []string{"mode 0640 is readable by group", "kek file mode 0644", "2 store warnings"}},
+			args: withConfig("audit"), stdout: []string{"mode 0644: readable by other users", "kek file mode 0604", "2 store warnings"}},
+		{name: "own group may read the file", sealed: true,
+			setup: func(t *testing.T, e *pskEnv) { os.Chmod(e.keys, 0o640) },
+			args:  withConfig("audit"), stdout: []string{"0 store warnings"}},
 	})
 }
 
@@ -244,7 +263,7 @@ func pskstoretestKey(t *testing.T, identity string) pskstore.Key {
 func TestPSKExport(t *testing.T) {
 	runPSKCases(t, []pskCase{
 		{name: "csv", sealed: true, args: withConfig("export", "--format", "csv"),
-			stdout: []string{"identity,identity_hex,key_hex,hash,endpoint,server_name\n", "device-0001,,"},
+			stdout: []string{"identity,identity_hex,key_hex,hash,endpoint,server_name,backend,versions,modes,legacy,allow_low_entropy,group,import_context_hex\n", "device-0001,,"},
 			stderr: []string{"warning: the output holds 2 PLAINTEXT keys"},
 			check: func(t *testing.T, e *pskEnv, r pskResult) {
 				for _, k := range e.initial {
@@ -260,7 +279,9 @@ func TestPSKExport(t *testing.T) {
 					t.Errorf("export:\n%s", r.stdout)
 				}
 			}},
-		{name: "format required", args: withConfig("export"), code: 2},
+		{name: "format required", args: withConfig("export"), code: 2, stderr: []string{"the formats are yaml and csv"}},
+		{name: "unknown format lists the formats", args: withConfig("export", "--format", "json"), code: 2,
+			stderr: []string{`--format "json": the formats are yaml and csv`, "usage: gateway psk export"}},
 		{name: "unknown identity", args: withConfig("export", "--format", "csv", "nope"), code: 1, stderr: []string{`"nope" not found`}},
 	})
 }
@@ -320,10 +341,27 @@ func TestPSKRekey(t *testing.T) {
 			args: func(e *pskEnv) []string {
 				return []string{"rekey", "--config", e.config, "--new-kek-file", newKEKFile(e)}
 			},
-			stderr: []string{"re-sealed 2 keys", "(was kek ", "restart"}, check: rekeyed},
+			stderr: []string{"re-sealed 2 keys", "found 2 sealed under kek ", "restart"}, check: rekeyed},
 		{name: "plaintext to sealed", setup: withNewKEK,
 			args:   func(e *pskEnv) []string { return []string{"rekey", "--store", e.keys, "--new-kek-file", newKEKFile(e)} },
-			stderr: []string{"(was plaintext)"}, check: rekeyed},
+			stderr: []string{"found 2 plaintext."}, check: rekeyed},
+		{name: "a migration half done: the state found is told as it is", sealed: true,
+			setup: func(t *testing.T, e *pskEnv) {
+				withNewKEK(t, e)
+				cfg, _ := os.ReadFile(e.config)
+				writeFile(t, e.config, append(cfg, "  insecure_plaintext_keys: true\n"...))
+				data, _ := os.ReadFile(e.keys)
+				plain, _ := file.Marshal([]pskstore.Key{pskstoretestKey(t, "plain-1")})
+				writeFile(t, e.keys, append(data, plain[bytes.Index(plain, []byte("  - ")):]...))
+			},
+			args: func(e *pskEnv) []string {
+				return []string{"rekey", "--config", e.config, "--new-kek-file", newKEKFile(e)}
+			},
+			check: func(t *testing.T, e *pskEnv, r pskResult) {
+				if want := "re-sealed 3 keys"; !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "found 1 plaintext and 2 sealed under kek "+e.kek.ID()) {
+					t.Errorf("stderr does not tell the state found:\n%s", r.stderr)
+				}
+			}},
 		{name: "new kek from the environment", sealed: true,
 			setup: func(t *testing.T, e *pskEnv) {
 				withNewKEK(t, e)
@@ -349,57 +387,6 @@ func TestPSKRekey(t *testing.T) {
 	})
 }
 
-// TestSaveRefusesConcurrentChange: a key file changed between a command's
-// read and its write is not overwritten.
-func TestSaveRefusesConcurrentChange(t *testing.T) {
-	e := newPSKEnv(t, true)
-	fs := newPSKFlags(&pskContext{name: "revoke", stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}})
-	fs.config = e.config
-	ks, err := fs.open(readWrite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ks.close()
-	kf := ks.admin.(*keyFile)
-	// Another writer (an editor, another host) changes the file.
-	if err := file.Save(e.keys, e.initial[:1], file.WithKEK(e.kek)); err != nil {
-		t.Fatal(err)
-	}
-	changed, _ := os.ReadFile(e.keys)
-	if err := kf.save(kf.keys[1:]); err == nil || !strings.Contains(err.Error(), "changed while the command ran") {
-		t.Fatalf("save over a changed file: %v", err)
-	}
-	if now, _ := os.ReadFile(e.keys); !bytes.Equal(now, changed) {
-		t.Error("the changed file was overwritten")
-	}
-}
-
-// TestPSKLock: a second writer waits for the first one's lock.
-func TestPSKLock(t *testing.T) {
-	dir := t.TempDir()
-	unlock, err := lockDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		u, err := lockDir(dir)
-		if err == nil {
-			u()
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("second lock taken while the first is held: %v", err)
-	default:
-	}
-	unlock()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestPSKUsage(t *testing.T) {
 	for _, tt := range []struct {
 		args   []string
@@ -416,9 +403,49 @@ func TestPSKUsage(t *testing.T) {
 		{[]string{"psk", "list", "--store", "/nonexistent/keys.yaml"}, 1, "", "no such file"},
 	} {
 		var out, errb bytes.Buffer
-		code := run(tt.args, &out, &errb)
+		code := run(tt.args, nil, &out, &errb)
 		if code != tt.code || !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errb.String(), tt.stderr) {
 			t.Errorf("gateway %s: exit %d, stdout %q, stderr %q; want %d, %q, %q", strings.Join(tt.args, " "), code, out.String(), errb.String(), tt.code, tt.stdout, tt.stderr)
+		}
+	}
+}
+
+// TestPSKExportRoundTrip: every field of every key (versions, modes,
+// legacy, backend, hash, server name, low-entropy and group flags, the
+// importer context) survives export --format csv and add --from-csv into
+// another store.
+func TestPSKExportRoundTrip(t *testing.T) {
+	src := newPSKEnv(t, true)
+	full := pskstoretestKey(t, "full")
+	full.Hash, full.ServerName, full.Backend = crypto.SHA384, "gw.example.com", "bs"
+	full.Versions, full.Modes = pskstore.DTLS13, pskstore.ModeDHE|pskstore.ModeKE
+	legacy := pskstoretestKey(t, "legacy")
+	legacy.Versions, legacy.Legacy = pskstore.DTLS12, true
+	weak := pskstoretestKey(t, "weak")
+	weak.Secret, weak.AllowLowEntropy = []byte("correct horse battery staple"), true
+	group := pskstoretestKey(t, "\x00group")
+	group.Group, group.ImportContext = true, importer.Context("c", "s")
+	src.save(t, append(src.initial, full, legacy, weak, group))
+	r := runPSK(t, "", "export", "--config", src.config, "--format", "csv")
+	r.expect(t, 0, nil, nil)
+
+	dst := newPSKEnv(t, false)
+	writeFile(t, dst.keys, []byte("keys: []\n"))
+	csvPath := filepath.Join(dst.dir, "export.csv")
+	writeFile(t, csvPath, []byte(r.stdout))
+	runPSK(t, "", "add", "--config", dst.config, "--from-csv", csvPath).expect(t, 0, nil, []string{"added 6 identities"})
+	want := src.load(t)
+	got := dst.load(t)
+	if len(got) != len(want) {
+		t.Fatalf("%d keys after the round trip, want %d", len(got), len(want))
+	}
+	byID := make(map[string]pskstore.Key)
+	for _, k := range got {
+		byID[string(k.Identity)] = k
+	}
+	for _, w := range want {
+		if g, ok := byID[string(w.Identity)]; !ok || !g.Equal(w) {
+			t.Errorf("key %q changed in the round trip:\n got %+v\nwant %+v", w.Identity, g, w)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/internal/pgtest"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/importer"
 	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
@@ -24,14 +25,12 @@ import (
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 // testDSN is the database the PostgreSQL tests create their schemas in.
 func testDSN(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv("GATEWAY_TEST_PG_DSN")
-	if dsn == "" {
-		t.Fatal("GATEWAY_TEST_PG_DSN unset: run `make test`, or `eval $(scripts/pg.sh start)`")
-	}
-	return dsn
+	return pgtest.DSN(t)
 }
 
 // testSchema creates a schema of its own for t, dropped at cleanup, and
@@ -46,7 +45,7 @@ func testSchema(t testing.TB) (schema, dsn string) {
 	defer cancel()
 	c, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("connecting to GATEWAY_TEST_PG_DSN: %v", err)
+		t.Fatalf("connecting to the test database: %v", err)
 	}
 	defer c.Close(ctx)
 	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
@@ -128,7 +127,7 @@ func (e *pgEnv) open(t *testing.T, kek *sealed.KEK) *postgres.Store {
 func (e *pgEnv) tryOpen(kek *sealed.KEK) (*postgres.Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return postgres.Open(ctx, postgres.Config{DSN: e.dsn, KEK: kek, LookupTimeout: 5 * time.Second})
+	return postgres.Open(ctx, e.dsn, postgres.WithKEK(kek), postgres.WithLookupTimeout(10*time.Second))
 }
 
 func (e *pgEnv) keys(t *testing.T) []pskstore.Key {
@@ -312,7 +311,9 @@ func TestPSKPostgresManage(t *testing.T) {
 	// RFC 9258 import: the EPSK replaced by its imported keys, at once.
 	r = e.run(t, "", "import", "--identity", "device-0002", "--client", "urn:dev:0002", "--server", "gw.example.com")
 	r.expect(t, 0, []string{"HKDF_SHA256", "HKDF_SHA384"}, []string{"2 imported keys stored and the external PSK deleted from the PostgreSQL store"})
-	want, err := importer.Import(e.initial[1], importer.Context("urn:dev:0002", "gw.example.com"), importer.DTLSTargets())
+	epsk := e.initial[1].Clone()
+	epsk.ServerName = "gw.example.com" // the imported keys are bound to --server (R5)
+	want, err := importer.Import(epsk, importer.Context("urn:dev:0002", "gw.example.com"), importer.DTLSTargets())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +379,7 @@ func TestPSKPostgresRekey(t *testing.T) {
 	kek1, kek2 := writeKEK(t, kek1File), writeKEK(t, kek2File)
 
 	r := e.run(t, "", "rekey", "--new-kek-file", kek1File)
-	r.expect(t, 0, nil, []string{"re-sealed 2 keys in the PostgreSQL store", "under kek " + kek1.ID(), "(was plaintext)", "every gateway replica"})
+	r.expect(t, 0, nil, []string{"re-sealed 2 keys in the PostgreSQL store", "under kek " + kek1.ID(), "found 2 plaintext.", "every gateway replica"})
 	for id, k := range e.rawKEKIDs(t) {
 		if k != kek1.ID() {
 			t.Errorf("%s under kek %q after rekey, want %s", id, k, kek1.ID())
@@ -387,7 +388,7 @@ func TestPSKPostgresRekey(t *testing.T) {
 	// The configuration now names kek1; rekey to kek2.
 	cfg, _ := os.ReadFile(e.config)
 	writeFile(t, e.config, append(cfg, "  kek_file: kek1\n"...))
-	e.run(t, "", "rekey", "--new-kek-file", kek2File).expect(t, 0, nil, []string{"(was kek " + kek1.ID() + ")"})
+	e.run(t, "", "rekey", "--new-kek-file", kek2File).expect(t, 0, nil, []string{"found 2 sealed under kek " + kek1.ID() + "."})
 	s := e.open(t, kek2)
 	for _, k := range e.initial {
 		if got, err := s.Lookup(context.Background(), k.Identity); err != nil || !bytes.Equal(got.Secret, k.Secret) {
@@ -415,16 +416,16 @@ func TestPSKPostgresRekey(t *testing.T) {
 func TestCheckConfigPostgres(t *testing.T) {
 	e := newPGEnv(t, true)
 	var out, errb bytes.Buffer
-	if code := run([]string{"check-config", e.config}, &out, &errb); code != 0 || !strings.Contains(out.String(), "postgres store with 2 keys") {
+	if code := run([]string{"check-config", e.config}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "postgres store with 2 keys") {
 		t.Fatalf("check-config: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	t.Setenv(pgDSNVar, "")
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"check-config", e.config}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "store.dsn_env: environment variable "+pgDSNVar+" is not set") {
+	if code := run([]string{"check-config", e.config}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "store.dsn_env: environment variable "+pgDSNVar+" is not set") {
 		t.Fatalf("check-config without the DSN: exit %d\n%s%s", code, out.String(), errb.String())
 	}
-	if code := run([]string{"psk", "list", "--config", e.config}, &out, &errb); code != 1 || !strings.Contains(errb.String(), pgDSNVar) {
+	if code := run([]string{"psk", "list", "--config", e.config}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), pgDSNVar) {
 		t.Fatalf("psk list without the DSN: exit %d\n%s", code, errb.String())
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,23 +24,12 @@ type pskResult struct {
 	stdout, stderr string
 }
 
-// runPSK runs pskCmd like main's run does: the error goes to stderr after
-// "gateway psk: ", a usageError exits 2, any other error 1.
+// runPSK runs `gateway psk args…` in process, through main's run.
 func runPSK(t *testing.T, stdin string, args ...string) pskResult {
 	t.Helper()
 	var out, errb bytes.Buffer
-	err := pskCmd(args, strings.NewReader(stdin), &out, &errb)
-	r := pskResult{stdout: out.String()}
-	if err != nil {
-		fmt.Fprintf(&errb, "gateway psk: %v\n", err)
-		r.code = 1
-		var ue usageError
-		if errors.As(err, &ue) {
-			r.code = exitUsage
-		}
-	}
-	r.stderr = errb.String()
-	return r
+	code := run(append([]string{"psk"}, args...), strings.NewReader(stdin), &out, &errb)
+	return pskResult{code: code, stdout: out.String(), stderr: errb.String()}
 }
 
 // pskEnv is a key store with two identities, a gateway configuration that

@@ -3,29 +3,44 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/gateway"
-	"github.com/lwm2m-gateway/gateway/pskstore/file"
-	"go.uber.org/zap"
 )
 
-func serveCmd(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (YAML)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+const serveUsage = `usage: gateway serve --config FILE
+
+Runs the gateway: JSON logs on stderr, the admin listener (metrics, health,
+registrations) when admin.address is set. SIGHUP re-reads the configuration;
+SIGTERM and SIGINT stop accepting handshakes and drain within
+sessions.drain_timeout.
+`
+
+// fileWatcher is a store that reloads its file when it changes (the file
+// store).
+type fileWatcher interface {
+	WatchFile(ctx context.Context, log *zap.Logger) error
+}
+
+func serveCmd(c cmdIO, args []string) error {
+	fs := newFlags("serve")
+	path := fs.String("config", "", "configuration `FILE` (YAML)")
+	pos, err := parseFlags(fs, c, serveUsage, args)
+	if err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() != 0 {
-		return usageError{"serve needs --config FILE and no other arguments"}
+	if *path == "" {
+		return usageError{"--config FILE is required", commandUsage(fs, serveUsage)}
+	}
+	if err := positional(pos, 0, 0, "", commandUsage(fs, serveUsage)); err != nil {
+		return err
 	}
 	// Catch SIGHUP from the start: a reload sent while the gateway is still
 	// starting must not kill it (the default action); it is handled once
@@ -43,19 +58,17 @@ func serveCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	for _, d := range cfg.Deprecated() {
-		log.Warn("configuration: " + d)
-	}
-	tagger, err := newTagger(cfg.Store)
-	if err != nil {
-		return err
-	}
-	store, err := openStore(cfg, tagger, log)
+	b := buildInfo()
+	configWarnings(cfg, log)
+	log.Info("gateway starting", zap.String("version", b.Version), zap.String("commit", b.Commit), zap.Bool("modified", b.Modified),
+		zap.String("go", b.Go), zap.String("config", *path))
+	ks, err := openStore(cfg, openOptions{log: log, makeTagKey: true})
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}
-	defer closeStore(store)
-	srv, err := gateway.New(gatewayConfig(cfg, store, tagger, log))
+	defer ks.Close()
+	checkBackends(context.Background(), cfg, log)
+	srv, err := gateway.New(gatewayConfig(cfg, ks, log))
 	if err != nil {
 		return err
 	}
@@ -65,15 +78,16 @@ func serveCmd(args []string, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if fs, ok := store.(*file.Store); ok {
+	if w, ok := ks.Store.(fileWatcher); ok {
 		// Edits of the key file take effect without a restart; revocations
 		// reach live sessions through the store's Watch (R10).
-		if err := fs.WatchFile(ctx, log); err != nil {
+		if err := w.WatchFile(ctx, log); err != nil {
 			log.Error("cannot watch the key file; edits need a restart", zap.Error(err))
 		}
 	}
+	r := newReloader(*path, cfg, ks.Store, level, log)
 	if cfg.Admin.Address != "" {
-		h, err := adminHandler(srv, store, gatewayConfig(cfg, store, tagger, log).Backends, cfg.Admin.Pprof)
+		h, err := adminHandler(srv, ks.Store, cfg, b.collector(), r)
 		if err != nil {
 			return err
 		}
@@ -93,7 +107,7 @@ wait:
 		case <-ctx.Done():
 			break wait
 		case <-hup:
-			reload(*path, cfg, store, level, log)
+			r.reload()
 		}
 	}
 	stop() // a second signal kills the process the default way
@@ -109,33 +123,5 @@ wait:
 	}
 	st := srv.Stats()
 	log.Info("stopped", zap.Uint64("handshakes_ok", st.HandshakesOK), zap.Uint64("datagrams_to_backend", st.DatagramsToBackend), zap.Uint64("datagrams_to_device", st.DatagramsToDevice))
-	return nil
-}
-
-func checkConfigCmd(args []string, stdout io.Writer) error {
-	if len(args) != 1 {
-		return usageError{"check-config needs exactly one FILE"}
-	}
-	cfg, err := config.Load(args[0])
-	if err != nil {
-		return err
-	}
-	tagger, err := newTagger(cfg.Store)
-	if err != nil {
-		return err
-	}
-	store, err := openStore(cfg, tagger, zap.NewNop())
-	if err != nil {
-		return fmt.Errorf("key store: %w", err)
-	}
-	defer closeStore(store)
-	n, err := countKeys(store)
-	if err != nil {
-		return fmt.Errorf("key store: %w", err)
-	}
-	for _, d := range cfg.Deprecated() {
-		fmt.Fprintf(stdout, "%s: warning: %s\n", args[0], d)
-	}
-	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d backends, %s store with %d keys)\n", args[0], len(cfg.Listeners), len(cfg.Backends), cfg.Store.Type, n)
 	return nil
 }

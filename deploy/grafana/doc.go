@@ -1,6 +1,7 @@
 // Package grafana holds no Go code. It owns the Grafana dashboard of the
-// gateway's Prometheus metrics (gateway-dashboard.json) and, in render/, the
-// program that screenshots it from a real run (docs/dashboard.png).
+// gateway's Prometheus metrics (gateway-dashboard.json), what an operator
+// deploys; the program that screenshots it from a real run
+// (docs/dashboard.png) is a tool, in tools/dashboard-render.
 //
 // Its test keeps the dashboard honest: every query names only metrics and
 // labels the gateway (and the Go and process collectors of its admin

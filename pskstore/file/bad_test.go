@@ -42,6 +42,7 @@ var badFiles = []struct {
 	{name: "empty file", file: "empty.yaml", want: []string{"keys: []"}, is: ErrSchema},
 	{name: "null keys", file: "null-keys.yaml", want: []string{":1: keys: ", "keys: []"}, is: ErrSchema},
 	{name: "two documents", file: "two-documents.yaml", want: []string{"more than one yaml document"}, is: ErrSchema},
+	{name: "not utf-8", gen: notUTF8, want: []string{":4: ", "not valid utf-8 at column 19"}, is: ErrSyntax},
 }
 
 func badPath(t *testing.T, file string, gen func(*testing.T) string) string {
@@ -62,6 +63,17 @@ func longIdentity(t *testing.T) string {
 	return path
 }
 
+// notUTF8 writes a file whose fourth line holds a byte that is not UTF-8
+// (a Latin-1 "é" pasted in).
+func notUTF8(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "latin1.yaml")
+	data := "keys:\n  - identity: \"a\"\n    key_hex: \"8a1355e09107c42b6df839ae0277b54c\"\n    endpoint: \"caf\xe9\"\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestOpenBad(t *testing.T) {
 	for _, tt := range badFiles {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,7 +83,7 @@ func TestOpenBad(t *testing.T) {
 				s, err = Open(path)
 			}
 			if err == nil {
-				t.Fatalf("Open succeeded with %d keys", len(s.Keys()))
+				t.Fatalf("Open succeeded with %d keys", len(allKeys(t, s)))
 			}
 			checkBadError(t, err, path, tt.want, tt.rule, tt.is)
 		})
@@ -123,7 +135,7 @@ func TestReloadKeepsGoodState(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := s.Keys()
+			before := allKeys(t, s)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			changes, _ := s.Watch(ctx)
@@ -134,7 +146,7 @@ func TestReloadKeepsGoodState(t *testing.T) {
 				t.Fatal("Reload of a bad file succeeded")
 			}
 			checkBadError(t, err, path, tt.want, tt.rule, tt.is)
-			after := s.Keys()
+			after := allKeys(t, s)
 			if len(after) != len(before) {
 				t.Fatalf("%d keys after a bad reload, want %d", len(after), len(before))
 			}

@@ -1,6 +1,7 @@
 package file
 
 import (
+	"crypto"
 	"fmt"
 	"strings"
 
@@ -172,37 +173,37 @@ var fieldParsers = map[string]func(f *fieldValue, e *entry){
 	},
 	"hash": func(f *fieldValue, e *entry) {
 		s, ok := f.text()
-		if h, known := hashNames[s]; ok && known {
-			e.key.Hash = h
-		} else if ok {
-			f.fail("unknown hash, use sha256 or sha384")
+		var h pskstore.Hash
+		if !ok {
+			return
 		}
+		if err := h.UnmarshalText([]byte(s)); err != nil || s == "" {
+			f.fail("unknown hash, use sha256 or sha384")
+			return
+		}
+		e.key.Hash = crypto.Hash(h)
 	},
 	"endpoint":    func(f *fieldValue, e *entry) { e.key.Endpoint, _ = f.text() },
 	"server_name": func(f *fieldValue, e *entry) { e.key.ServerName, _ = f.text() },
 	"backend":     func(f *fieldValue, e *entry) { e.key.Backend, _ = f.text() },
 	"versions": func(f *fieldValue, e *entry) {
 		for _, s := range f.list() {
-			switch s {
-			case "1.2":
-				e.key.Versions |= pskstore.DTLS12
-			case "1.3":
-				e.key.Versions |= pskstore.DTLS13
-			default:
+			var v pskstore.Versions
+			if err := v.UnmarshalText([]byte(s)); err != nil || v == 0 || strings.Contains(s, ",") {
 				f.fail("unknown version, use \"1.2\" or \"1.3\"")
+				continue
 			}
+			e.key.Versions |= v
 		}
 	},
 	"modes": func(f *fieldValue, e *entry) {
 		for _, s := range f.list() {
-			switch s {
-			case "psk_dhe_ke":
-				e.key.Modes |= pskstore.ModeDHE
-			case "psk_ke":
-				e.key.Modes |= pskstore.ModeKE
-			default:
+			var m pskstore.Modes
+			if err := m.UnmarshalText([]byte(s)); err != nil || m == 0 || strings.Contains(s, ",") {
 				f.fail("unknown mode, use psk_dhe_ke or psk_ke")
+				continue
 			}
+			e.key.Modes |= m
 		}
 	},
 	"legacy":             func(f *fieldValue, e *entry) { e.key.Legacy = f.bool() },

@@ -1,8 +1,10 @@
 // Package file is the default pskstore backend: keys in one YAML file,
 // loaded at Open, re-read atomically by Reload or on change (WatchFile), and
-// written by Save. Every load enforces the RFC 9257 policy of package
-// pskstore (R1–R8) and every error names the entry by index, line and field,
-// never the key or the raw identity (R9).
+// written by Save or by the Store's key administration (Put, Delete,
+// Rotate, Replace, Rekey: read-modify-write under a lock, admin.go). Every
+// load enforces the RFC 9257 policy of package pskstore (R1–R8), every
+// write pskstore.CheckAdd, and every error names the entry by index, line
+// and field, never the key or the raw identity (R9).
 //
 // The format:
 //
@@ -45,7 +47,7 @@
 // An empty file is refused: "keys: []" is how to write a store without keys.
 //
 // The package does not own the gateway's configuration file or key
-// generation; a CLI can combine pskstore.GenerateSecret and Save.
+// generation; a CLI combines pskstore.GenerateSecret and Put.
 package file
 
 import (
@@ -67,6 +69,8 @@ type options struct {
 	kek      *sealed.KEK
 	// plaintext accepts key_hex and key_base64 although kek is set.
 	plaintext bool
+	// create opens a missing file as an empty store.
+	create bool
 }
 
 func newOptions(opts []Option) options {
@@ -116,3 +120,9 @@ func WithKEK(kek *sealed.KEK) Option { return func(o *options) { o.kek = kek } }
 // keys; Save still seals every key. Without a KEK it has no effect: plaintext
 // is then the only form.
 func WithInsecurePlaintextKeys(allow bool) Option { return func(o *options) { o.plaintext = allow } }
+
+// WithCreate(true) lets Open take a missing file for an empty store, which
+// its first write creates (mode 0600); for the tools that provision a new
+// store. Default false: a missing key file is an error, so a gateway given
+// a wrong path does not start without keys.
+func WithCreate(create bool) Option { return func(o *options) { o.create = create } }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/pskstoretest"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 func TestConformance(t *testing.T) {
@@ -27,12 +28,32 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceWrites: the key administration of the file store, plain
+// and sealed, passes the shared write suite (R4, R7, R10).
+func TestConformanceWrites(t *testing.T) {
+	for name, kek := range map[string]*sealed.KEK{"plaintext": nil, "sealed": testKEK(t)} {
+		t.Run(name, func(t *testing.T) {
+			pskstoretest.RunWrites(t, func(t *testing.T, keys []pskstore.Key) pskstore.Store {
+				path := filepath.Join(t.TempDir(), "keys.yaml")
+				if err := Save(path, keys, WithKEK(kek)); err != nil {
+					t.Fatal(err)
+				}
+				s, err := Open(path, WithKEK(kek))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
+		})
+	}
+}
+
 func TestOpenGood(t *testing.T) {
 	s, err := Open("testdata/good.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(s.Keys()); n != 4 {
+	if n := len(allKeys(t, s)); n != 4 {
 		t.Fatalf("%d keys, want 4", n)
 	}
 	ctx := context.Background()
@@ -160,4 +181,14 @@ func TestOpenMissingFile(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Open of a missing file: %v, want os.ErrNotExist", err)
 	}
+}
+
+// allKeys returns every key of s.
+func allKeys(t testing.TB, s *Store) []pskstore.Key {
+	t.Helper()
+	keys, err := s.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }

@@ -2,7 +2,6 @@ package file
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -31,10 +30,16 @@ func Marshal(keys []pskstore.Key, opts ...Option) ([]byte, error) {
 	if err := pskstore.CheckKeys(keys, o.policy).Err(); err != nil {
 		return nil, fmt.Errorf("file: marshal: %w", err)
 	}
+	return marshal(keys, o.kek)
+}
+
+// marshal is Marshal without the policy check, which writes of the Store
+// make with CheckAdd.
+func marshal(keys []pskstore.Key, kek *sealed.KEK) ([]byte, error) {
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for i, k := range keys {
 		k.Normalize()
-		n, err := entryNode(k, o.kek)
+		n, err := entryNode(k, kek)
 		if err != nil {
 			return nil, fmt.Errorf("file: marshal: keys[%d]: %w", i, err)
 		}
@@ -70,32 +75,14 @@ func entryNode(k pskstore.Key, kek *sealed.KEK) (*yaml.Node, error) {
 	} else {
 		add("key_hex", str(hex.EncodeToString(k.Secret), yaml.DoubleQuotedStyle))
 	}
-	add("hash", str(map[crypto.Hash]string{crypto.SHA256: "sha256", crypto.SHA384: "sha384"}[k.Hash], 0))
+	add("hash", str(pskstore.Hash(k.Hash).String(), 0))
 	for _, f := range []struct{ name, v string }{{"endpoint", k.Endpoint}, {"server_name", k.ServerName}, {"backend", k.Backend}} {
 		if f.v != "" {
 			add(f.name, str(f.v, yaml.DoubleQuotedStyle))
 		}
 	}
-	versions := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-	for _, v := range []struct {
-		bit  pskstore.Versions
-		name string
-	}{{pskstore.DTLS13, "1.3"}, {pskstore.DTLS12, "1.2"}} {
-		if k.Versions.Has(v.bit) {
-			versions.Content = append(versions.Content, str(v.name, yaml.DoubleQuotedStyle))
-		}
-	}
-	add("versions", versions)
-	modes := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-	for _, md := range []struct {
-		bit  pskstore.Modes
-		name string
-	}{{pskstore.ModeDHE, "psk_dhe_ke"}, {pskstore.ModeKE, "psk_ke"}} {
-		if k.Modes.Has(md.bit) {
-			modes.Content = append(modes.Content, str(md.name, 0))
-		}
-	}
-	add("modes", modes)
+	add("versions", list(k.Versions.Names(), yaml.DoubleQuotedStyle))
+	add("modes", list(k.Modes.Names(), 0))
 	for _, f := range []struct {
 		name string
 		v    bool
@@ -108,6 +95,15 @@ func entryNode(k pskstore.Key, kek *sealed.KEK) (*yaml.Node, error) {
 		add("import_context_hex", str(hex.EncodeToString(k.ImportContext), yaml.DoubleQuotedStyle))
 	}
 	return m, nil
+}
+
+// list is a flow sequence of names, e.g. ["1.3", "1.2"].
+func list(names []string, style yaml.Style) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, name := range names {
+		n.Content = append(n.Content, str(name, style))
+	}
+	return n
 }
 
 func str(v string, style yaml.Style) *yaml.Node {
@@ -134,18 +130,27 @@ func printable(id []byte) bool {
 // directory synced. Readers, including a Store watching path, see the old or
 // the new file, never a mix. If path is a symbolic link, the link itself is
 // replaced; for a Kubernetes ConfigMap, update the ConfigMap instead.
-func Save(path string, keys []pskstore.Key, opts ...Option) (err error) {
+func Save(path string, keys []pskstore.Key, opts ...Option) error {
 	data, err := Marshal(keys, opts...)
 	if err != nil {
 		return err
 	}
+	if err := writeAtomic(path, data); err != nil {
+		return fmt.Errorf("file: save: %w", err)
+	}
+	return nil
+}
+
+// writeAtomic writes data to a temporary file next to path, mode 0600,
+// syncs it, renames it over path and syncs the directory.
+func writeAtomic(path string, data []byte) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -154,19 +159,19 @@ func Save(path string, keys []pskstore.Key, opts ...Option) (err error) {
 		}
 	}()
 	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("file: save: %w", err)
+		return err
 	}
 	if d, err := os.Open(dir); err == nil { // make the rename durable; best effort
 		d.Sync()

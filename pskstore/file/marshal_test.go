@@ -17,7 +17,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := s.Keys()
+	keys := allKeys(t, s)
 	keys = append(keys, pskstoretest.NewKey(t, []byte("caf\u00e9 \"quoted\" \\ tab\there")), pskstoretest.NewKey(t, []byte{0xff, 0x00, '\n'}))
 	data, err := Marshal(keys)
 	if err != nil {

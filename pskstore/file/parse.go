@@ -2,7 +2,6 @@ package file
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -109,6 +109,12 @@ func (p *parser) document(data []byte) *yaml.Node {
 		// An empty file is refused rather than read as "no keys": an editor
 		// that truncates before writing must not revoke every identity.
 		p.schema(0, -1, "", "file is empty; write \"keys: []\" for a store without keys")
+		return nil
+	}
+	if line, col, bad := invalidUTF8(data); bad {
+		// yaml.v3 reports it without a position; the byte is not shown:
+		// it may be part of a key.
+		p.fail(line, -1, "", fmt.Errorf("%w: not valid utf-8 at column %d: the key file is utf-8 text", ErrSyntax, col))
 		return nil
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -262,4 +268,22 @@ func decodeBase64(s string) ([]byte, bool) {
 	return b, err == nil
 }
 
-var hashNames = map[string]crypto.Hash{"sha256": crypto.SHA256, "sha384": crypto.SHA384}
+// invalidUTF8 returns the 1-based line and byte column of the first byte
+// of data that is not valid UTF-8.
+func invalidUTF8(data []byte) (line, col int, bad bool) {
+	if utf8.Valid(data) {
+		return 0, 0, false
+	}
+	line, start := 1, 0
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return line, i - start + 1, true
+		}
+		if r == '\n' {
+			line, start = line+1, i+1
+		}
+		i += n
+	}
+	return line, 0, true
+}

@@ -3,6 +3,7 @@ package file
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,11 +14,18 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 var (
-	_ pskstore.Store   = (*Store)(nil)
-	_ pskstore.Watcher = (*Store)(nil)
+	_ pskstore.Store    = (*Store)(nil)
+	_ pskstore.Watcher  = (*Store)(nil)
+	_ pskstore.Lister   = (*Store)(nil)
+	_ pskstore.Putter   = (*Store)(nil)
+	_ pskstore.Deleter  = (*Store)(nil)
+	_ pskstore.Rotator  = (*Store)(nil)
+	_ pskstore.Replacer = (*Store)(nil)
+	_ sealed.Rekeyer    = (*Store)(nil)
 )
 
 // MaxFileSize is the largest key file read, in bytes (16 MiB).
@@ -31,19 +39,32 @@ type Store struct {
 	opts    options
 	changes pskstore.Notifier
 
-	reloadMu sync.Mutex // serializes reads of the file and notifications
+	reloadMu sync.Mutex // serializes reads and writes of the file, notifications and opts.kek
 	state    atomic.Pointer[state]
+	reloads  atomic.Uint64 // reloads that found a changed file and applied it
+	failures atomic.Uint64 // reloads that failed
 }
 
 // state is one good version of the file.
 type state struct {
-	keys map[string]pskstore.Key // by identity, byte for byte (R7)
-	sum  [32]byte                // keyed fingerprint of the file content
+	keys  map[string]pskstore.Key // by identity, byte for byte (R7)
+	order []pskstore.Key          // in file order, which writes keep
+	plain map[string]bool         // identities written in plaintext (key_hex, key_base64)
+	sum   [32]byte                // keyed fingerprint of the file content
+}
+
+func newState(keys []pskstore.Key, plain map[string]bool, sum [32]byte) *state {
+	st := &state{keys: make(map[string]pskstore.Key, len(keys)), order: keys, plain: plain, sum: sum}
+	for _, k := range keys {
+		st.keys[string(k.Identity)] = k
+	}
+	return st
 }
 
 // Open loads the key file at path. It fails, naming the entry, line and
 // field, if the file does not parse or any key breaks a MUST rule (R1–R8);
-// SHOULD findings and a file readable by group or others are logged.
+// SHOULD findings and a file others may read (CheckMode) are logged. With
+// WithCreate a missing file is an empty store.
 func Open(path string, opts ...Option) (*Store, error) {
 	o := newOptions(opts)
 	if o.policy.Fingerprinter == nil {
@@ -53,15 +74,17 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if _, err := s.reload(o.logger); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		o.logger.Warn("psk store: key file is readable by group or others, use mode 0600",
-			zap.String("path", path), zap.Stringer("mode", fi.Mode().Perm()))
+	if err := CheckMode(path); err != nil {
+		o.logger.Warn("psk store: "+err.Error(), zap.String("path", path))
 	}
 	return s, nil
 }
 
 // Path returns the path the store reads.
 func (s *Store) Path() string { return s.path }
+
+// Location names the store in messages: its path.
+func (s *Store) Location() string { return s.path }
 
 // Lookup returns a copy of the key of identity, pskstore.ErrUnknownIdentity
 // if there is none, or ctx's error if ctx is done.
@@ -76,16 +99,46 @@ func (s *Store) Lookup(ctx context.Context, identity []byte) (pskstore.Key, erro
 	return k.Clone(), nil
 }
 
-// Keys returns a copy of every key, sorted by identity.
-func (s *Store) Keys() []pskstore.Key {
+// Keys returns a copy of every key, sorted by identity, as last loaded.
+func (s *Store) Keys(ctx context.Context) ([]pskstore.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("file: keys: %w", err)
+	}
 	st := s.state.Load()
 	out := make([]pskstore.Key, 0, len(st.keys))
 	for _, k := range st.keys {
 		out = append(out, k.Clone())
 	}
 	slices.SortFunc(out, func(a, b pskstore.Key) int { return bytes.Compare(a.Identity, b.Identity) })
-	return out
+	return out, nil
 }
+
+// Count returns how many keys the store holds, as last loaded.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("file: count: %w", err)
+	}
+	return int64(len(s.state.Load().keys)), nil
+}
+
+// PlaintextIdentities returns the identities whose key the file holds in
+// plaintext (key_hex, key_base64), sorted: with a KEK and
+// WithInsecurePlaintextKeys, those a Rekey would seal. For audits.
+func (s *Store) PlaintextIdentities(ctx context.Context) ([][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("file: plaintext identities: %w", err)
+	}
+	var out [][]byte
+	for id := range s.state.Load().plain {
+		out = append(out, []byte(id))
+	}
+	slices.SortFunc(out, bytes.Compare)
+	return out, nil
+}
+
+// ReloadStats returns how many reloads (Reload, WatchFile) applied a
+// changed file and how many failed, since Open; for metrics.
+func (s *Store) ReloadStats() (reloads, failures uint64) { return s.reloads.Load(), s.failures.Load() }
 
 // Watch reports the changes of every later reload, computed by comparing
 // the old and new key sets: Revoked for a removed identity, Rotated for one
@@ -106,33 +159,62 @@ func (s *Store) Reload() error {
 func (s *Store) reload(log *zap.Logger) ([]pskstore.Change, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	changes, err := s.reloadLocked(log, s.opts, false)
+	if err != nil && s.state.Load() != nil {
+		s.failures.Add(1)
+	}
+	return changes, err
+}
+
+// reloadLocked is reload with the options o; force parses the file even
+// if it did not change. The caller holds reloadMu.
+func (s *Store) reloadLocked(log *zap.Logger, o options, force bool) ([]pskstore.Change, error) {
+	old := s.state.Load()
 	data, err := readFile(s.path)
+	if errors.Is(err, os.ErrNotExist) && o.create && (old == nil || len(old.keys) == 0 && old.sum == [32]byte{}) {
+		if old == nil {
+			s.state.Store(newState(nil, nil, [32]byte{}))
+		}
+		return nil, nil // a store to be created by its first write
+	}
 	if err != nil {
 		return nil, fmt.Errorf("file: %w", err)
 	}
-	sum := s.opts.policy.Fingerprinter.Fingerprint(data)
-	old := s.state.Load()
-	if old != nil && old.sum == sum {
+	sum := o.policy.Fingerprinter.Fingerprint(data)
+	if old != nil && old.sum == sum && !force {
 		return nil, nil
 	}
-	entries, warnings, err := parse(s.path, data, s.opts)
+	entries, warnings, err := parse(s.path, data, o)
 	if err != nil {
 		return nil, err
 	}
-	next := &state{keys: make(map[string]pskstore.Key, len(entries)), sum: sum}
+	plain := make(map[string]bool)
 	for _, e := range entries {
-		next.keys[string(e.key.Identity)] = e.key
+		if e.keyField != "key_sealed" {
+			plain[string(e.key.Identity)] = true
+		}
 	}
 	for _, w := range warnings {
 		log.Warn("psk store: key accepted with a policy warning", zap.String("path", s.path), zap.NamedError("err", w))
 	}
+	changes := s.apply(old, newState(keysOf(entries), plain, sum))
+	if old != nil && old.sum != sum {
+		s.reloads.Add(1)
+	}
+	return changes, nil
+}
+
+// apply makes next the store's state and notifies watchers of what changed
+// from old (nothing when old is nil: the first load). The caller holds
+// reloadMu.
+func (s *Store) apply(old, next *state) []pskstore.Change {
 	s.state.Store(next)
 	if old == nil {
-		return nil, nil
+		return nil
 	}
 	changes := diff(old.keys, next.keys)
 	s.changes.Notify(changes...)
-	return changes, nil
+	return changes
 }
 
 // readFile reads path, refusing files larger than MaxFileSize.

@@ -46,14 +46,16 @@ func (s *Store) WatchFile(ctx context.Context, logger *zap.Logger) error {
 }
 
 type fileWatch struct {
-	s      *Store
-	w      *fsnotify.Watcher
-	log    *zap.Logger
-	path   string // absolute path of the key file
-	target string // resolved path when path is a symbolic link
+	s       *Store
+	w       *fsnotify.Watcher
+	log     *zap.Logger
+	path    string // absolute path of the key file
+	target  string // resolved path when path is a symbolic link
+	failing bool   // the last reload failed
 }
 
 func (fw *fileWatch) run(ctx context.Context) {
+	defer fw.log.Debug("psk store: file watch stopped")
 	defer fw.w.Close()
 	timer := time.NewTimer(0)
 	<-timer.C
@@ -90,13 +92,22 @@ func (fw *fileWatch) relevant(name string) bool {
 	return base == filepath.Base(fw.path) || strings.HasPrefix(base, "..") || (fw.target != "" && name == fw.target)
 }
 
+// reload re-reads the file after a burst of events. A failure is logged
+// once per burst, and the first good reload after failures says the file
+// recovered, so an operator watching the log knows the edit took.
 func (fw *fileWatch) reload() {
+	defer fw.log.Debug("psk store: key file checked")
 	changes, err := fw.s.reload(fw.log)
 	if err != nil {
+		fw.failing = true
 		fw.log.Warn("psk store: reload failed, keeping the last good keys", zap.NamedError("err", err))
 		return
 	}
 	fw.followTarget()
+	if fw.failing {
+		fw.failing = false
+		fw.log.Info("psk store: key file recovered: it loads again", zap.Int("changes", len(changes)))
+	}
 	if len(changes) == 0 {
 		return
 	}

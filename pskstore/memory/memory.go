@@ -17,6 +17,7 @@ import (
 var (
 	_ pskstore.Store   = (*Store)(nil)
 	_ pskstore.Watcher = (*Store)(nil)
+	_ pskstore.Lister  = (*Store)(nil)
 )
 
 // Store holds keys in memory. It is safe for concurrent use; Lookup takes a
@@ -31,26 +32,36 @@ type Store struct {
 	byPrint map[[32]byte]string     // keyed fingerprint -> identity (R4)
 }
 
-// New returns a Store holding keys, checked with default pskstore.Options
-// (see NewWithOptions).
-func New(keys ...pskstore.Key) (*Store, error) {
-	return NewWithOptions(pskstore.Options{}, keys...)
-}
+// New returns a Store holding keys, with the default options: Open(keys).
+func New(keys ...pskstore.Key) (*Store, error) { return Open(keys) }
 
-// NewWithOptions returns a Store holding keys. The whole set is checked with
-// pskstore.CheckKeys under opts; any MUST finding refuses it with the
-// *pskstore.PolicyError findings (SHOULD findings are not reported here: run
-// CheckKeys to see them). A nil opts.Fingerprinter is replaced by a random
-// per-store one.
-func NewWithOptions(opts pskstore.Options, keys ...pskstore.Key) (*Store, error) {
-	if opts.Fingerprinter == nil {
-		opts.Fingerprinter = pskstore.NewFingerprinter(nil)
+// Option configures Open.
+type Option func(*options)
+
+type options struct{ policy pskstore.Options }
+
+// WithPolicy sets the policy options (maximum identity length, identity
+// tagger, fingerprinter) every key is checked against. The zero value is
+// the default; a nil Fingerprinter is replaced by a random per-store one.
+func WithPolicy(p pskstore.Options) Option { return func(o *options) { o.policy = p } }
+
+// Open returns a Store holding keys. The whole set is checked with
+// pskstore.CheckKeys under the policy; any MUST finding refuses it with the
+// *pskstore.PolicyError findings (SHOULD findings are not reported here:
+// run CheckKeys to see them).
+func Open(keys []pskstore.Key, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if err := pskstore.CheckKeys(keys, opts).Err(); err != nil {
+	if o.policy.Fingerprinter == nil {
+		o.policy.Fingerprinter = pskstore.NewFingerprinter(nil)
+	}
+	if err := pskstore.CheckKeys(keys, o.policy).Err(); err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
 	s := &Store{
-		opts:    opts,
+		opts:    o.policy,
 		keys:    make(map[string]pskstore.Key, len(keys)),
 		byPrint: make(map[[32]byte]string, len(keys)),
 	}
@@ -91,6 +102,9 @@ func (s *Store) Lookup(ctx context.Context, identity []byte) (pskstore.Key, erro
 // Put adds k, or replaces the key of an existing identity (a rotation), after
 // checking it with pskstore.CheckKey and refusing key material already held
 // under another identity (R4). Watchers see Added or Rotated.
+//
+// Unlike pskstore.Putter's Put it replaces an existing identity and takes
+// no context: tests of the gateway use it to rotate keys in place.
 func (s *Store) Put(k pskstore.Key) error {
 	if err := pskstore.CheckKey(k, s.opts).Err(); err != nil {
 		return fmt.Errorf("memory: put: %w", err)
@@ -99,10 +113,8 @@ func (s *Store) Put(k pskstore.Key) error {
 	defer s.mu.Unlock()
 	id := string(k.Identity)
 	if other, dup := s.byPrint[s.opts.Fingerprinter.Fingerprint(k.Secret)]; dup && other != id {
-		return fmt.Errorf("memory: put: %w", &pskstore.PolicyError{
-			Rule: "R4", Tag: s.opts.Tagger.Tag(k.Identity), Field: "Secret",
-			Msg: "same key material as identity " + s.opts.Tagger.Tag([]byte(other)),
-		})
+		tag := s.opts.Tagger.Tag
+		return fmt.Errorf("memory: put: %w", pskstore.SharedKey(tag(k.Identity), 0, pskstore.KeyRef{Index: pskstore.InStore, Tag: tag([]byte(other))}))
 	}
 	kind := pskstore.Added
 	if _, ok := s.keys[id]; ok {
@@ -129,7 +141,10 @@ func (s *Store) Delete(identity []byte) bool {
 }
 
 // Keys returns a copy of every key, sorted by identity.
-func (s *Store) Keys() []pskstore.Key {
+func (s *Store) Keys(ctx context.Context) ([]pskstore.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memory: keys: %w", err)
+	}
 	s.mu.RLock()
 	out := make([]pskstore.Key, 0, len(s.keys))
 	for _, k := range s.keys {
@@ -137,7 +152,14 @@ func (s *Store) Keys() []pskstore.Key {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b pskstore.Key) int { return bytes.Compare(a.Identity, b.Identity) })
-	return out
+	return out, nil
+}
+
+// Count returns how many keys the store holds.
+func (s *Store) Count(context.Context) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return int64(len(s.keys)), nil
 }
 
 // Watch reports every Put and Delete made after it returns, in order, until

@@ -11,18 +11,21 @@ import (
 	"github.com/lwm2m-gateway/gateway/pskstore"
 )
 
-// Put adds k (insert-or-fail) after checking it with pskstore.CheckKey
-// under Config.Policy: a MUST finding refuses it with the
-// *pskstore.PolicyError; an identity already present is refused with
-// ErrDuplicateIdentity (Put never replaces: use Rotate); key material
-// already held by another identity with a R4 *pskstore.PolicyError naming
-// both by tag. Errors never carry key bytes nor the identity (R9). Every
-// replica's Watch reports Added.
-func (s *Store) Put(ctx context.Context, k pskstore.Key) error {
-	if err := pskstore.CheckKey(k, s.policy).Err(); err != nil {
+// Put adds keys (insert-or-fail), all or none; see pskstore.Putter. One
+// key is one INSERT; several go through PutMany. The keys are checked with
+// pskstore.CheckAdd among themselves, and the database refuses an identity
+// or key material it holds: the finding of pskstore.DuplicateIdentity
+// (errors.Is pskstore.ErrDuplicateIdentity) or of pskstore.SharedKey,
+// naming both identities by tag. Errors never carry key bytes nor the
+// identity (R9). Every replica's Watch reports Added.
+func (s *Store) Put(ctx context.Context, keys ...pskstore.Key) error {
+	if len(keys) != 1 {
+		return s.PutMany(ctx, keys, nil)
+	}
+	if err := pskstore.CheckAdd(nil, keys, s.policy).Err(); err != nil {
 		return fmt.Errorf("postgres: put: %w", err)
 	}
-	k = k.Clone()
+	k := keys[0].Clone()
 	k.Normalize()
 	r, err := toRow(s.kek.Load(), k)
 	if err != nil {
@@ -35,7 +38,7 @@ func (s *Store) Put(ctx context.Context, k pskstore.Key) error {
 		return err
 	})
 	if err != nil {
-		return s.writeError("put", k.Identity, err, s.holderOf(ctx, fp[:]))
+		return s.writeError("put", k.Identity, 0, err, s.holderOf(ctx, fp[:]))
 	}
 	return nil
 }
@@ -70,7 +73,7 @@ func (s *Store) Rotate(ctx context.Context, identity []byte, secret pskstore.Sec
 			if k.AllowLowEntropy {
 				k.AllowLowEntropy, _ = pskstore.LowEntropy(k.Secret)
 			}
-			if err := pskstore.CheckKey(k, s.policy).Err(); err != nil {
+			if err := pskstore.CheckAdd(nil, []pskstore.Key{k}, s.policy).Err(); err != nil {
 				return err
 			}
 			fp = s.fp.Fingerprint(k.Secret)
@@ -95,22 +98,26 @@ func (s *Store) Rotate(ctx context.Context, identity []byte, secret pskstore.Sec
 	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("postgres: rotate: %w", pskstore.ErrUnknownIdentity)
 	}
-	return s.writeError("rotate", identity, err, s.holderOf(ctx, fp[:]))
+	return s.writeError("rotate", identity, 0, err, s.holderOf(ctx, fp[:]))
 }
 
-// Delete removes identity and reports whether it existed: a revocation.
-// Every replica's Watch reports Revoked, so its sessions close (R10).
-func (s *Store) Delete(ctx context.Context, identity []byte) (bool, error) {
+// Delete removes identity, or returns pskstore.ErrUnknownIdentity: a
+// revocation. Every replica's Watch reports Revoked, so its sessions close
+// (R10).
+func (s *Store) Delete(ctx context.Context, identity []byte) error {
 	var n int64
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		tag, err := c.Exec(ctx, `DELETE FROM psk_keys WHERE identity = $1`, identity)
 		n = tag.RowsAffected()
 		return err
 	})
-	if err != nil {
-		return false, s.writeError("delete", identity, err, nil)
+	switch {
+	case err != nil:
+		return s.writeError("delete", identity, 0, err, nil)
+	case n == 0:
+		return fmt.Errorf("postgres: delete: %w", pskstore.ErrUnknownIdentity)
 	}
-	return n > 0, nil
+	return nil
 }
 
 // Keys returns every key, sorted by identity (byte order). It reads the
@@ -156,13 +163,12 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 }
 
 // Replace removes identity and adds keys in its place in one transaction,
-// all or none: an RFC 9258 import replaces an external PSK by the keys
-// imported from it, and the external PSK must not outlive them (R6). keys
-// are checked as PutMany checks them, and against the stored keys other
-// than identity; a key that collides with a stored one fails Replace with
-// a *BatchError (ErrDuplicateIdentity) or an R4 *pskstore.PolicyError
-// naming it. It returns pskstore.ErrUnknownIdentity if identity is absent.
-// Every replica's Watch reports identity Revoked and each key Added.
+// all or none; see pskstore.Replacer. keys are checked as PutMany checks
+// them, and against the stored keys other than identity; a key that
+// collides with a stored one fails Replace with the finding of
+// pskstore.DuplicateIdentity or pskstore.SharedKey, Index naming it. It
+// returns pskstore.ErrUnknownIdentity if identity is absent. Every
+// replica's Watch reports identity Revoked and each key Added.
 func (s *Store) Replace(ctx context.Context, identity []byte, keys []pskstore.Key) error {
 	prints, err := s.checkBatch(keys)
 	if err != nil {
@@ -202,14 +208,9 @@ func (s *Store) Replace(ctx context.Context, identity []byte, keys []pskstore.Ke
 	case errors.Is(err, pskstore.ErrUnknownIdentity):
 		return fmt.Errorf("postgres: replace: %w", err)
 	case failed >= 0:
-		err = s.writeError("replace", keys[failed].Identity, err, s.holderOf(ctx, prints[failed][:]))
-		if pe := (*pskstore.PolicyError)(nil); errors.As(err, &pe) {
-			pe.Index = failed
-			return err
-		}
-		return &BatchError{Index: failed, Err: err}
+		return s.writeError("replace", keys[failed].Identity, failed, err, s.holderOf(ctx, prints[failed][:]))
 	}
-	return s.writeError("replace", identity, err, nil)
+	return s.writeError("replace", identity, 0, err, nil)
 }
 
 // PlaintextIdentities returns the identities whose key is stored in

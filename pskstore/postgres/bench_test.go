@@ -43,7 +43,7 @@ func reportLatency(b *testing.B, ds []time.Duration) {
 func BenchmarkLookup(b *testing.B) {
 	n := benchKeys(b)
 	d := newDB(b)
-	s := d.open(b, appName(b, "bench"), func(c *Config) { c.MaxConns = 16 })
+	s := d.open(b, appName(b, "bench"), WithMaxConns(16))
 	keys := newKeys(b, "bench", n)
 	if err := s.PutMany(context.Background(), keys, nil); err != nil {
 		b.Fatal(err)

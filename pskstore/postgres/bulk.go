@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -23,16 +21,14 @@ var progressEvery = 10000
 // maxFindings bounds the policy findings one PutMany reports.
 const maxFindings = 20
 
-// PutMany adds keys in one transaction, all or none, for bulk imports. The
-// whole set is checked first, with the MUST rules of pskstore.CheckKeys
-// under Config.Policy (CheckKey on every key, on all CPUs, then no identity
-// and no key material twice), so a finding names the key by its index
-// (PolicyError.Index) and tag; at most 20 findings are reported. Then the
-// keys are
-// streamed with COPY into a temporary table, checked against the keys
-// already stored (an identity present: ErrDuplicateIdentity; key material
-// held by another identity: R4 *pskstore.PolicyError, both naming the
-// keys[i] at fault), and moved with one INSERT … SELECT.
+// PutMany adds keys in one transaction, all or none, for bulk imports,
+// like Put. The whole set is checked first with pskstore.CheckAdd (on all
+// CPUs), so a finding names the key by its index (PolicyError.Index) and
+// tag; at most 20 findings are reported. Then the keys are streamed with
+// COPY into a temporary table, checked against the keys already stored
+// (an identity present: the finding of pskstore.DuplicateIdentity; key
+// material held by another identity: of pskstore.SharedKey, both naming
+// the keys[i] at fault), and moved with one INSERT … SELECT.
 //
 // progress, if not nil, is called with the number of keys copied so far
 // every 10,000 keys, and with len(keys) once they are committed; calls
@@ -72,10 +68,10 @@ func (s *Store) PutMany(ctx context.Context, keys []pskstore.Key, progress func(
 		})
 	})
 	switch {
-	case errors.Is(err, ErrDuplicateIdentity) || isPolicy(err):
+	case isPolicy(err):
 		return fmt.Errorf("postgres: put many: %w", err)
 	case err != nil:
-		return s.writeError("put many", nil, err, nil)
+		return s.writeError("put many", nil, 0, err, nil)
 	}
 	if progress != nil {
 		progress(len(keys))
@@ -87,8 +83,8 @@ func (s *Store) PutMany(ctx context.Context, keys []pskstore.Key, progress func(
 var importColumns = append(strings.Split(keyColumns, ", "), "fingerprint")
 
 // importConflict finds a key of the import that collides with a stored
-// one, by identity (ErrDuplicateIdentity) or by key material (R4
-// *pskstore.PolicyError), and names it by index and tag.
+// one, by identity (R7, pskstore.ErrDuplicateIdentity) or by key material
+// (R4), and names it by index and tag.
 func (s *Store) importConflict(ctx context.Context, tx pgx.Tx, keys []pskstore.Key) error {
 	index := func(id []byte) int {
 		return slices.IndexFunc(keys, func(k pskstore.Key) bool { return bytes.Equal(k.Identity, id) })
@@ -97,34 +93,19 @@ func (s *Store) importConflict(ctx context.Context, tx pgx.Tx, keys []pskstore.K
 	err := tx.QueryRow(ctx, `SELECT i.identity FROM psk_import i JOIN psk_keys k USING (identity) LIMIT 1`).Scan(&id)
 	switch {
 	case err == nil:
-		return &BatchError{Index: index(id), Err: fmt.Errorf("identity %s: %w", s.tag(id), ErrDuplicateIdentity)}
+		return pskstore.DuplicateIdentity(s.tag(id), index(id))
 	case !errors.Is(err, pgx.ErrNoRows):
 		return err
 	}
 	err = tx.QueryRow(ctx, `SELECT i.identity, k.identity FROM psk_import i JOIN psk_keys k USING (fingerprint) LIMIT 1`).Scan(&id, &other)
 	switch {
 	case err == nil:
-		pe := s.sharedKeyError(id, func() []byte { return other })
-		pe.Index = index(id)
-		return pe
+		return s.sharedKeyError(id, index(id), func() []byte { return other })
 	case !errors.Is(err, pgx.ErrNoRows):
 		return err
 	}
 	return nil
 }
-
-// BatchError is the error of one key of a batch (PutMany, Replace): keys[Index].
-// Policy findings are *pskstore.PolicyError values with their own Index
-// instead.
-type BatchError struct {
-	Index int
-	Err   error
-}
-
-func (e *BatchError) Error() string { return fmt.Sprintf("keys[%d]: %v", e.Index, e.Err) }
-
-// Unwrap returns Err, for errors.Is(err, ErrDuplicateIdentity).
-func (e *BatchError) Unwrap() error { return e.Err }
 
 // importSource feeds keys to COPY, sealed and fingerprinted.
 type importSource struct {
@@ -160,61 +141,17 @@ func (src *importSource) Values() ([]any, error) { return src.values, nil }
 
 func (src *importSource) Err() error { return src.err }
 
-// checkBatch applies the MUST rules of pskstore.CheckKeys to keys and
-// returns their fingerprints. CheckKey, dominated by the entropy screen
-// (R2), runs on every CPU; the store-wide rules follow in order, reported
-// on the later of two keys with CheckKeys' wording: R7 an identity twice,
-// R4 the same key material under two identities. (CheckKeys' SHOULD
-// finding on identities equal under case folding is not reported: it
-// refuses nothing.)
+// checkBatch applies pskstore.CheckAdd to keys among themselves and
+// returns their fingerprints; at most maxFindings MUST findings are
+// reported. (The SHOULD finding on identities equal under case folding
+// refuses nothing and is not reported.)
 func (s *Store) checkBatch(keys []pskstore.Key) ([][32]byte, error) {
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(keys)/1000))
-	chunk := (len(keys) + workers - 1) / max(workers, 1)
-	found := make([]pskstore.Findings, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w * chunk; i < min(len(keys), (w+1)*chunk) && len(found[w]) < maxFindings; i++ {
-				for _, e := range pskstore.CheckKey(keys[i], s.policy).Must() {
-					e.Index = i
-					found[w] = append(found[w], e)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	var f pskstore.Findings
-	for _, fw := range found {
-		f = append(f, fw...) // chunks are in index order
-	}
-	if len(f) > 0 {
+	if f := pskstore.CheckAdd(nil, keys, s.policy).Must(); len(f) > 0 {
 		return nil, f[:min(len(f), maxFindings)].Err()
 	}
-
 	prints := make([][32]byte, len(keys))
-	byIdentity := make(map[string]int, len(keys))
-	byPrint := make(map[[32]byte]int, len(keys))
 	for i, k := range keys {
-		add := func(rule pskstore.Rule, field, msg string) {
-			f = append(f, &pskstore.PolicyError{Rule: rule, Tag: s.tag(k.Identity), Field: field, Index: i, Msg: msg})
-		}
 		prints[i] = s.fp.Fingerprint(k.Secret)
-		if j, dup := byIdentity[string(k.Identity)]; dup {
-			add("R7", "Identity", fmt.Sprintf("identity already used by keys[%d]", j))
-			continue
-		}
-		byIdentity[string(k.Identity)] = i
-		if j, dup := byPrint[prints[i]]; dup {
-			add("R4", "Secret", fmt.Sprintf("same key material as keys[%d] (identity %s)", j, s.tag(keys[j].Identity)))
-		} else {
-			byPrint[prints[i]] = i
-		}
-		if len(f) >= maxFindings {
-			break
-		}
-	}
-	if len(f) > 0 {
-		return nil, f.Err()
 	}
 	return prints, nil
 }

@@ -35,22 +35,23 @@ const (
 	fingerprintConstraint = "psk_keys_fingerprint_unique"
 )
 
-// writeError turns the error of a write of identity into what callers
-// branch on: ErrDuplicateIdentity, a R4 *pskstore.PolicyError when the
-// key material is held by another identity, ErrClosed, ctx's error, or
-// else an error wrapping pskstore.ErrUnavailable. other looks up the
+// writeError turns the error of a write of identity, keys[index] of the
+// write, into what callers branch on: the finding of
+// pskstore.DuplicateIdentity, the R4 finding of pskstore.SharedKey when
+// the key material is held by another identity, ErrClosed, ctx's error,
+// or else an error wrapping pskstore.ErrUnavailable. other looks up the
 // identity holding a fingerprint, best effort, to name it by tag.
-func (s *Store) writeError(op string, identity []byte, err error, other func() []byte) error {
+func (s *Store) writeError(op string, identity []byte, index int, err error, other func() []byte) error {
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == pkeyConstraint && identity == nil:
-		return fmt.Errorf("postgres: %s: %w", op, ErrDuplicateIdentity)
+		return fmt.Errorf("postgres: %s: %w", op, pskstore.ErrDuplicateIdentity)
 	case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == pkeyConstraint:
-		return fmt.Errorf("postgres: %s: identity %s: %w", op, s.tag(identity), ErrDuplicateIdentity)
+		return fmt.Errorf("postgres: %s: %w", op, pskstore.DuplicateIdentity(s.tag(identity), index))
 	case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == fingerprintConstraint && identity == nil:
 		return fmt.Errorf("postgres: %s: %w", op, &pskstore.PolicyError{Rule: "R4", Field: "Secret", Msg: "same key material as a stored identity"})
 	case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == fingerprintConstraint:
-		return fmt.Errorf("postgres: %s: %w", op, s.sharedKeyError(identity, other))
+		return fmt.Errorf("postgres: %s: %w", op, s.sharedKeyError(identity, index, other))
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("postgres: %s: %w", op, sanitize(err))
 	case errors.As(err, &pe) && strings.HasPrefix(pe.Code, "23") && identity == nil: // a constraint of the schema
@@ -62,15 +63,16 @@ func (s *Store) writeError(op string, identity []byte, err error, other func() [
 }
 
 // sharedKeyError is the R4 finding for key material already held by
-// another identity; it names both identities by tag and never the key.
-func (s *Store) sharedKeyError(identity []byte, other func() []byte) *pskstore.PolicyError {
-	msg := "same key material as another identity"
+// another identity, keys[index] of the write; it names both identities by
+// tag and never the key.
+func (s *Store) sharedKeyError(identity []byte, index int, other func() []byte) *pskstore.PolicyError {
+	holder := "(another identity)"
 	if other != nil {
 		if o := other(); o != nil {
-			msg = "same key material as identity " + s.tag(o)
+			holder = s.tag(o)
 		}
 	}
-	return &pskstore.PolicyError{Rule: "R4", Tag: s.tag(identity), Field: "Secret", Msg: msg}
+	return pskstore.SharedKey(s.tag(identity), index, pskstore.KeyRef{Index: pskstore.InStore, Tag: holder})
 }
 
 // holderOf returns a function that finds the identity holding fingerprint,

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"net"
 	"net/url"
 	"os"
@@ -18,20 +17,20 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/lwm2m-gateway/gateway/internal/pgtest"
+	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 )
 
 // testTagger tags identities in every test store, so tests can predict tags.
 var testTagger = pskstore.NewTagger([]byte("postgres test tagger secret"))
 
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 // baseDSN is the database the tests create their schemas in.
 func baseDSN(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv("GATEWAY_TEST_PG_DSN")
-	if dsn == "" {
-		t.Fatal("GATEWAY_TEST_PG_DSN unset: run `make test`, or `eval $(scripts/pg.sh start)`")
-	}
-	return dsn
+	return pgtest.DSN(t)
 }
 
 // admin returns a connection to the base database, closed at cleanup.
@@ -41,7 +40,7 @@ func admin(t testing.TB) *pgx.Conn {
 	defer cancel()
 	c, err := pgx.Connect(ctx, baseDSN(t))
 	if err != nil {
-		t.Fatalf("connecting to GATEWAY_TEST_PG_DSN: %v", err)
+		t.Fatalf("connecting to the test database: %v", err)
 	}
 	t.Cleanup(func() { closeConn(c) })
 	return c
@@ -117,20 +116,23 @@ func (d *db) dsnVia(addr, app string) string {
 }
 
 // open opens a store on d, closed at cleanup.
-func (d *db) open(t testing.TB, app string, mutate ...func(*Config)) *Store {
+func (d *db) open(t testing.TB, app string, opts ...Option) *Store {
 	t.Helper()
-	return openDSN(t, d.dsn(t, app), mutate...)
+	return openDSN(t, d.dsn(t, app), opts...)
 }
 
-func openDSN(t testing.TB, dsn string, mutate ...func(*Config)) *Store {
+// testLookupTimeout is the lookup deadline of the test stores.
+const testLookupTimeout = 10 * time.Second
+
+func openDSN(t testing.TB, dsn string, opts ...Option) *Store {
 	t.Helper()
-	cfg := Config{DSN: dsn, Policy: pskstore.Options{Tagger: testTagger}, Logger: zaptest.NewLogger(t)}
-	for _, m := range mutate {
-		m(&cfg)
-	}
+	// A lookup deadline sized for a loaded test machine: the 500 ms default
+	// failed lookups of healthy stores under CPU load. Outage tests set
+	// their own.
+	opts = append([]Option{WithPolicy(pskstore.Options{Tagger: testTagger}), WithLogger(zaptest.NewLogger(t)), WithLookupTimeout(testLookupTimeout)}, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Open(ctx, cfg)
+	s, err := Open(ctx, dsn, opts...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

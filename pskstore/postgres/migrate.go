@@ -169,3 +169,19 @@ func fingerprintKey(ctx context.Context, c *pgx.Conn, given []byte) ([]byte, err
 	}
 	return key, nil
 }
+
+// tagKey returns the identity-tag secret kept in psk_store.tag_key,
+// drawing it from crypto/rand if there is none yet; the UPDATE … WHERE
+// tag_key IS NULL settles a race between replicas.
+func tagKey(ctx context.Context, c *pgx.Conn) ([]byte, error) {
+	fresh := make([]byte, 32)
+	rand.Read(fresh)
+	if _, err := c.Exec(ctx, `UPDATE psk_store SET tag_key = $1 WHERE tag_key IS NULL`, fresh); err != nil {
+		return nil, err
+	}
+	var key []byte
+	if err := c.QueryRow(ctx, `SELECT tag_key FROM psk_store`).Scan(&key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}

@@ -30,7 +30,7 @@ func TestLookupDatabaseDown(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	d := newDB(t)
 	p := newProxy(t, d)
-	s := openDSN(t, d.dsnVia(p.addr, appName(t, "down")), func(c *Config) { c.LookupTimeout = timeout })
+	s := openDSN(t, d.dsnVia(p.addr, appName(t, "down")), WithLookupTimeout(timeout))
 	keys := newKeys(t, "device", 2)
 	if err := s.PutMany(ctxT(t), keys, nil); err != nil {
 		t.Fatal(err)
@@ -154,8 +154,8 @@ func TestLookupRecoversAfterTerminate(t *testing.T) {
 	// Writes, which are not retried, check idle connections first.
 	time.Sleep(pingAfter + 100*time.Millisecond)
 	terminate(t, app)
-	if ok, err := s.Delete(ctxT(t), keys[0].Identity); !ok || err != nil {
-		t.Fatalf("Delete after pg_terminate_backend = %v, %v", ok, err)
+	if err := s.Delete(ctxT(t), keys[0].Identity); err != nil {
+		t.Fatalf("Delete after pg_terminate_backend: %v", err)
 	}
 }
 
@@ -167,7 +167,7 @@ func TestLookupRecoversWithOnePooledConn(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	d := newDB(t)
 	p := newProxy(t, d)
-	s := openDSN(t, d.dsnVia(p.addr, appName(t, "one")), func(c *Config) { c.LookupTimeout, c.MaxConns = timeout, 1 })
+	s := openDSN(t, d.dsnVia(p.addr, appName(t, "one")), WithLookupTimeout(timeout), WithMaxConns(1))
 	keys := newKeys(t, "device", 1)
 	if err := s.PutMany(ctxT(t), keys, nil); err != nil {
 		t.Fatal(err)

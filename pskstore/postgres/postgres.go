@@ -6,12 +6,12 @@
 // psk_changes, and every replica's Watch reports it (R10).
 //
 // Keys are encrypted at rest with package sealed (AES-256-GCM under a
-// key-encryption key given in Config.KEK and never stored in the database,
+// key-encryption key given with WithKEK and never stored in the database,
 // the identity as associated data), so a dump or backup of the database
 // alone reveals no PSK (R9). Without a KEK keys are stored in plaintext.
 // Rekey re-seals every key under a new KEK in one transaction.
 //
-// Lookups are bounded by Config.LookupTimeout. When PostgreSQL cannot
+// Lookups are bounded by WithLookupTimeout. When PostgreSQL cannot
 // answer, Lookup fails fast with an error wrapping pskstore.ErrUnavailable
 // (the gateway answers it like an unknown identity); sessions already
 // established are not affected, since they never look up again. The store
@@ -24,6 +24,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,11 +45,17 @@ import (
 )
 
 var (
-	_ pskstore.Store   = (*Store)(nil)
-	_ pskstore.Watcher = (*Store)(nil)
+	_ pskstore.Store    = (*Store)(nil)
+	_ pskstore.Watcher  = (*Store)(nil)
+	_ pskstore.Lister   = (*Store)(nil)
+	_ pskstore.Putter   = (*Store)(nil)
+	_ pskstore.Deleter  = (*Store)(nil)
+	_ pskstore.Rotator  = (*Store)(nil)
+	_ pskstore.Replacer = (*Store)(nil)
+	_ sealed.Rekeyer    = (*Store)(nil)
 )
 
-// Defaults of Config.
+// Defaults of the options.
 const (
 	DefaultLookupTimeout = 500 * time.Millisecond
 	DefaultMaxConns      = 8
@@ -59,51 +66,61 @@ const (
 // 2.7 KB. Open refuses a Policy.MaxIdentityLen above it.
 const MaxIdentityLen = 2048
 
-// Config configures Open. The zero value of each field but DSN is usable.
-type Config struct {
-	// DSN locates the database, as a URL
-	// ("postgres://user@127.0.0.1:5432/db?sslmode=disable") or key=value
-	// pairs ("host=/run/postgresql dbname=gateway"); see pgx.ParseConfig.
-	// Run-time parameters such as search_path may be given in it; the
-	// tables are created in the first schema of the search path. Pool
-	// parameters (pool_max_conns, …) are ignored: MaxConns sizes the pool.
-	// The DSN may hold a password: errors never show it.
-	DSN string
-	// LookupTimeout bounds one Lookup, connecting included. Zero means
-	// DefaultLookupTimeout (500ms).
-	LookupTimeout time.Duration
-	// Policy is the policy every written key is checked against (R1–R8).
-	// Policy.MaxIdentityLen may not exceed MaxIdentityLen. Its
-	// Fingerprinter is ignored: the store fingerprints with its own secret.
-	Policy pskstore.Options
-	// FingerprintKey keys the fingerprints that make key material unique
-	// (R4). Nil means the secret kept in the database, drawn from
-	// crypto/rand by the first Open, so every replica shares it. A store
-	// created with a FingerprintKey must always be opened with it: Open
-	// refuses another one (a check value is kept, not the key).
-	FingerprintKey []byte
-	// KEK seals keys at rest (package sealed): every write stores the key
-	// sealed under it, and reads open it. Nil means no KEK: keys are
-	// written in plaintext and a sealed key is refused (ErrNoKEK). With a
-	// KEK a plaintext key is refused (ErrPlaintextKey) unless
-	// InsecurePlaintextKeys; a key sealed under another KEK is refused
-	// naming both KEK ids (sealed.ErrWrongKEK). Open checks every stored
-	// key against these rules (by the KEK id kept with each key, without
-	// decrypting) and fails on the first key that breaks one, naming it by
-	// tag, so a gateway given the wrong KEK does not start.
-	KEK *sealed.KEK
-	// InsecurePlaintextKeys accepts plaintext keys although KEK is set,
-	// during a migration to sealed keys (see Rekey); writes are sealed all
-	// the same. Without a KEK it has no effect. Default false.
-	InsecurePlaintextKeys bool
-	// MaxConns is the most database connections the store opens, besides
-	// the one its change listener holds. Zero means DefaultMaxConns (8).
-	MaxConns int
-	// Logger receives connection-state changes (database lost and back,
-	// listener reconnecting); nil means no logging. Identities are logged
-	// only as tags (R9), keys never.
-	Logger *zap.Logger
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	lookupTimeout  time.Duration
+	policy         pskstore.Options
+	fingerprintKey []byte
+	kek            *sealed.KEK
+	plaintext      bool
+	maxConns       int
+	logger         *zap.Logger
 }
+
+// WithPolicy sets the policy every written key is checked against
+// (R1–R8). Its MaxIdentityLen may not exceed MaxIdentityLen; its
+// Fingerprinter is ignored: the store fingerprints with its own secret
+// (WithFingerprintKey). The zero value is the default.
+func WithPolicy(p pskstore.Options) Option { return func(o *options) { o.policy = p } }
+
+// WithLogger sets the logger of connection-state changes (database lost
+// and back, listener reconnecting). Nil means no logging, the default.
+// Identities are logged only as tags (R9), keys never.
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithKEK seals keys at rest under kek (package sealed): every write stores
+// the key sealed under it, and reads open it. Nil, the default, means no
+// KEK: keys are written in plaintext and a sealed key is refused
+// (ErrNoKEK). With a KEK a plaintext key is refused (ErrPlaintextKey)
+// unless WithInsecurePlaintextKeys; a key sealed under another KEK is
+// refused naming both KEK ids (sealed.ErrWrongKEK). Open checks every
+// stored key against these rules (by the KEK id kept with each key,
+// without decrypting) and fails on the first key that breaks one, naming
+// it by tag, so a gateway given the wrong KEK does not start.
+func WithKEK(kek *sealed.KEK) Option { return func(o *options) { o.kek = kek } }
+
+// WithInsecurePlaintextKeys(true) accepts plaintext keys although a KEK is
+// set, during a migration to sealed keys (see Rekey); writes are sealed
+// all the same. Without a KEK it has no effect. Default false.
+func WithInsecurePlaintextKeys(allow bool) Option { return func(o *options) { o.plaintext = allow } }
+
+// WithLookupTimeout bounds one Lookup, connecting included. Zero or
+// negative means DefaultLookupTimeout (500ms).
+func WithLookupTimeout(d time.Duration) Option { return func(o *options) { o.lookupTimeout = d } }
+
+// WithMaxConns sets the most database connections the store opens, besides
+// the one its change listener holds. Zero or negative means
+// DefaultMaxConns (8).
+func WithMaxConns(n int) Option { return func(o *options) { o.maxConns = n } }
+
+// WithFingerprintKey keys the fingerprints that make key material unique
+// (R4). Without it the store uses the secret kept in the database, drawn
+// from crypto/rand by the first Open, so every replica shares it. A store
+// created with a fingerprint key must always be opened with it: Open
+// refuses another one (a check value is kept, not the key).
+func WithFingerprintKey(secret []byte) Option { return func(o *options) { o.fingerprintKey = secret } }
 
 // Store is a PostgreSQL-backed pskstore.Store, pskstore.Watcher and key
 // administration API. It is safe for concurrent use. Close releases it.
@@ -113,6 +130,7 @@ type Store struct {
 	timeout  time.Duration
 	policy   pskstore.Options
 	fp       *pskstore.Fingerprinter
+	tagKey   []byte // psk_store.tag_key
 	log      *zap.Logger
 	location string // where the store is, for messages: no password
 
@@ -135,19 +153,32 @@ type Store struct {
 	closed    bool
 }
 
-// Open connects to the database, applies the migrations it has not seen
-// (serialized between replicas by an advisory lock) and loads or creates
-// the fingerprint secret. The ctx bounds only Open itself. If the database
-// cannot be reached the error wraps pskstore.ErrUnavailable.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if cfg.DSN == "" {
+// Open connects to the database at dsn, applies the migrations it has not
+// seen (serialized between replicas by an advisory lock) and loads or
+// creates the fingerprint secret and the identity-tag key. The ctx bounds
+// only Open itself. If the database cannot be reached the error wraps
+// pskstore.ErrUnavailable.
+//
+// dsn locates the database, as a URL
+// ("postgres://user@127.0.0.1:5432/db?sslmode=disable") or key=value pairs
+// ("host=/run/postgresql dbname=gateway"); see pgx.ParseConfig. Run-time
+// parameters such as search_path may be given in it; the tables are
+// created in the first schema of the search path. Pool parameters
+// (pool_max_conns, …) are ignored: WithMaxConns sizes the pool. The DSN
+// may hold a password: errors never show it.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if dsn == "" {
 		return nil, errors.New("postgres: open: empty DSN")
 	}
-	if cfg.Policy.MaxIdentityLen > MaxIdentityLen {
-		return nil, fmt.Errorf("postgres: open: Policy.MaxIdentityLen %d above the %d bytes this backend stores",
-			cfg.Policy.MaxIdentityLen, MaxIdentityLen)
+	if o.policy.MaxIdentityLen > MaxIdentityLen {
+		return nil, fmt.Errorf("postgres: open: policy MaxIdentityLen %d above the %d bytes this backend stores",
+			o.policy.MaxIdentityLen, MaxIdentityLen)
 	}
-	poolCfg, err := pgxpool.ParseConfig(cfg.DSN)
+	poolCfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors may quote the DSN, password included: drop them.
 		return nil, errors.New("postgres: open: invalid DSN")
@@ -164,8 +195,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	listenCfg := connCfg.Copy()
 	listenCfg.RuntimeParams["application_name"] = app + " listener"
 
-	timeout := orDefault(cfg.LookupTimeout, DefaultLookupTimeout)
-	p, err := newPool(poolCfg, orDefault(cfg.MaxConns, DefaultMaxConns), timeout)
+	timeout := orDefault(o.lookupTimeout, DefaultLookupTimeout)
+	p, err := newPool(poolCfg, orDefault(o.maxConns, DefaultMaxConns), timeout)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
@@ -173,14 +204,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool:        p,
 		listen:      listenCfg,
 		timeout:     timeout,
-		policy:      cfg.Policy,
-		log:         cfg.Logger,
-		insecure:    cfg.InsecurePlaintextKeys,
+		policy:      o.policy,
+		log:         o.logger,
+		insecure:    o.plaintext,
 		pollEvery:   defaultPollEvery,
 		listenReady: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	s.kek.Store(cfg.KEK)
+	s.kek.Store(o.kek)
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -191,11 +222,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if schema, err = migrate(ctx, c, s.log); err != nil {
 			return err
 		}
-		secret, err := fingerprintKey(ctx, c, cfg.FingerprintKey)
+		secret, err := fingerprintKey(ctx, c, o.fingerprintKey)
 		if err != nil {
 			return err
 		}
 		s.fp = pskstore.NewFingerprinter(secret)
+		if s.tagKey, err = tagKey(ctx, c); err != nil {
+			return err
+		}
 		return s.checkSealing(ctx, c)
 	})
 	if err != nil {
@@ -212,6 +246,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.location = location(connCfg, schema)
 	s.policy.Fingerprinter = s.fp
+	if s.policy.Tagger == nil {
+		s.policy.Tagger = pskstore.NewTagger(s.tagKey)
+	}
 	return s, nil
 }
 
@@ -224,6 +261,12 @@ func location(c *pgx.ConnConfig, schema string) string {
 	}
 	return fmt.Sprintf("%s/%s schema %s", host, c.Database, schema)
 }
+
+// TagKey returns the secret kept in the database that keys identity tags
+// (psk_store.tag_key, drawn by the first Open): a tagger keyed with it
+// tags identities alike on every replica and in every tool. The store's
+// own messages use it unless WithPolicy gives a Tagger.
+func (s *Store) TagKey() []byte { return bytes.Clone(s.tagKey) }
 
 // Location says where the store is, for messages to the operator:
 // host, port, database and schema; never credentials.
@@ -268,10 +311,6 @@ func (s *Store) Close() error {
 const closeWait = 2 * time.Second
 
 func (s *Store) isClosed() bool { return s.closing.Load() }
-
-// ErrDuplicateIdentity is returned (wrapped) by Put and PutMany for an
-// identity the store already holds: Put never replaces a key; use Rotate.
-var ErrDuplicateIdentity = errors.New("postgres: identity already exists")
 
 // ErrClosed is returned (wrapped) by every method after Close.
 var ErrClosed = errors.New("postgres: store closed")

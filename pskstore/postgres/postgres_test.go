@@ -36,6 +36,15 @@ func TestConformance(t *testing.T) {
 			return s
 		})
 	})
+	t.Run("Writes", func(t *testing.T) {
+		pskstoretest.RunWrites(t, func(t *testing.T, keys []pskstore.Key) pskstore.Store {
+			s := newDB(t).open(t, appName(t, "conf"), withKEK(testKEK(t)))
+			if err := s.PutMany(ctxT(t), keys, nil); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		})
+	})
 }
 
 func TestMigrationsConcurrentAndIdempotent(t *testing.T) {
@@ -45,8 +54,7 @@ func TestMigrationsConcurrentAndIdempotent(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range stores {
 		wg.Go(func() {
-			cfg := Config{DSN: d.dsn(t, appName(t, "mig")), Policy: pskstore.Options{Tagger: testTagger}}
-			s, err := Open(context.Background(), cfg)
+			s, err := Open(context.Background(), d.dsn(t, appName(t, "mig")), WithPolicy(pskstore.Options{Tagger: testTagger}))
 			if err != nil {
 				t.Errorf("concurrent Open %d: %v", i, err)
 				return
@@ -90,8 +98,8 @@ func TestMigrationsConcurrentAndIdempotent(t *testing.T) {
 func TestFingerprintKey(t *testing.T) {
 	secret := bytes.Repeat([]byte{0x5a}, 32)
 	d := newDB(t)
-	d.open(t, appName(t, "fk"), func(c *Config) { c.FingerprintKey = secret })
-	d.open(t, appName(t, "fk"), func(c *Config) { c.FingerprintKey = secret })
+	d.open(t, appName(t, "fk"), WithFingerprintKey(secret))
+	d.open(t, appName(t, "fk"), WithFingerprintKey(secret))
 	var stored []byte
 	if err := admin(t).QueryRow(ctxT(t), `SELECT fingerprint_key FROM `+d.schema+`.psk_store`).Scan(&stored); err != nil {
 		t.Fatal(err)
@@ -100,7 +108,7 @@ func TestFingerprintKey(t *testing.T) {
 		t.Error("a FingerprintKey given to Open was stored in the database")
 	}
 	for name, key := range map[string][]byte{"other key": bytes.Repeat([]byte{0xa5}, 32), "no key": nil} {
-		_, err := Open(ctxT(t), Config{DSN: d.dsn(t, appName(t, "fk")), FingerprintKey: key})
+		_, err := Open(ctxT(t), d.dsn(t, appName(t, "fk")), WithFingerprintKey(key))
 		if err == nil {
 			t.Errorf("%s: Open succeeded on a store created with another FingerprintKey", name)
 		} else if strings.Contains(err.Error(), hex.EncodeToString(secret)) {
@@ -123,16 +131,19 @@ func TestOpenRefuses(t *testing.T) {
 	d := newDB(t)
 	p := newProxy(t, d)
 	p.down()
-	if _, err := Open(ctxT(t), Config{DSN: d.dsnVia(p.addr, "x")}); !errors.Is(err, pskstore.ErrUnavailable) {
+	if _, err := Open(ctxT(t), d.dsnVia(p.addr, "x")); !errors.Is(err, pskstore.ErrUnavailable) {
 		t.Errorf("Open with the database down: %v, want ErrUnavailable", err)
 	}
-	for name, cfg := range map[string]Config{
-		"empty DSN":             {},
-		"bad DSN":               {DSN: "postgres://u:secretpw@[::1"},
-		"identity limit":        {DSN: d.dsn(t, "x"), Policy: pskstore.Options{MaxIdentityLen: MaxIdentityLen + 1}},
-		"short fingerprint key": {DSN: d.dsn(t, "x"), FingerprintKey: []byte("short")},
+	for name, tt := range map[string]struct {
+		dsn string
+		opt Option
+	}{
+		"empty DSN":             {"", WithMaxConns(0)},
+		"bad DSN":               {"postgres://u:secretpw@[::1", WithMaxConns(0)},
+		"identity limit":        {d.dsn(t, "x"), WithPolicy(pskstore.Options{MaxIdentityLen: MaxIdentityLen + 1})},
+		"short fingerprint key": {d.dsn(t, "x"), WithFingerprintKey([]byte("short"))},
 	} {
-		s, err := Open(ctxT(t), cfg)
+		s, err := Open(ctxT(t), tt.dsn, tt.opt)
 		if err == nil {
 			s.Close()
 			t.Errorf("%s: Open succeeded", name)
@@ -168,7 +179,7 @@ func TestPutRefuses(t *testing.T) {
 		{"R7 empty identity", pskstore.Key{Secret: other.Secret}, "R7", "Identity", "0 bytes"},
 		{"R7 70000-byte identity", pskstore.Key{Identity: long, Secret: other.Secret}, "R7", "Identity", "identity is 70000 bytes, allowed 1..128"},
 		{"R8 resumption prefix", pskstore.Key{Identity: []byte(pskstore.ResumptionPrefix + "1"), Secret: other.Secret}, "R8", "Identity", "resumption"},
-		{"duplicate identity", pskstore.Key{Identity: a.Identity, Secret: other.Secret}, "", "", "identity already exists"},
+		{"duplicate identity", pskstore.Key{Identity: a.Identity, Secret: other.Secret}, "", "", "identity already in the store"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,7 +188,7 @@ func TestPutRefuses(t *testing.T) {
 				t.Fatal("Put succeeded")
 			}
 			if tt.rule == "" {
-				if !errors.Is(err, ErrDuplicateIdentity) {
+				if !errors.Is(err, pskstore.ErrDuplicateIdentity) {
 					t.Fatalf("error = %v, want ErrDuplicateIdentity", err)
 				}
 			} else {
@@ -216,7 +227,7 @@ func TestPutRefuses(t *testing.T) {
 
 // TestLongIdentity stores the longest identity the backend allows.
 func TestLongIdentity(t *testing.T) {
-	s := newDB(t).open(t, appName(t, "long"), func(c *Config) { c.Policy.MaxIdentityLen = MaxIdentityLen })
+	s := newDB(t).open(t, appName(t, "long"), WithPolicy(pskstore.Options{Tagger: testTagger, MaxIdentityLen: MaxIdentityLen}))
 	k := pskstoretest.NewKey(t, bytes.Repeat([]byte{0xa5, 0x5a, 0x00}, MaxIdentityLen/3+1)[:MaxIdentityLen])
 	if err := s.Put(ctxT(t), k); err != nil {
 		t.Fatal(err)
@@ -283,11 +294,11 @@ func TestRotateDeleteKeys(t *testing.T) {
 		t.Errorf("Keys = %v, want sorted device-a,device-b,device-c", ids)
 	}
 
-	if ok, err := s.Delete(ctx, a.Identity); !ok || err != nil {
-		t.Fatalf("Delete of a present identity = %v, %v", ok, err)
+	if err := s.Delete(ctx, a.Identity); err != nil {
+		t.Fatalf("Delete of a present identity: %v", err)
 	}
-	if ok, err := s.Delete(ctx, a.Identity); ok || err != nil {
-		t.Fatalf("Delete of an absent identity = %v, %v", ok, err)
+	if err := s.Delete(ctx, a.Identity); !errors.Is(err, pskstore.ErrUnknownIdentity) {
+		t.Fatalf("Delete of an absent identity = %v, want ErrUnknownIdentity", err)
 	}
 	if _, err := s.Lookup(ctx, a.Identity); !errors.Is(err, pskstore.ErrUnknownIdentity) {
 		t.Fatalf("Lookup after Delete: %v", err)
@@ -326,7 +337,8 @@ func TestPutMany(t *testing.T) {
 	var pe *pskstore.PolicyError
 	// An identity already stored: nothing of the batch is written.
 	dup := []pskstore.Key{fresh[0], {Identity: keys[7].Identity, Secret: fresh[1].Secret}, fresh[2]}
-	if err := s.PutMany(ctx, dup, nil); !errors.Is(err, ErrDuplicateIdentity) || !strings.Contains(err.Error(), "keys[1]") {
+	var dupErr *pskstore.PolicyError
+	if err := s.PutMany(ctx, dup, nil); !errors.Is(err, pskstore.ErrDuplicateIdentity) || !errors.As(err, &dupErr) || dupErr.Index != 1 {
 		t.Errorf("PutMany with a stored identity: %v, want ErrDuplicateIdentity at keys[1]", err)
 	}
 	// Key material already stored under another identity (R4).
@@ -427,7 +439,6 @@ func TestReplace(t *testing.T) {
 	}
 
 	var pe *pskstore.PolicyError
-	var be *BatchError
 	for _, tt := range []struct {
 		name string
 		id   []byte
@@ -437,7 +448,7 @@ func TestReplace(t *testing.T) {
 		{"absent identity", []byte("nope"), fresh[2:], func(err error) bool { return errors.Is(err, pskstore.ErrUnknownIdentity) }},
 		{"identity stored", keys[1].Identity, []pskstore.Key{fresh[2], {Identity: keys[2].Identity, Secret: newKeys(t, "x", 1)[0].Secret}},
 			func(err error) bool {
-				return errors.As(err, &be) && be.Index == 1 && errors.Is(err, ErrDuplicateIdentity)
+				return errors.As(err, &pe) && pe.Index == 1 && errors.Is(err, pskstore.ErrDuplicateIdentity)
 			}},
 		{"key material stored", keys[1].Identity, []pskstore.Key{fresh[2], {Identity: []byte("other"), Secret: keys[2].Secret}},
 			func(err error) bool { return errors.As(err, &pe) && pe.Rule == "R4" && pe.Index == 1 }},
@@ -471,7 +482,7 @@ func TestPlaintextIdentities(t *testing.T) {
 	if err := plain.PutMany(ctxT(t), keys, nil); err != nil {
 		t.Fatal(err)
 	}
-	sealedStore := d.open(t, appName(t, "s"), withKEK(testKEK(t)), func(c *Config) { c.InsecurePlaintextKeys = true })
+	sealedStore := d.open(t, appName(t, "s"), withKEK(testKEK(t)), WithInsecurePlaintextKeys(true))
 	if err := sealedStore.Put(ctxT(t), pskstoretest.NewKey(t, []byte("device-sealed"))); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -17,7 +18,9 @@ import (
 var rekeyBatch = 5000
 
 // Rekey re-seals every stored key under kek in one transaction, all or
-// none, and returns how many keys it re-sealed. Keys are opened under the
+// none, and reports the state it found: how many keys, how many of them in
+// plaintext and how many sealed under which KEK (sealed.Rekeyer). Keys are
+// opened under the
 // store's current KEK; plaintext keys are accepted whatever
 // InsecurePlaintextKeys says (Rekey is how a plaintext store gets sealed),
 // and so are keys already sealed under kek (a Rekey run twice). A key that
@@ -33,13 +36,13 @@ var rekeyBatch = 5000
 // replicas, and gateways still configured with the old KEK, fail lookups of
 // the re-sealed keys (sealed.ErrWrongKEK) until restarted with kek: the
 // sessions they hold are not affected.
-func (s *Store) Rekey(ctx context.Context, kek *sealed.KEK) (int, error) {
+func (s *Store) Rekey(ctx context.Context, kek *sealed.KEK) (sealed.Rekeyed, error) {
 	if kek == nil {
-		return 0, errors.New("postgres: rekey: no new key-encryption key")
+		return sealed.Rekeyed{}, errors.New("postgres: rekey: no new key-encryption key")
 	}
-	var n int
+	var found sealed.Rekeyed
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		n = 0
+		found = sealed.Rekeyed{Sealed: map[string]int{}}
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			// SHARE ROW EXCLUSIVE: no write of psk_keys commits meanwhile,
 			// reads (lookups) go on.
@@ -54,7 +57,7 @@ func (s *Store) Rekey(ctx context.Context, kek *sealed.KEK) (int, error) {
 			}
 			last := []byte{}
 			for {
-				batch, err := s.resealBatch(ctx, tx, kek, last)
+				batch, err := s.resealBatch(ctx, tx, kek, last, &found)
 				if err != nil {
 					return err
 				}
@@ -64,7 +67,7 @@ func (s *Store) Rekey(ctx context.Context, kek *sealed.KEK) (int, error) {
 				if _, err := tx.CopyFrom(ctx, pgx.Identifier{"psk_rekey"}, []string{"identity", "key", "kek_id"}, pgx.CopyFromRows(batch)); err != nil {
 					return err
 				}
-				n += len(batch)
+				found.Keys += len(batch)
 				last = batch[len(batch)-1][0].([]byte)
 			}
 			_, err := tx.Exec(ctx, `UPDATE psk_keys k SET key = r.key, kek_id = r.kek_id FROM psk_rekey r WHERE k.identity = r.identity`)
@@ -75,16 +78,20 @@ func (s *Store) Rekey(ctx context.Context, kek *sealed.KEK) (int, error) {
 	switch {
 	case err == nil:
 		s.kek.Store(kek)
-		return n, nil
+		if len(found.Sealed) == 0 {
+			found.Sealed = nil
+		}
+		return found, nil
 	case errors.As(err, &ke):
-		return 0, fmt.Errorf("postgres: rekey: %w, nothing re-sealed", err)
+		return sealed.Rekeyed{}, fmt.Errorf("postgres: rekey: %w, nothing re-sealed", err)
 	}
-	return 0, s.writeError("rekey", nil, err, nil)
+	return sealed.Rekeyed{}, s.writeError("rekey", nil, 0, err, nil)
 }
 
 // resealBatch reads up to rekeyBatch keys after identity last, in identity
-// order, and returns them sealed under kek as psk_rekey rows.
-func (s *Store) resealBatch(ctx context.Context, tx pgx.Tx, kek *sealed.KEK, last []byte) ([][]any, error) {
+// order, and returns them sealed under kek as psk_rekey rows; found counts
+// them by the state they were in.
+func (s *Store) resealBatch(ctx context.Context, tx pgx.Tx, kek *sealed.KEK, last []byte, found *sealed.Rekeyed) ([][]any, error) {
 	rows, err := tx.Query(ctx, `SELECT identity, key, kek_id, fingerprint FROM psk_keys WHERE identity > $1 ORDER BY identity LIMIT $2`,
 		last, rekeyBatch)
 	if err != nil {
@@ -109,6 +116,11 @@ func (s *Store) resealBatch(ctx context.Context, tx pgx.Tx, kek *sealed.KEK, las
 		key, err := openWith(current, s.tag, r.identity, r.key, r.kekID, true)
 		if err != nil {
 			return nil, err
+		}
+		if r.kekID == nil {
+			found.Plaintext++
+		} else {
+			found.Sealed[hex.EncodeToString(r.kekID)]++
 		}
 		fail := func(msg string) error {
 			return &KeyError{Tag: s.tag(r.identity), Err: fmt.Errorf("%w: %s", ErrCorruptRow, msg)}

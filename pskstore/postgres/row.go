@@ -57,12 +57,8 @@ func toRow(kek *sealed.KEK, k pskstore.Key) (row, error) {
 	if err != nil {
 		return row{}, err
 	}
-	h := "sha256"
-	if k.Hash == crypto.SHA384 {
-		h = "sha384"
-	}
 	return row{
-		identity: k.Identity, key: stored, kekID: kekID, hash: h,
+		identity: k.Identity, key: stored, kekID: kekID, hash: pskstore.Hash(k.Hash).String(),
 		endpoint: k.Endpoint, serverName: k.ServerName, backend: k.Backend,
 		versions: int16(k.Versions), modes: int16(k.Modes),
 		legacy: k.Legacy, allowLow: k.AllowLowEntropy, group: k.Group,
@@ -91,17 +87,12 @@ func (s *Store) toKey(r *row, plaintextOK bool) (pskstore.Key, error) {
 // bindings returns the Key of r without its key material. tag names the
 // identity in errors.
 func (r *row) bindings(tag func([]byte) string) (pskstore.Key, error) {
-	var h crypto.Hash
-	switch r.hash {
-	case "sha256":
-		h = crypto.SHA256
-	case "sha384":
-		h = crypto.SHA384
-	default:
+	var h pskstore.Hash
+	if err := h.UnmarshalText([]byte(r.hash)); err != nil || r.hash == "" {
 		return pskstore.Key{}, &KeyError{tag(r.identity), fmt.Errorf("%w: unknown hash", ErrCorruptRow)}
 	}
 	return pskstore.Key{
-		Identity: r.identity, Hash: h,
+		Identity: r.identity, Hash: crypto.Hash(h),
 		Endpoint: r.endpoint, ServerName: r.serverName, Backend: r.backend,
 		Versions: pskstore.Versions(r.versions), Modes: pskstore.Modes(r.modes),
 		Legacy: r.legacy, AllowLowEntropy: r.allowLow, Group: r.group,

@@ -22,7 +22,7 @@ import (
 // Errors of keys the configuration does not allow, wrapped in a *KeyError.
 var (
 	// ErrPlaintextKey: a plaintext key in a store with a KEK, without
-	// Config.InsecurePlaintextKeys.
+	// WithInsecurePlaintextKeys.
 	ErrPlaintextKey = errors.New("plaintext key in a store with a key-encryption key: seal it (gateway psk rekey) or explicitly allow insecure plaintext keys")
 	// ErrNoKEK: a sealed key in a store opened without a KEK.
 	ErrNoKEK = errors.New("sealed key and no key-encryption key configured: configure the key-encryption key the store was sealed with")

@@ -27,7 +27,7 @@ func testKEK(t testing.TB) *sealed.KEK {
 	}
 }
 
-func withKEK(kek *sealed.KEK) func(*Config) { return func(c *Config) { c.KEK = kek } }
+func withKEK(kek *sealed.KEK) Option { return WithKEK(kek) }
 
 // storedRow is a psk_keys row as the database holds it.
 type storedRow struct{ key, kekID []byte }
@@ -175,7 +175,7 @@ func TestSealingRefusals(t *testing.T) {
 		for _, tt := range []struct {
 			name string
 			d    *db
-			cfg  func(*Config)
+			cfg  Option
 			key  pskstore.Key
 			want []error
 			msg  []string
@@ -186,11 +186,11 @@ func TestSealingRefusals(t *testing.T) {
 				[]string{"sealed under kek " + kek.ID(), "the configured kek is " + other.ID()}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				cfg := Config{DSN: tt.d.dsn(t, appName(t, "r")), Policy: pskstore.Options{Tagger: testTagger}}
+				opts := []Option{WithPolicy(pskstore.Options{Tagger: testTagger})}
 				if tt.cfg != nil {
-					tt.cfg(&cfg)
+					opts = append(opts, tt.cfg)
 				}
-				s, err := Open(ctx, cfg)
+				s, err := Open(ctx, tt.d.dsn(t, appName(t, "r")), opts...)
 				if err == nil {
 					s.Close()
 					t.Fatal("Open succeeded")
@@ -217,7 +217,7 @@ func TestSealingRefusals(t *testing.T) {
 		}
 		// A migration: plaintext keys accepted with InsecurePlaintextKeys;
 		// new keys are sealed all the same.
-		s := plainDB.open(t, appName(t, "mig"), withKEK(kek), func(c *Config) { c.InsecurePlaintextKeys = true })
+		s := plainDB.open(t, appName(t, "mig"), withKEK(kek), WithInsecurePlaintextKeys(true))
 		if got, err := s.Lookup(ctx, plain.Identity); err != nil || !bytes.Equal(got.Secret, plain.Secret) {
 			t.Fatalf("Lookup of a plaintext key with InsecurePlaintextKeys: %v", err)
 		}
@@ -253,8 +253,8 @@ func TestSealingRefusals(t *testing.T) {
 			if _, err := s.Keys(ctx); !errors.Is(err, want[name]) {
 				t.Errorf("%s: Keys: %v, want %v", name, err, want[name])
 			}
-			if ok, err := s.Delete(ctx, k.Identity); !ok || err != nil {
-				t.Fatal(ok, err)
+			if err := s.Delete(ctx, k.Identity); err != nil {
+				t.Fatal(err)
 			}
 		}
 		// A sealed key moved to another identity by hand does not open.
@@ -287,7 +287,7 @@ func TestRekey(t *testing.T) {
 	if err := s.PutMany(ctx, keys, nil); err != nil {
 		t.Fatal(err)
 	}
-	watcher := d.open(t, appName(t, "watch"), withKEK(testKEK(t)), func(c *Config) { c.InsecurePlaintextKeys = true })
+	watcher := d.open(t, appName(t, "watch"), withKEK(testKEK(t)), WithInsecurePlaintextKeys(true))
 	ch, err := watcher.Watch(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -312,9 +312,12 @@ func TestRekey(t *testing.T) {
 		}
 	}
 	for i, kek := range []*sealed.KEK{kek1, kek2, kek2} { // plaintext to kek1 to kek2, and again
-		n, err := s.Rekey(ctx, kek)
-		if err != nil || n != len(keys) {
-			t.Fatalf("Rekey %d = %d, %v; want %d", i, n, err, len(keys))
+		found, err := s.Rekey(ctx, kek)
+		if err != nil || found.Keys != len(keys) {
+			t.Fatalf("Rekey %d = %+v, %v; want %d keys", i, found, err, len(keys))
+		}
+		if want := [...]string{"20 plaintext", "20 sealed under kek " + kek1.ID(), "20 sealed under kek " + kek2.ID()}[i]; found.Found() != want {
+			t.Errorf("Rekey %d found %q, want %q", i, found.Found(), want)
 		}
 		sealedUnder(kek)
 	}
@@ -323,7 +326,7 @@ func TestRekey(t *testing.T) {
 	if err != nil || len(kekIDs) != 1 || kekIDs[kek2.ID()] != int64(len(keys)) {
 		t.Errorf("KEKs = %v, %v", kekIDs, err)
 	}
-	_, err = Open(ctx, Config{DSN: d.dsn(t, "old"), KEK: kek1})
+	_, err = Open(ctx, d.dsn(t, "old"), WithKEK(kek1))
 	if !errors.Is(err, sealed.ErrWrongKEK) {
 		t.Errorf("Open with the old kek after Rekey: %v, want ErrWrongKEK", err)
 	}
@@ -363,8 +366,8 @@ func TestRekey(t *testing.T) {
 		if g, err := s.Lookup(ctx, keys[0].Identity); err != nil || !bytes.Equal(g.Secret, keys[0].Secret) {
 			t.Fatalf("the Store lost its kek after a failed Rekey: %v", err)
 		}
-		if ok, err := s.Delete(ctx, bad.Identity); !ok || err != nil {
-			t.Fatal(ok, err)
+		if err := s.Delete(ctx, bad.Identity); err != nil {
+			t.Fatal(err)
 		}
 		// Key material that no longer matches its fingerprint (R4).
 		if _, err := admin(t).Exec(ctx, `UPDATE `+d.schema+`.psk_keys SET fingerprint = $1 WHERE identity = $2`,
@@ -408,8 +411,8 @@ func TestRekeyBlocksWriters(t *testing.T) {
 	}
 	rekeyed := make(chan result, 1)
 	go func() {
-		n, err := s.Rekey(context.Background(), kek2)
-		rekeyed <- result{n, err}
+		found, err := s.Rekey(context.Background(), kek2)
+		rekeyed <- result{found.Keys, err}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for waiting := false; !waiting; {
@@ -480,7 +483,7 @@ func TestUpgradeToSealedKeys(t *testing.T) {
 		k.Identity, []byte(k.Secret), fp[:]); err != nil {
 		t.Fatal(err)
 	}
-	fk := func(c *Config) { c.FingerprintKey = secret }
+	fk := WithFingerprintKey(secret)
 	old := d.open(t, appName(t, "old"), fk)
 	var n int
 	if err := c.QueryRow(ctx, `SELECT count(*) FROM psk_schema_migrations`).Scan(&n); err != nil || n != len(ms) {
@@ -490,7 +493,7 @@ func TestUpgradeToSealedKeys(t *testing.T) {
 		t.Fatalf("Lookup of a key written before 0002: %v", err)
 	}
 	kek := testKEK(t)
-	if n, err := old.Rekey(ctx, kek); err != nil || n != 1 {
+	if found, err := old.Rekey(ctx, kek); err != nil || found.Keys != 1 || found.Plaintext != 1 {
 		t.Fatalf("Rekey = %d, %v", n, err)
 	}
 	if got, err := d.open(t, appName(t, "new"), withKEK(kek), fk).Lookup(ctx, k.Identity); err != nil || !bytes.Equal(got.Secret, k.Secret) {

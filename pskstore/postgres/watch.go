@@ -157,6 +157,8 @@ func (s *Store) listenConn(ctx context.Context, st *listenState) (connected bool
 			return false, err
 		}
 		st.floor = st.lastID
+		// From here on every revocation reaches this replica (R10).
+		s.log.Info("psk store: change listener connected")
 	} else {
 		// LISTEN is in place, so nothing committed from now on is missed:
 		// replay what was committed while disconnected. Ids are drawn when

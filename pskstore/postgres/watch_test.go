@@ -36,8 +36,8 @@ func TestWatchReplicas(t *testing.T) {
 	if err := writer.Rotate(ctx, k.Identity, pskstoretest.NewKey(t, nil).Secret); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := writer.Delete(ctx, k.Identity); !ok || err != nil {
-		t.Fatalf("Delete = %v, %v", ok, err)
+	if err := writer.Delete(ctx, k.Identity); err != nil {
+		t.Fatalf("Delete: %v", err)
 	}
 	for name, ch := range map[string]<-chan pskstore.Change{"other replica": remote, "same replica": local} {
 		t.Run(name, func(t *testing.T) {
@@ -159,8 +159,8 @@ func TestWatchReplaysOutage(t *testing.T) {
 	expectChange(t, ch, within, pskstore.Added, keys[2].Identity)
 
 	p.down()
-	if ok, err := writer.Delete(ctx, keys[0].Identity); !ok || err != nil {
-		t.Fatalf("Delete = %v, %v", ok, err)
+	if err := writer.Delete(ctx, keys[0].Identity); err != nil {
+		t.Fatalf("Delete: %v", err)
 	}
 	if err := writer.Put(ctx, keys[3]); err != nil {
 		t.Fatal(err)

@@ -90,7 +90,11 @@ func BenchmarkFileStore(b *testing.B) {
 		}
 		b.ReportMetric(time.Since(start).Seconds(), "load-s")
 		b.ReportMetric(heapMiB()-before, "heap-MiB")
-		lookupPercentiles(b, s, s.Keys())
+		keys, err := s.Keys(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		lookupPercentiles(b, s, keys)
 	}
 }
 

@@ -1,4 +1,4 @@
-// Command render produces docs/dashboard.png, the screenshot of the Grafana
+// Command dashboard-render produces docs/dashboard.png, the screenshot of the Grafana
 // dashboard deploy/grafana/gateway-dashboard.json, from a real run, without
 // a Grafana or Prometheus server:
 //
@@ -20,7 +20,7 @@
 //
 // Run from the repository root:
 //
-//	go run ./deploy/grafana/render
+//	go run ./tools/dashboard-render
 //
 // The package has no tests: go test ./... only compiles it.
 package main
@@ -221,7 +221,7 @@ func run() error {
 		title: dash.Title,
 		vars: []string{"Data source: Prometheus", "Job: All", "Instance: All",
 			"Rate window: " + promDuration(o.window) + windowNote(o.window)},
-		note: fmt.Sprintf("Rendered by deploy/grafana/render from a real run: gateway serve, %d simulated devices (DTLS 1.3 and 1.2) plus scripted faults, on loopback; "+
+		note: fmt.Sprintf("Rendered by tools/dashboard-render from a real run: gateway serve, %d simulated devices (DTLS 1.3 and 1.2) plus scripted faults, on loopback; "+
 			"/metrics scraped every %s for %s, each panel's query from gateway-dashboard.json evaluated on the samples.",
 			o.devices, o.interval, o.duration),
 		times: h.times,

@@ -400,7 +400,7 @@ func (s *scenario) storm(ctx context.Context) {
 
 // gatewayConfig writes the gateway's configuration into dir.
 func gatewayConfig(dir, gwAddr, adminAddr, backendAddr, labAddr string) (string, error) {
-	cfg := fmt.Sprintf(`# Written by deploy/grafana/render for one screenshot run.
+	cfg := fmt.Sprintf(`# Written by tools/dashboard-render for one screenshot run.
 listeners:
   - address: %q
 backends:

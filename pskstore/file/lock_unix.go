@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package file
 
 import (
 	"errors"
@@ -10,14 +10,15 @@ import (
 	"time"
 )
 
-// lockTimeout is how long a psk command waits for another one to finish
+// lockTimeout is how long a write waits for another process to finish
 // writing the same key file.
 const lockTimeout = 10 * time.Second
 
 // lockDir takes an exclusive advisory lock (flock) on dir, the directory of
-// the key file, so that two psk commands do not both read the file, change
-// it and write it back, losing one change. Locking the directory leaves no
-// lock file behind for the gateway's file watcher to see.
+// the key file, so that two writers (two psk commands) never both read the
+// file, change it and write it back, losing one change. Locking the
+// directory leaves no lock file behind for a file watcher to see. flock has
+// no timeout of its own: it is tried every 50 ms until lockTimeout.
 func lockDir(dir string) (unlock func(), err error) {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -34,7 +35,7 @@ func lockDir(dir string) (unlock func(), err error) {
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
 			d.Close()
-			return nil, fmt.Errorf("locking %s: %w (is another gateway psk command running?)", dir, err)
+			return nil, fmt.Errorf("locking %s: %w (is another gateway psk command writing?)", dir, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,0 +1,446 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/pskstore/export"
+	"github.com/lwm2m-gateway/gateway/pskstore/importer"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
+)
+
+// lengthFlag registers --length, the size of generated keys.
+func lengthFlag(f *pskFlags) *int {
+	return f.Int("length", 32, "key length in `bytes`, 16 (R1: 128 bits) to 1024")
+}
+
+func checkLength(n int, usage string) error {
+	if n < pskstore.MinKeyLen || n > 1024 {
+		return usageError{fmt.Sprintf("--length must be between %d (R1: 128 bits) and 1024 bytes", pskstore.MinKeyLen), usage}
+	}
+	return nil
+}
+
+// pskGen adds an identity with a fresh key from crypto/rand (R2).
+func pskGen(f *pskFlags, args []string) error {
+	var b bindingFlags
+	b.register(f.FlagSet)
+	length := lengthFlag(f)
+	if _, err := f.parse(args, 0, 0, ""); err != nil {
+		return err
+	}
+	k, err := b.key(f.usage())
+	if err == nil {
+		err = checkLength(*length, f.usage())
+	}
+	if err != nil {
+		return err
+	}
+	if k.Secret, err = pskstore.GenerateSecret(*length); err != nil {
+		return err
+	}
+	tag, err := f.put([]pskstore.Key{k}, nil, "")
+	if err != nil {
+		return err
+	}
+	printKeyBlock(f.c.stdout, fmt.Sprintf("%s (%s): shown once, provision the device with it now", plainID(k.Identity), tag(k.Identity)), k)
+	return nil
+}
+
+// pskAdd adds one identity with a key read from stdin or --key-file, or many
+// from a CSV file (--from-csv).
+func pskAdd(f *pskFlags, args []string) error {
+	var b bindingFlags
+	b.register(f.FlagSet)
+	keyFile := f.String("key-file", "", "read the key from `FILE` instead of stdin")
+	format := f.String("key-format", "", "how the key is written: `hex`, base64 or raw (required; never guessed)")
+	allowLow := f.Bool("allow-low-entropy", false, "accept a key that fails the entropy screen for this identity (R2; then no psk_ke, no legacy)")
+	fromCSV := f.String("from-csv", "", "bulk provisioning from `FILE`, all or nothing (see gateway psk help)")
+	if _, err := f.parse(args, 0, 0, ""); err != nil {
+		return err
+	}
+	if *fromCSV != "" {
+		var other []string
+		f.Visit(func(fl *flag.Flag) {
+			if !strings.Contains(" from-csv config store kek-file kek-env tag-key-file insecure-plaintext-keys ", " "+fl.Name+" ") {
+				other = append(other, "--"+fl.Name)
+			}
+		})
+		if len(other) > 0 {
+			return usageError{"--from-csv takes identities, keys and bindings from the file; drop " + strings.Join(other, ", "), f.usage()}
+		}
+		return addCSV(f, *fromCSV)
+	}
+	k, err := b.key(f.usage())
+	if err != nil {
+		return err
+	}
+	k.AllowLowEntropy = *allowLow
+	if *format != "hex" && *format != "base64" && *format != "raw" {
+		return usageError{"--key-format hex|base64|raw is required: the format is never guessed (32 hex digits are also 32 raw bytes)", f.usage()}
+	}
+	if k.Secret, err = readKey(f.c, *keyFile, *format); err != nil {
+		return err
+	}
+	_, err = f.put([]pskstore.Key{k}, nil, "")
+	return err
+}
+
+// addCSV adds every row of a CSV file (pskstore/export's format), or none:
+// one bad row and nothing is written, with every problem named by line.
+func addCSV(f *pskFlags, path string) error {
+	r, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	recs, err := export.ReadCSV(r)
+	var bad *export.RecordErrors
+	if errors.As(err, &bad) {
+		var problems []string
+		for _, e := range bad.Errs {
+			problems = append(problems, e.Error())
+		}
+		return fmt.Errorf("%s: %d of %d rows refused, nothing written:%s", path, len(bad.Errs), bad.Total, list(problems))
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w; nothing written", path, err)
+	}
+	keys := make([]pskstore.Key, len(recs))
+	where := func(i int) string { return fmt.Sprintf("line %d", recs[i].Line) }
+	var problems []string
+	for i, rec := range recs {
+		keys[i] = rec.Key
+		if rec.Key.Endpoint == "" {
+			problems = append(problems, fmt.Sprintf("%s: identity %s: endpoint: empty (L1: the endpoint name the identity may register as)",
+				where(i), export.Show(rec.Key.Identity)))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s: %d of %d rows refused, nothing written:%s", path, len(problems), len(recs), list(problems))
+	}
+	if _, err := f.put(keys, where, "rows"); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// put adds keys to the store named by the flags, after printing the
+// policy's warnings (SHOULD findings); where names key i in messages ("line
+// 4"), nil for a single key, and rows what they are (see refused). A
+// refusal lists every finding. It returns the store's tagger.
+func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string) (tag func([]byte) string, err error) {
+	ks, err := f.open(true, false)
+	if err != nil {
+		return nil, err
+	}
+	defer ks.Close()
+	var problems []string
+	for i, k := range keys {
+		if err := f.checkBackend(k); err != nil {
+			problems = append(problems, label(keys, i, where)+": "+err.Error())
+		}
+	}
+	switch {
+	case len(problems) == 1 && rows == "":
+		return nil, errors.New(problems[0][len(label(keys, 0, where))+2:])
+	case len(problems) > 0:
+		return nil, fmt.Errorf("%d of %d %s refused, nothing written:%s", len(problems), len(keys), rows, list(problems))
+	}
+	p, err := capability[pskstore.Putter](ks, "add keys")
+	if err != nil {
+		return nil, err
+	}
+	ks.warn(f, keys, where)
+	if len(keys) > 1 {
+		fmt.Fprintf(f.c.stderr, "writing %d keys to %s, %s\n", len(keys), ks.where, ks.sealing())
+	}
+	if bulk, ok := ks.Store.(interface {
+		PutMany(ctx context.Context, keys []pskstore.Key, progress func(int)) error
+	}); ok && len(keys) > 1 {
+		prog := newProgress(f.c.stderr, "writing keys", len(keys))
+		err = bulk.PutMany(ctx(), keys, prog.update)
+		if err == nil {
+			prog.done()
+		}
+	} else {
+		err = p.Put(ctx(), keys...)
+	}
+	if err != nil {
+		return nil, ks.refused(err, keys, where, rows)
+	}
+	if len(keys) == 1 {
+		fmt.Fprintf(f.c.stderr, "added identity %s (%s) to %s, %s\n", export.Show(keys[0].Identity), ks.tag(keys[0].Identity), ks.where, ks.sealing())
+	} else {
+		fmt.Fprintf(f.c.stderr, "added %d identities\n", len(keys))
+	}
+	return ks.tag, nil
+}
+
+// warn prints the SHOULD findings of adding keys (R7 look-alike, non-NFC
+// identities): against the whole store for a key file, among keys only for
+// PostgreSQL, which is not read whole for a warning.
+func (ks *keyStore) warn(f *pskFlags, keys []pskstore.Key, where func(int) string) {
+	var stored []pskstore.Key
+	if l, ok := ks.Store.(pskstore.Lister); ok && !ks.shared {
+		stored, _ = l.Keys(ctx())
+	}
+	for _, w := range pskstore.CheckAdd(stored, keys, ks.policy).Warnings() {
+		fmt.Fprintf(f.c.stderr, "warning: %s: %v\n", label(keys, w.Index, where), w)
+	}
+}
+
+// refused explains a refused write: every policy finding, naming the key
+// at fault by its place in the input and its identity, and the other key
+// of a duplicate the same way. rows names the input's items for a count
+// ("rows" of a CSV file); "" for one problem list.
+func (ks *keyStore) refused(err error, keys []pskstore.Key, where func(int) string, rows string) error {
+	findings := pskstore.FindingsOf(err).Must()
+	if len(findings) == 0 {
+		return err
+	}
+	other := func(j int) string {
+		if where != nil {
+			return where(j) + " (identity " + export.Show(keys[j].Identity) + ")"
+		}
+		return "identity " + export.Show(keys[j].Identity)
+	}
+	var problems []string
+	refused := make(map[int]bool)
+	for _, pe := range findings {
+		msg := fmt.Sprint(pe)
+		w := pe.With
+		switch {
+		case w != nil && pe.Rule == "R7" && w.Index == pskstore.InStore:
+			msg = "already exists (rotate replaces its key, revoke removes it)"
+		case w != nil && pe.Rule == "R7" && w.Index >= 0 && w.Index < len(keys) && where != nil:
+			msg = "given twice, also on " + where(w.Index)
+		case w != nil && pe.Rule == "R4" && w.Index >= 0 && w.Index < len(keys):
+			msg = "policy R4: same key material as " + other(w.Index) + " (one key, one client and one server)"
+		case pe.Rule == "R2" && pe.Field == "Secret":
+			msg += " (--allow-low-entropy, or the allow_low_entropy column, accepts it for this identity, never with psk_ke or legacy; better, gateway psk gen makes a random key)"
+		}
+		refused[pe.Index] = true
+		problems = append(problems, label(keys, pe.Index, where)+": "+msg)
+	}
+	if rows != "" {
+		return fmt.Errorf("%d of %d %s refused, nothing written:%s", len(refused), len(keys), rows, list(problems))
+	}
+	noun := "problem"
+	if len(problems) > 1 {
+		noun = "problems"
+	}
+	return fmt.Errorf("%d %s, nothing written:%s", len(problems), noun, list(problems))
+}
+
+// label names keys[i]: "line 4: identity "dev-a"", or the identity alone.
+func label(keys []pskstore.Key, i int, where func(int) string) string {
+	if i < 0 || i >= len(keys) {
+		return "a key"
+	}
+	l := "identity " + export.Show(keys[i].Identity)
+	if where != nil {
+		l = where(i) + ": " + l
+	}
+	return l
+}
+
+// maxProblems bounds the problems listed when keys are refused.
+const maxProblems = 25
+
+// list renders problems one an indented line, at most maxProblems.
+func list(problems []string) string {
+	if n := len(problems); n > maxProblems {
+		problems = append(problems[:maxProblems:maxProblems], fmt.Sprintf("… and %d more", n-maxProblems))
+	}
+	return "\n  " + strings.Join(problems, "\n  ")
+}
+
+// pskRotate gives an identity a fresh random key and keeps its bindings.
+// Running gateways close the identity's sessions (R10).
+func pskRotate(f *pskFlags, args []string) error {
+	isHex := f.Bool("hex", false, "the ID argument is hex")
+	length := lengthFlag(f)
+	id, err := f.parseID(args, isHex)
+	if err == nil {
+		err = checkLength(*length, f.usage())
+	}
+	if err != nil {
+		return err
+	}
+	ks, err := f.open(false, false)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	r, err := capability[pskstore.Rotator](ks, "rotate keys")
+	if err != nil {
+		return err
+	}
+	k, err := ks.find(id)
+	if err != nil {
+		return err
+	}
+	if k.ImportContext != nil {
+		return fmt.Errorf("identity %s is an imported key (R6): its key derives from an external PSK that was deleted; revoke it and import a new external PSK instead", export.Show(id))
+	}
+	if k.Secret, err = pskstore.GenerateSecret(*length); err != nil {
+		return err
+	}
+	if err := r.Rotate(ctx(), id, k.Secret); err != nil {
+		return ks.refused(err, []pskstore.Key{k}, nil, "")
+	}
+	printKeyBlock(f.c.stdout, fmt.Sprintf("%s (%s): new key, shown once, provision the device with it now", plainID(id), ks.tag(id)), k)
+	fmt.Fprintf(f.c.stderr, "rotated identity %s (%s) in %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions under the old key"))
+	return nil
+}
+
+// pskRevoke removes an identity. Running gateways close its sessions (R10).
+func pskRevoke(f *pskFlags, args []string) error {
+	isHex := f.Bool("hex", false, "the ID argument is hex")
+	id, err := f.parseID(args, isHex)
+	if err != nil {
+		return err
+	}
+	ks, err := f.open(false, false)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	d, err := capability[pskstore.Deleter](ks, "revoke keys")
+	if err != nil {
+		return err
+	}
+	err = d.Delete(ctx(), id)
+	if errors.Is(err, pskstore.ErrUnknownIdentity) {
+		return ks.notFound(id)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f.c.stderr, "revoked identity %s (%s): removed from %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions"))
+	return nil
+}
+
+// pskImport replaces an external PSK by the keys RFC 9258 imports from it
+// for the gateway's DTLS 1.3 targets, and deletes the EPSK (R6). The
+// imported keys are bound to the server name the context names (R5).
+func pskImport(f *pskFlags, args []string) error {
+	identity := f.String("identity", "", "`identity` of the external PSK (EPSK) to import, as text")
+	identityHex := f.String("identity-hex", "", "identity of the EPSK in `hex`")
+	client := f.String("client", "", "the device's `name` in the importer context, e.g. its LwM2M endpoint name")
+	server := f.String("server", "", "the gateway's server `name` in the importer context: the SNI devices send, which the keys are bound to (R5)")
+	kdf := f.String("kdf", "both", "target `KDF`s: both, sha256 (HKDF_SHA256) or sha384 (HKDF_SHA384)")
+	if _, err := f.parse(args, 0, 0, ""); err != nil {
+		return err
+	}
+	id, err := identityFlags(*identity, *identityHex, f.usage())
+	if err != nil {
+		return err
+	}
+	context := importer.Context(*client, *server)
+	switch {
+	case *client == "" || *server == "":
+		return usageError{"--client NAME and --server NAME are required: the importer context names both peers (R4, R6)", f.usage()}
+	case context == nil:
+		return usageError{"--client and --server are too long for an importer context", f.usage()}
+	}
+	targets := map[string][]importer.Target{"both": importer.DTLSTargets(), "sha256": importer.DTLSTargets()[:1], "sha384": importer.DTLSTargets()[1:]}[*kdf]
+	if targets == nil {
+		return usageError{fmt.Sprintf("--kdf %q: use both, sha256 or sha384", *kdf), f.usage()}
+	}
+	ks, err := f.open(false, false)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	x, err := capability[pskstore.Replacer](ks, "replace keys")
+	if err != nil {
+		return err
+	}
+	epsk, err := ks.find(id)
+	switch {
+	case err != nil:
+		return err
+	case epsk.ImportContext != nil:
+		return fmt.Errorf("identity %s is already an imported key; import from an external PSK", export.Show(id))
+	case epsk.ServerName != "" && epsk.ServerName != *server:
+		return fmt.Errorf("--server %q differs from the server name %q identity %s is bound to (R4: one key, one server)", *server, epsk.ServerName, export.Show(id))
+	}
+	epsk.ServerName = *server // the imported keys are bound to the server the context names (R5)
+	imported, err := importer.Import(epsk, context, targets)
+	if err != nil {
+		return fmt.Errorf("identity %s: %w", export.Show(id), err)
+	}
+	where := func(j int) string { return "imported key for " + kdfName(targets[j].KDF) }
+	ks.warn(f, imported, where)
+	if err := x.Replace(ctx(), id, imported); err != nil {
+		return ks.refused(err, imported, where, "")
+	}
+	for j, k := range imported {
+		printKeyBlock(f.c.stdout, fmt.Sprintf("imported from %s for DTLS 1.3 %s (%s): shown once, provision the device with it now",
+			plainID(id), kdfName(targets[j].KDF), ks.tag(k.Identity)), k)
+	}
+	fmt.Fprintf(f.c.stderr, "imported identity %s with context client %q, server %q: %d imported keys stored and the external PSK deleted from %s (R6); "+
+		"the imported keys are bound to server name %q (R5).\nDevices send an imported identity (binary: identity_hex above) and use its key as an ordinary external PSK "+
+		"(pion/dtls has no \"imp binder\" label, RFC 9258 §5.2).\n", export.Show(id), *client, *server, len(imported), ks.where, *server)
+	return nil
+}
+
+func kdfName(kdf uint16) string {
+	if kdf == importer.HKDFSHA384 {
+		return "HKDF_SHA384"
+	}
+	return "HKDF_SHA256"
+}
+
+// pskRekey re-seals every key under a new key-encryption key and reports
+// the state it found (sealed.Rekeyer): the key file atomically, the
+// PostgreSQL store in one transaction; on any failure the store is left as
+// it was.
+func pskRekey(f *pskFlags, args []string) error {
+	newFile := f.String("new-kek-file", "", "`FILE` holding the new key-encryption key (32 raw bytes, hex or base64)")
+	newEnv := f.String("new-kek-env", "", "environment variable `NAME` holding the new key-encryption key")
+	if _, err := f.parse(args, 0, 0, ""); err != nil {
+		return err
+	}
+	if (*newFile == "") == (*newEnv == "") {
+		return usageError{"give --new-kek-file FILE or --new-kek-env NAME", f.usage()}
+	}
+	newKEK, err := loadKEK(*newFile, *newEnv)
+	if err != nil {
+		return fmt.Errorf("new kek: %w", err)
+	}
+	ks, err := f.open(false, true)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	r, err := capability[sealed.Rekeyer](ks, "re-seal keys")
+	if err != nil {
+		return err
+	}
+	found, err := r.Rekey(ctx(), newKEK)
+	if err != nil {
+		return err
+	}
+	source := "kek file " + *newFile
+	if *newEnv != "" {
+		source = "kek environment variable " + *newEnv
+	}
+	fmt.Fprintf(f.c.stderr, "re-sealed %d keys in %s under kek %s; found %s.\n", found.Keys, ks.where, newKEK.ID(), found.Found())
+	if ks.shared {
+		fmt.Fprintf(f.c.stderr, "Now configure the new key-encryption key (%s) for every gateway replica and restart them: until then, "+
+			"replicas still configured with the old one fail new handshakes (their established sessions go on); "+
+			"gateway psk commands need the new one too.\n", source)
+		return nil
+	}
+	fmt.Fprintf(f.c.stderr, "Now configure the new key-encryption key (%s) for the gateway and restart it; until then it keeps serving the keys it has loaded "+
+		"and logs that it cannot reload the file.\n", source)
+	return nil
+}
