@@ -242,6 +242,20 @@ type Sessions struct {
 	// fallback for one release).
 	DataPlane DataPlane `yaml:"data_plane"`
 
+	// Snapshot keeps established sessions across restarts: a file path
+	// (sealed snapshots written every checkpoint_interval and at SIGTERM,
+	// restored at start), or SnapshotPostgres for the PostgreSQL store
+	// replicas share. Sessions are sealed with the store's KEK, so a KEK
+	// (store.kek_file or store.kek_env) is required; needs the lean data
+	// plane. Empty (default): sessions end with the process, SIGTERM sends
+	// close_notify. A relative path is relative to the configuration file.
+	Snapshot string `yaml:"snapshot"`
+
+	// CheckpointInterval is how often changed sessions are snapshotted; a
+	// crash lets a session's records received since its last checkpoint be
+	// replayed once to the restored session. > 0. Default 10s.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+
 	// ParkAfter is obsolete and ignored: the lean data plane holds an idle
 	// session in a few hundred bytes, so sessions are no longer parked. It
 	// is still accepted so that existing configuration files load;
@@ -274,12 +288,17 @@ const (
 	DefaultIdleTimeout        = Duration(75 * time.Minute)
 	DefaultDrainTimeout       = Duration(5 * time.Second)
 	DefaultRegistrationGrace  = Duration(2 * time.Minute)
-	DefaultRegisterInterval   = Duration(10 * time.Second)
-	DefaultMaxSessions        = 200000
-	DefaultMaxEmbryonic       = 2048
-	DefaultHandshakeRate      = 200
-	DefaultMaxDatagram        = 18432
-	DefaultAdminAddress       = "127.0.0.1:9090"
+	DefaultCheckpointInterval = Duration(10 * time.Second)
+
+	// SnapshotPostgres as sessions.snapshot keeps snapshots in the
+	// PostgreSQL key store's database.
+	SnapshotPostgres        = "postgres"
+	DefaultRegisterInterval = Duration(10 * time.Second)
+	DefaultMaxSessions      = 200000
+	DefaultMaxEmbryonic     = 2048
+	DefaultHandshakeRate    = 200
+	DefaultMaxDatagram      = 18432
+	DefaultAdminAddress     = "127.0.0.1:9090"
 )
 
 // Default returns a Config with every default filled in and no backends; it
@@ -298,11 +317,12 @@ func Default() *Config {
 			MaxIdentityLength:  DefaultMaxIdentityLength,
 		},
 		Sessions: Sessions{
-			IdleTimeout:       DefaultIdleTimeout,
-			OnePerIdentity:    true,
-			DrainTimeout:      DefaultDrainTimeout,
-			RegistrationGrace: DefaultRegistrationGrace,
-			DataPlane:         DataPlaneLean,
+			IdleTimeout:        DefaultIdleTimeout,
+			OnePerIdentity:     true,
+			DrainTimeout:       DefaultDrainTimeout,
+			RegistrationGrace:  DefaultRegistrationGrace,
+			DataPlane:          DataPlaneLean,
+			CheckpointInterval: DefaultCheckpointInterval,
 		},
 		Limits: Limits{
 			MaxSessions:      DefaultMaxSessions,

@@ -33,6 +33,8 @@ var badCases = []struct {
 	{"negative handshake timeout", "dtls: {handshake_timeout: -1s}\n", "dtls.handshake_timeout", "-1s", 4, "greater than 0"},
 	{"negative drain timeout", "sessions: {drain_timeout: -5s}\n", "sessions.drain_timeout", "-5s", 4, "negative"},
 	{"unknown data plane", "sessions: {data_plane: fast}\n", "sessions.data_plane", "fast", 4, "lean"},
+	{"snapshot without kek", "sessions: {snapshot: /var/lib/gw/sessions.snap}\n", "sessions.snapshot", "/var/lib/gw/sessions.snap", 4, "key-encryption key"},
+	{"zero checkpoint interval", "sessions: {checkpoint_interval: 0s}\n", "sessions.checkpoint_interval", "0s", 4, "greater than 0"},
 	{"ipv6 without brackets", "listeners:\n  - address: \"::1:5684\"\n", "listeners[0].address", "::1:5684", 5, "host:port"},
 	{"address without port", "listeners:\n  - address: \":5684\"\n  - address: \"127.0.0.1\"\n", "listeners[1].address", "127.0.0.1", 6, "host:port"},
 	{"empty listener address", "listeners:\n  - missing_sni: require\n", "listeners[0].address", "", 5, "required"},

@@ -33,6 +33,9 @@ func Load(path string) (*Config, error) {
 	c.Store.Path = resolve(dir, c.Store.Path)
 	c.Store.TagKeyFile = resolve(dir, c.Store.TagKeyFile)
 	c.Store.KEKFile = resolve(dir, c.Store.KEKFile)
+	if c.Sessions.Snapshot != SnapshotPostgres {
+		c.Sessions.Snapshot = resolve(dir, c.Sessions.Snapshot)
+	}
 	return c, nil
 }
 

@@ -193,6 +193,19 @@ func (c *Config) validateSessions(es *FieldErrors) {
 	if s.RegistrationGrace <= 0 {
 		es.add("sessions.registration_grace", s.RegistrationGrace.String(), "must be greater than 0")
 	}
+	if s.CheckpointInterval <= 0 {
+		es.add("sessions.checkpoint_interval", s.CheckpointInterval.String(), "must be greater than 0")
+	}
+	if s.Snapshot != "" {
+		switch {
+		case !c.Store.HasKEK():
+			es.add("sessions.snapshot", s.Snapshot, "needs a key-encryption key (store.kek_file or store.kek_env): snapshots are sealed with it")
+		case s.DataPlane == DataPlanePion:
+			es.add("sessions.snapshot", s.Snapshot, "needs the lean data plane (sessions.data_plane: lean)")
+		case s.Snapshot == SnapshotPostgres && c.Store.Type != StorePostgres:
+			es.add("sessions.snapshot", s.Snapshot, "postgres needs store.type postgres")
+		}
+	}
 	switch s.DataPlane {
 	case "", DataPlaneLean, DataPlanePion:
 	default:

@@ -173,6 +173,19 @@ type Config struct {
 	// re-handshakes updates the registration it created (L2). Nil: kept in
 	// memory only, lost on restart.
 	Registrations RegistrationStore
+	// Sessions persists sealed snapshots of established sessions, so that a
+	// graceful stop (Handoff) or a crash (a checkpoint every
+	// CheckpointInterval) costs the devices no handshake (checkpoint.go).
+	// Needs the lean data plane and SnapshotSealer. Nil: sessions end with
+	// the process.
+	Sessions SessionStore
+	// SnapshotSealer seals the snapshots (the key store's KEK, a key of its
+	// own for the purpose). Required with Sessions.
+	SnapshotSealer Sealer
+	// CheckpointInterval is how often changed sessions are snapshotted, and
+	// so how much of a session's received traffic a crash can let be
+	// replayed once to its restored session. Zero: 10 s.
+	CheckpointInterval time.Duration
 	// BackendRetryAfter is the Max-Age of the 5.03 Service Unavailable the
 	// gateway answers a device's confirmable request with while the
 	// backend is known to be unreachable (ICMP port unreachable on its
@@ -271,6 +284,17 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 4096
+	}
+	if c.Sessions != nil {
+		if c.SnapshotSealer == nil {
+			return errors.New("gateway: config: Sessions needs a SnapshotSealer")
+		}
+		if c.DataPlane != DataPlaneLean {
+			return errors.New("gateway: config: Sessions needs the lean data plane")
+		}
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 10 * time.Second
 	}
 	if c.BackendRetryAfter == 0 {
 		c.BackendRetryAfter = 30 * time.Second

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"slices"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,6 +19,12 @@ var (
 		[]string{"version", "mode", "result"}, nil)
 	descSessions = prometheus.NewDesc("gateway_sessions",
 		"Sessions by state: established, or handshaking (a handshake in progress in pion).", []string{"state"}, nil)
+	descSnapshots = prometheus.NewDesc("gateway_session_snapshots_total",
+		"Session snapshots by event: written (checkpoints and handoff), restored at start.", []string{"event"}, nil)
+	descSnapshotRefusals = prometheus.NewDesc("gateway_session_snapshot_refusals_total",
+		"Snapshots not restored, by reason (unseal: another KEK or altered; corrupt; stale; superseded; listener; revoked; key_changed; record; store_unavailable: retried).", []string{"reason"}, nil)
+	descCheckpointErrors = prometheus.NewDesc("gateway_checkpoint_errors_total",
+		"Checkpoints the session store refused; sessions keep their last reservation and retry.", nil, nil)
 	descEmbryonic = prometheus.NewDesc("gateway_handshakes_embryonic",
 		"Handshakes whose cookie has not been answered yet (Config.MaxEmbryonic caps them).", nil, nil)
 	descDatagrams = prometheus.NewDesc("gateway_datagrams_total",
@@ -62,7 +69,7 @@ func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
 type collector struct{ srv *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors} {
 		ch <- d
 	}
 	c.srv.lookup.Describe(ch)
@@ -113,6 +120,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDropped, st.dropped[i].Load(), dropReasonNames[i])
 	}
 	counter(descUpstreamErrors, st.upstreamErrors.Load())
+	counter(descSnapshots, st.snapshotsWritten.Load(), "written")
+	counter(descSnapshots, st.snapshotsRestored.Load(), "restored")
+	counter(descCheckpointErrors, st.checkpointErrors.Load())
+	st.restoreRefusals.Range(func(k, v any) bool {
+		counter(descSnapshotRefusals, v.(*atomic.Uint64).Load(), k.(string))
+		return true
+	})
 	srv.lookup.Collect(ch)
 	srv.storeErrors.Collect(ch)
 }

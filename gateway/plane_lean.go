@@ -95,6 +95,13 @@ func (p *leanPlane) open(s *session, b []byte, from netip.AddrPort) (closed bool
 // limit ends the session: DTLS 1.2 needs a new handshake (DTLS 1.3 renews
 // its keys by itself long before).
 func (p *leanPlane) send(s *session, payload []byte) {
+	if s.limit != 0 && p.rec.NextWriteSeq() >= s.limit {
+		// Above the persisted reservation (checkpoint.go): held until
+		// the checkpoint lands; CoAP retransmits.
+		s.srv.stats.drop(dropReserve)
+		s.srv.urgeCheckpoint()
+		return
+	}
 	bp := sealBufs.Get().(*[]byte)
 	out, err := p.rec.Seal((*bp)[:0], payload)
 	if err == nil {
@@ -140,6 +147,9 @@ func (p *leanPlane) close(s *session, notify bool) {
 // writeDeviceLocked sends one protected datagram to the device's current
 // address through the session's listener socket.
 func (s *session) writeDeviceLocked(b []byte) {
+	if !s.mayWriteLocked() {
+		return
+	}
 	if _, err := s.l.pc.WriteToUDPAddrPort(b, s.peer); err != nil {
 		s.srv.sampled.Warn("write to device", zap.Stringer("remote", s.peer), zap.Error(err))
 	}

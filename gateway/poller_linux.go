@@ -28,6 +28,8 @@ type poller struct {
 	ups  map[uint64]*upstream
 	next uint64
 	done chan struct{}
+
+	stopOnce, relOnce sync.Once
 }
 
 // upstreamSocket is a non-blocking, connected UDP socket.
@@ -195,20 +197,29 @@ func (p *poller) serve(up *upstream, buf []byte) {
 	}
 }
 
-// close stops the loop started by run; sockets are closed by their
-// sessions.
+// stop ends the loop started by run (once, whoever calls); sockets are
+// closed by their sessions.
+func (p *poller) stop() {
+	p.stopOnce.Do(func() {
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.wake, one[:])
+		<-p.done
+	})
+}
+
+// close stops the loop and frees the poller's descriptors.
 func (p *poller) close() {
-	var one = [8]byte{1}
-	_, _ = unix.Write(p.wake, one[:])
-	<-p.done
+	p.stop()
 	p.release()
 }
 
 // release frees the poller's own descriptors (a poller whose run never
-// started, or after run returned).
+// started, or after run returned), once.
 func (p *poller) release() {
-	_ = unix.Close(p.epfd)
-	_ = unix.Close(p.wake)
+	p.relOnce.Do(func() {
+		_ = unix.Close(p.epfd)
+		_ = unix.Close(p.wake)
+	})
 }
 
 func sockaddr(ap netip.AddrPort) unix.Sockaddr {

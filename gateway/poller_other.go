@@ -77,4 +77,6 @@ func (p *poller) run() {}
 
 func (p *poller) close() { p.wg.Wait() }
 
+func (p *poller) stop() {}
+
 func (p *poller) release() {}

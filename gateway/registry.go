@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
+
+	"github.com/lwm2m-gateway/gateway/statestore"
 
 	"go.uber.org/zap"
 )
@@ -12,28 +15,18 @@ import (
 // device updates the registration it created after a re-handshake or a
 // gateway restart (L2: a registration belongs to the identity, not to one
 // DTLS session). The gateway loads every saved registration at Serve and
-// writes changes behind the data path (one writer goroutine, coalescing);
-// a store that fails is logged and retried with the next change, never on
-// the data path. Implementations must be safe for concurrent use.
+// writes changes behind the data path, in batches (one writer goroutine); a
+// store that fails is logged and the batch retried with the next change,
+// never on the data path. statestore implements it (a file next to the key
+// store, or PostgreSQL). Implementations must be safe for concurrent use.
 type RegistrationStore interface {
-	LoadRegistrations(ctx context.Context) ([]SavedRegistration, error)
-	SaveRegistration(ctx context.Context, r SavedRegistration) error
-	DeleteRegistration(ctx context.Context, identity []byte) error
-}
-
-// SavedRegistration is one identity's registration as the backend assigned
-// it. It holds no key material; the identity is the store's key.
-type SavedRegistration struct {
-	Identity []byte
-	Endpoint string        // the endpoint bound to the identity when it registered
-	Location string        // "/rd/…", from the backend's 2.01 Created
-	Lifetime time.Duration // lt of the Register or the last Update
-	Updated  time.Time     // when the registration was created or last updated
+	LoadRegistrations(ctx context.Context) ([]statestore.Registration, error)
+	SaveRegistrations(ctx context.Context, put []statestore.Registration, del [][]byte) error
 }
 
 // expired reports whether a backend has certainly dropped the registration:
 // its lifetime and the grace have passed since the last update.
-func (r *SavedRegistration) expired(now time.Time, grace time.Duration) bool {
+func expired(r *statestore.Registration, now time.Time, grace time.Duration) bool {
 	return r.Lifetime > 0 && now.Sub(r.Updated) > r.Lifetime+grace
 }
 
@@ -44,19 +37,18 @@ type registry struct {
 	log   *zap.Logger
 	grace time.Duration
 
-	mu      sync.Mutex
-	byID    map[string]*SavedRegistration
-	byLoc   map[string]string    // location -> identity
-	dirty   map[string]time.Time // identity -> when it changed; not yet written
-	wake    chan struct{}
-	flushed chan struct{} // closed and replaced each time the writer catches up
+	mu    sync.Mutex
+	byID  map[string]*statestore.Registration
+	byLoc map[string]string    // location -> identity
+	dirty map[string]time.Time // identity -> when it changed; not yet written
+	wake  chan struct{}
 }
 
 func newRegistry(store RegistrationStore, log *zap.Logger, grace time.Duration) *registry {
 	return &registry{
 		store: store, log: log, grace: grace,
-		byID: make(map[string]*SavedRegistration), byLoc: make(map[string]string),
-		dirty: make(map[string]time.Time), wake: make(chan struct{}, 1), flushed: make(chan struct{}),
+		byID: make(map[string]*statestore.Registration), byLoc: make(map[string]string),
+		dirty: make(map[string]time.Time), wake: make(chan struct{}, 1),
 	}
 }
 
@@ -74,7 +66,7 @@ func (r *registry) load(ctx context.Context) error {
 	defer r.mu.Unlock()
 	for i := range saved {
 		reg := saved[i]
-		if reg.expired(now, r.grace) {
+		if expired(&reg, now, r.grace) {
 			continue
 		}
 		r.byID[string(reg.Identity)] = &reg
@@ -89,7 +81,7 @@ func (r *registry) get(identity []byte, endpoint string) (location string, lifet
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	reg := r.byID[string(identity)]
-	if reg == nil || reg.Endpoint != endpoint || reg.expired(time.Now(), r.grace) {
+	if reg == nil || reg.Endpoint != endpoint || expired(reg, time.Now(), r.grace) {
 		return "", 0, false
 	}
 	return reg.Location, reg.Lifetime, true
@@ -105,7 +97,7 @@ func (r *registry) ownedByOther(location string, identity []byte) bool {
 		return false
 	}
 	reg := r.byID[owner]
-	return reg != nil && !reg.expired(time.Now(), r.grace)
+	return reg != nil && !expired(reg, time.Now(), r.grace)
 }
 
 // put records a registration created or updated through the gateway.
@@ -116,7 +108,7 @@ func (r *registry) put(identity []byte, endpoint, location string, lifetime time
 	if old := r.byID[id]; old != nil && old.Location != location && r.byLoc[old.Location] == id {
 		delete(r.byLoc, old.Location)
 	}
-	r.byID[id] = &SavedRegistration{Identity: []byte(id), Endpoint: endpoint, Location: location,
+	r.byID[id] = &statestore.Registration{Identity: []byte(id), Endpoint: endpoint, Location: location,
 		Lifetime: lifetime, Updated: time.Now()}
 	r.byLoc[location] = id
 	r.markLocked(id)
@@ -163,45 +155,38 @@ func (r *registry) run(stop <-chan struct{}) {
 	}
 }
 
-// writeDirty writes every pending change; failures stay pending and are
-// retried with the next change.
+// writeDirty writes every pending change in one batch; on failure the
+// batch stays pending and is retried with the next change.
 func (r *registry) writeDirty() {
 	r.mu.Lock()
-	batch := make(map[string]*SavedRegistration, len(r.dirty))
+	var put []statestore.Registration
+	var del [][]byte
 	for id := range r.dirty {
 		if reg := r.byID[id]; reg != nil {
-			cp := *reg
-			batch[id] = &cp
+			put = append(put, *reg)
 		} else {
-			batch[id] = nil
+			del = append(del, []byte(id))
 		}
 	}
+	pending := maps.Clone(r.dirty)
 	clear(r.dirty)
 	r.mu.Unlock()
-	var failed []string
-	for id, reg := range batch {
-		ctx, cancel := context.WithTimeout(context.Background(), registryWriteTimeout)
-		var err error
-		if reg != nil {
-			err = r.store.SaveRegistration(ctx, *reg)
-		} else {
-			err = r.store.DeleteRegistration(ctx, []byte(id))
-		}
-		cancel()
-		if err != nil {
-			failed = append(failed, id)
-			r.log.Warn("cannot save registration; retried with the next change", zap.Error(err))
-		}
+	if len(put)+len(del) == 0 {
+		return
 	}
-	r.mu.Lock()
-	for _, id := range failed {
-		if _, again := r.dirty[id]; !again {
-			r.dirty[id] = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), registryWriteTimeout)
+	err := r.store.SaveRegistrations(ctx, put, del)
+	cancel()
+	if err != nil {
+		r.log.Warn("cannot save registrations; retried with the next change", zap.Int("changes", len(pending)), zap.Error(err))
+		r.mu.Lock()
+		for id, at := range pending {
+			if _, again := r.dirty[id]; !again {
+				r.dirty[id] = at
+			}
 		}
+		r.mu.Unlock()
 	}
-	close(r.flushed)
-	r.flushed = make(chan struct{})
-	r.mu.Unlock()
 }
 
 // registryWriteTimeout bounds one store write.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lwm2m-gateway/gateway/lwm2m"
 	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/lwm2m-gateway/gateway/statestore"
 	"github.com/pion/logging"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -52,9 +53,17 @@ type Server struct {
 	cancel    context.CancelFunc
 	stop      chan struct{} // ends the sweeper and the registration writer
 
+	// Snapshots (checkpoint.go).
+	snapMu          sync.Mutex
+	closedIDs       [][]byte              // snapshots to delete at the next checkpoint
+	pendingRestores []statestore.Snapshot // waiting for the key store
+	urge            chan struct{}
+	handingOff      atomic.Bool
+
 	closing atomic.Bool
 	wg      sync.WaitGroup // handshake goroutines and pion-plane readers
-	bg      sync.WaitGroup // listener loops, poller, sweeper, registration writer
+	readers sync.WaitGroup // listener read loops
+	bg      sync.WaitGroup // poller, sweeper, registration writer, checkpointer
 	done    chan struct{}
 	once    sync.Once
 }
@@ -80,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		lookup:      newLookupHistogram(),
 		storeErrors: newStoreErrors(),
 		stop:        make(chan struct{}),
+		urge:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 	if _, err := rand.Read(srv.dummySecret[:]); err != nil {
@@ -181,6 +191,18 @@ func (srv *Server) Serve(ctx context.Context) error {
 		srv.log.Error("cannot load saved registrations; devices that re-handshake will re-register", zap.Error(err))
 	}
 	lcancel()
+	if srv.cfg.Sessions != nil {
+		// Before any read loop: a device's first datagram after the
+		// restart must find its session.
+		rctx, rcancel := context.WithTimeout(sctx, restoreTimeout)
+		srv.restore(rctx)
+		rcancel()
+		srv.bg.Add(1)
+		go func() {
+			defer srv.bg.Done()
+			srv.checkpointer(srv.stop)
+		}()
+	}
 	srv.bg.Add(2)
 	go func() {
 		defer srv.bg.Done()
@@ -192,9 +214,9 @@ func (srv *Server) Serve(ctx context.Context) error {
 	}()
 	srv.mu.Lock()
 	for _, l := range srv.listeners {
-		srv.bg.Add(1)
+		srv.readers.Add(1)
 		go func() {
-			defer srv.bg.Done()
+			defer srv.readers.Done()
 			if err := l.serve(); err != nil {
 				srv.log.Error("listener stopped", zap.Error(err))
 			}
@@ -216,6 +238,9 @@ func (srv *Server) Serve(ctx context.Context) error {
 
 // registryLoadTimeout bounds loading the saved registrations at Serve.
 const registryLoadTimeout = 10 * time.Second
+
+// restoreTimeout bounds restoring the sessions at Serve.
+const restoreTimeout = 2 * time.Minute
 
 // serving returns Serve's context; before Serve, one that never ends.
 func (srv *Server) serving() context.Context {
@@ -265,6 +290,12 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	for _, s := range srv.table.snapshot() {
 		s.close("shutdown", true)
 	}
+	if srv.cfg.Sessions != nil {
+		// The sessions ended: their snapshots must not be restored.
+		if _, err := srv.checkpoint(ctx, false); err != nil {
+			srv.log.Warn("cannot delete the snapshots of closed sessions", zap.Error(err))
+		}
+	}
 	srv.mu.Lock()
 	if srv.cancel != nil {
 		srv.cancel() // ends the handshakes in progress
@@ -305,6 +336,7 @@ func (srv *Server) Close() error {
 		srv.closeListenersLocked()
 		p := srv.poller
 		srv.mu.Unlock()
+		srv.readers.Wait()
 		close(srv.stop)
 		if p != nil {
 			p.close()

@@ -35,6 +35,8 @@ type session struct {
 	l   *listener
 
 	// Fixed at establishment.
+	id          [16]byte // random; names the session's snapshot (checkpoint.go)
+	keyHash     [16]byte // SHA-256 of the PSK, truncated: a restore checks the key did not change
 	identity    []byte
 	endpoint    string
 	backend     string
@@ -53,6 +55,12 @@ type session struct {
 	registers *rate.Limiter  // Register/Bootstrap-Request rate (4.29)
 	ups       []*upstream
 	closed    bool
+
+	// Crash-safe sequence numbers (checkpoint.go): records are sealed only
+	// below limit, a reservation persisted in a snapshot; 0 while the
+	// session is in no snapshot yet. active: traffic since the last one.
+	limit  uint64
+	active bool
 }
 
 // registerBurst is how many Registers a session may send back to back
@@ -89,6 +97,7 @@ func (s *session) fromWire(p []byte, from netip.AddrPort) {
 // CoAP answer the gateway sends the device itself, if any.
 func (s *session) deviceDataLocked(p []byte) (reply []byte) {
 	s.touch()
+	s.active = true
 	up, reply := s.admitLocked(p)
 	if up == nil {
 		return reply
@@ -107,6 +116,7 @@ func (s *session) deviceDataLocked(p []byte) (reply []byte) {
 // caller to write after unlocking.
 func (s *session) backendDataLocked(up *upstream, p []byte) (pionWrite []byte) {
 	s.touch()
+	s.active = true
 	ended := s.learnLocked(p, up)
 	s.srv.stats.toDevice(up.name, len(p))
 	if s.pion != nil {
@@ -135,6 +145,7 @@ func (s *session) close(reason string, notify bool) {
 	}
 	s.closed = true
 	s.srv.table.remove(s)
+	s.forgetSnapshotLocked()
 	for _, up := range s.ups {
 		up.close()
 	}

@@ -13,6 +13,9 @@ type Stats struct {
 	Handshaking        int64             // handshakes in progress now
 	Embryonic          int64             // handshakes whose cookie has not come back yet
 	HandshakesOK       uint64            // handshakes completed
+	SnapshotsWritten   uint64            // session snapshots written (checkpoints, handoff)
+	SnapshotsRestored  uint64            // sessions restored from snapshots at start
+	RestoreRefused     map[string]uint64 // snapshots not restored, by reason
 	HandshakesFailed   map[string]uint64 // failed handshakes by reason
 	DatagramsToBackend uint64
 	DatagramsToDevice  uint64
@@ -42,11 +45,12 @@ const (
 	dropShed                            // a ClientHello shed: the handshake pool was full
 	dropReplay                          // a record already seen (replay window)
 	dropBadRecord                       // a record that does not authenticate or parse
+	dropReserve                         // a record above the session's persisted sequence reservation (checkpoint.go)
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{"oversize", "unknown_cid", "not_client_hello", "queue_full", "no_session",
-	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record"}
+	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record", "reserve"}
 
 // traffic counts one backend's datagrams and bytes, both ways.
 type traffic struct {
@@ -54,6 +58,11 @@ type traffic struct {
 }
 
 type counters struct {
+	snapshotsWritten  atomic.Uint64
+	snapshotsRestored atomic.Uint64
+	checkpointErrors  atomic.Uint64
+	restoreRefusals   sync.Map // reason -> *atomic.Uint64
+
 	handshakesOK   atomic.Uint64
 	upstreamErrors atomic.Uint64
 	dropped        [numDropReasons]atomic.Uint64
@@ -75,6 +84,12 @@ func (c *counters) init(backends map[string]string) {
 }
 
 func (c *counters) drop(r dropReason) { c.dropped[r].Add(1) }
+
+// restoreRefused counts a snapshot that could not be restored, by reason.
+func (c *counters) restoreRefused(reason string) {
+	v, _ := c.restoreRefusals.LoadOrStore(reason, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+}
 
 func (c *counters) refused(rule string) {
 	c.mu.Lock()
@@ -123,14 +138,17 @@ func (srv *Server) Stats() Stats {
 	c := &srv.stats
 	established, handshaking := srv.table.counts()
 	st := Stats{
-		Sessions:         established + handshaking,
-		Established:      int64(established),
-		Handshaking:      int64(handshaking),
-		Embryonic:        int64(srv.admission.embryos()),
-		HandshakesOK:     c.handshakesOK.Load(),
-		UpstreamErrors:   c.upstreamErrors.Load(),
-		HandshakesFailed: map[string]uint64{},
-		Refused:          map[string]uint64{},
+		Sessions:          established + handshaking,
+		Established:       int64(established),
+		Handshaking:       int64(handshaking),
+		Embryonic:         int64(srv.admission.embryos()),
+		HandshakesOK:      c.handshakesOK.Load(),
+		SnapshotsWritten:  c.snapshotsWritten.Load(),
+		SnapshotsRestored: c.snapshotsRestored.Load(),
+		RestoreRefused:    map[string]uint64{},
+		UpstreamErrors:    c.upstreamErrors.Load(),
+		HandshakesFailed:  map[string]uint64{},
+		Refused:           map[string]uint64{},
 	}
 	for i := range c.dropped {
 		st.Dropped += c.dropped[i].Load()
@@ -141,6 +159,10 @@ func (srv *Server) Stats() Stats {
 		st.BytesToBackend += t.bytesUp.Load()
 		st.BytesToDevice += t.bytesDown.Load()
 	}
+	c.restoreRefusals.Range(func(k, v any) bool {
+		st.RestoreRefused[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
 	c.mu.Lock()
 	for k, v := range c.failed {
 		st.HandshakesFailed[k] = v

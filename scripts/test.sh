@@ -73,6 +73,9 @@ echo "== benchmark smoke run (every measurement at tiny size)"
 ./bench/run.sh --smoke > "$run_dir/bench-smoke.log" 2>&1 || { cat "$run_dir/bench-smoke.log" >&2; exit 1; }
 tail -n 3 "$run_dir/bench-smoke.log"
 
+echo "== gateway package on the fallback data plane (sessions.data_plane: pion)"
+GATEWAY_TEST_DATA_PLANE=pion go test -count=1 -timeout 10m ./gateway/
+
 echo "== load-sensitive tests without -race (build tag !race)"
 go test -count=1 -run 'Flood' -v ./gateway/ | grep -E '^(=== RUN|--- |\s+flood_test|ok|FAIL)'
 

@@ -15,12 +15,17 @@ import (
 	"github.com/lwm2m-gateway/gateway/gateway"
 )
 
+// handoffTimeout bounds writing the session snapshots at SIGTERM.
+const handoffTimeout = 30 * time.Second
+
 const serveUsage = `usage: gateway serve --config FILE
 
 Runs the gateway: JSON logs on stderr, the admin listener (metrics, health,
 registrations) when admin.address is set. SIGHUP re-reads the configuration;
 SIGTERM and SIGINT stop accepting handshakes and drain within
-sessions.drain_timeout.
+sessions.drain_timeout; with sessions.snapshot they write every session's
+snapshot instead and exit without close_notify, and the next start
+continues the sessions.
 `
 
 // fileWatcher is a store that reloads its file when it changes (the file
@@ -68,7 +73,14 @@ func serveCmd(c cmdIO, args []string) error {
 	}
 	defer ks.Close()
 	checkBackends(context.Background(), cfg, log)
-	srv, err := gateway.New(gatewayConfig(cfg, ks, log))
+	state, err := openState(cfg, ks, log)
+	if err != nil {
+		return err
+	}
+	gc := gatewayConfig(cfg, ks, log)
+	gc.Registrations, gc.Sessions, gc.SnapshotSealer = state.registrations, state.sessions, state.sealer
+	gc.CheckpointInterval = time.Duration(cfg.Sessions.CheckpointInterval)
+	srv, err := gateway.New(gc)
 	if err != nil {
 		return err
 	}
@@ -111,12 +123,23 @@ wait:
 		}
 	}
 	stop() // a second signal kills the process the default way
-	drain := time.Duration(cfg.Sessions.DrainTimeout)
-	log.Info("shutting down", zap.Duration("drain_timeout", drain))
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if state.sessions != nil {
+		// The next process continues the sessions: write them, tell the
+		// devices nothing.
+		log.Info("handing sessions off", zap.String("snapshot", cfg.Sessions.Snapshot))
+		hctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
+		defer cancel()
+		if err := srv.Handoff(hctx); err != nil {
+			log.Error("handoff incomplete: some sessions will handshake again", zap.Error(err))
+		}
+	} else {
+		drain := time.Duration(cfg.Sessions.DrainTimeout)
+		log.Info("shutting down", zap.Duration("drain_timeout", drain))
+		sctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
 	}
 	if err := <-errc; err != nil && !errors.Is(err, gateway.ErrServerClosed) {
 		return err

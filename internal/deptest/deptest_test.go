@@ -34,7 +34,8 @@ var rules = []rule{
 	{"config", nil},
 	{"lwm2m", nil},
 	{"pskstore", nil},
-	{"gateway", []string{"pskstore", "lwm2m", "config", "internal"}},
+	{"statestore", nil},
+	{"gateway", []string{"pskstore", "lwm2m", "config", "statestore", "internal"}},
 }
 
 // upward are the packages no library package may import, in code or tests:

@@ -74,18 +74,20 @@ var (
 	ErrKEK = errors.New("sealed: invalid key-encryption key")
 )
 
-// Labels of the two values derived from a KEK.
+// Labels of the values derived from a KEK.
 const (
-	idLabel  = "kek-id"
-	aesLabel = "pskstore sealed v1 aes-256-gcm"
+	idLabel      = "kek-id"
+	aesLabel     = "pskstore sealed v1 aes-256-gcm"
+	purposeLabel = "pskstore sealed v1 purposes"
 )
 
 // KEK is a key-encryption key ready to seal and open. It keeps only the
 // derived AES cipher and the KEK id, not the KEK bytes. A KEK is safe for
 // concurrent use; its String and Format show only the id.
 type KEK struct {
-	id   [IDSize]byte
-	aead cipher.AEAD
+	id      [IDSize]byte
+	aead    cipher.AEAD
+	purpose []byte // root of the keys of For's sealers; not the KEK
 }
 
 // NewKEK returns the KEK of exactly KEKSize bytes of material. It refuses
@@ -99,7 +101,7 @@ func NewKEK(material []byte) (*KEK, error) {
 	if low, why := pskstore.LowEntropy(material); low {
 		return nil, fmt.Errorf("%w: low entropy (%s); generate one with `openssl rand -hex 32`", ErrKEK, why)
 	}
-	k := &KEK{}
+	k := &KEK{purpose: mac(material, purposeLabel)}
 	copy(k.id[:], mac(material, idLabel)[:IDSize])
 	block, err := aes.NewCipher(mac(material, aesLabel))
 	if err != nil {
