@@ -40,7 +40,9 @@ func openState(c *config.Config, ks *keyStore, log *zap.Logger) (stateStores, er
 		}
 		st.registrations = f
 	case config.StorePostgres:
-		if p, ok := ks.Store.(interface{ StateStore() gateway.RegistrationStore }); ok {
+		if p, ok := ks.Store.(interface {
+			StateStore() gateway.RegistrationStore
+		}); ok {
 			st.registrations = p.StateStore()
 		}
 	}
