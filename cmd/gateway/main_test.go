@@ -19,6 +19,7 @@ import (
 
 	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/gateway"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
 )
@@ -68,7 +69,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, []string{`unknown command "frobnicate"`, "usage: gateway <command>"}},
 	} {
 		code, out, errOut := runCmd(tt.args...)
-		if code != exitUsage || out != "" {
+		if code != cli.ExitUsage || out != "" {
 			t.Errorf("gateway %s: exit %d, stdout %q; want 2 and nothing", strings.Join(tt.args, " "), code, out)
 		}
 		for _, w := range tt.want {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/export"
 )
@@ -73,23 +74,23 @@ var pskCommands = map[string]func(f *pskFlags, args []string) error{
 // pskCmd runs `gateway psk <command> …`. Results go to stdout, warnings and
 // notes to stderr; neither ever carries a key, except the key blocks of gen,
 // rotate and import and the output of export, which go to stdout only.
-func pskCmd(c cmdIO, args []string) error {
+func pskCmd(c cli.IO, args []string) error {
 	names := strings.Join(slices.Sorted(maps.Keys(pskCommands)), ", ")
 	if len(args) == 0 {
-		return usageError{"psk needs a command: " + names, pskUsage}
+		return cli.UsageError{Msg: "psk needs a command: " + names, Usage: pskUsage}
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
-		fmt.Fprint(c.stdout, pskUsage)
+		fmt.Fprint(c.Stdout, pskUsage)
 		return nil
 	}
 	cmd, ok := pskCommands[name]
 	if !ok {
-		return usageError{fmt.Sprintf("unknown psk command %q (commands: %s)", name, names), pskUsage}
+		return cli.UsageError{Msg: fmt.Sprintf("unknown psk command %q (commands: %s)", name, names), Usage: pskUsage}
 	}
 	f := newPSKFlags(c, name)
 	if err := refuseKeyArgs(args[1:]); err != nil {
-		return usageError{err.Error(), f.usage()}
+		return cli.UsageError{Msg: err.Error(), Usage: f.usage()}
 	}
 	if err := cmd(f, args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		return fmt.Errorf("%s: %w", name, err)
@@ -120,15 +121,15 @@ func refuseKeyArgs(args []string) error {
 // command shares: where the key store is.
 type pskFlags struct {
 	*flag.FlagSet
-	c                                    cmdIO
+	c                                    cli.IO
 	name                                 string
 	config, store, kekFile, kekEnv, tags string
 	plaintext                            bool
 	cfg                                  *config.Config // loaded by open; nil with --store
 }
 
-func newPSKFlags(c cmdIO, name string) *pskFlags {
-	f := &pskFlags{FlagSet: newFlags("psk " + name), c: c, name: name}
+func newPSKFlags(c cli.IO, name string) *pskFlags {
+	f := &pskFlags{FlagSet: cli.NewFlags("psk " + name), c: c, name: name}
 	f.StringVar(&f.config, "config", "", "gateway configuration `FILE`: locates the key store, its KEK and tag key")
 	f.StringVar(&f.store, "store", "", "bare key `FILE` (instead of --config)")
 	f.StringVar(&f.kekFile, "kek-file", "", "with --store: key-encryption key `FILE` of the store")
@@ -139,16 +140,16 @@ func newPSKFlags(c cmdIO, name string) *pskFlags {
 }
 
 func (f *pskFlags) usage() string {
-	return commandUsage(f.FlagSet, "usage: gateway psk "+f.name+" (--config FILE | --store FILE) [flags]; see gateway psk help\n")
+	return cli.Usage(f.FlagSet, "usage: gateway psk "+f.name+" (--config FILE | --store FILE) [flags]; see gateway psk help\n")
 }
 
 // parse parses args and checks the number of positional arguments.
 func (f *pskFlags) parse(args []string, min, max int, what string) ([]string, error) {
-	pos, err := parseFlags(f.FlagSet, f.c, f.usage(), args)
+	pos, err := cli.Parse(f.FlagSet, f.c, f.usage(), args)
 	if err != nil {
 		return nil, err
 	}
-	return pos, positional(pos, min, max, what, f.usage())
+	return pos, cli.Positional(pos, min, max, what, f.usage())
 }
 
 // parseID parses args for the commands that take one identity: text, or
@@ -167,13 +168,13 @@ func (f *pskFlags) parseID(args []string, isHex *bool) ([]byte, error) {
 func (f *pskFlags) open(create, plaintext bool) (*keyStore, error) {
 	switch {
 	case f.config != "" && f.store != "":
-		return nil, usageError{"give --config or --store, not both", f.usage()}
+		return nil, cli.UsageError{Msg: "give --config or --store, not both", Usage: f.usage()}
 	case f.config == "" && f.store == "":
-		return nil, usageError{"give --config FILE (the gateway's configuration) or --store FILE (a bare key file)", f.usage()}
+		return nil, cli.UsageError{Msg: "give --config FILE (the gateway's configuration) or --store FILE (a bare key file)", Usage: f.usage()}
 	case f.config != "" && (f.kekFile != "" || f.kekEnv != "" || f.tags != "" || f.plaintext):
-		return nil, usageError{"--kek-file, --kek-env, --tag-key-file and --insecure-plaintext-keys go with --store; with --config they come from the configuration", f.usage()}
+		return nil, cli.UsageError{Msg: "--kek-file, --kek-env, --tag-key-file and --insecure-plaintext-keys go with --store; with --config they come from the configuration", Usage: f.usage()}
 	case f.kekFile != "" && f.kekEnv != "":
-		return nil, usageError{"give --kek-file or --kek-env, not both", f.usage()}
+		return nil, cli.UsageError{Msg: "give --kek-file or --kek-env, not both", Usage: f.usage()}
 	}
 	cfg := config.Default()
 	cfg.Store = config.Store{Type: config.StoreFile, Path: f.store, KEKFile: f.kekFile, KEKEnv: f.kekEnv, TagKeyFile: f.tags, InsecurePlaintextKeys: f.plaintext}
@@ -188,7 +189,7 @@ func (f *pskFlags) open(create, plaintext bool) (*keyStore, error) {
 		f.cfg = cfg
 	}
 	return openStore(cfg, openOptions{log: zap.NewNop(), create: create, plaintext: plaintext, makeTagKey: true,
-		announce: func(msg string) { fmt.Fprintln(f.c.stderr, "note: "+msg) }})
+		announce: func(msg string) { fmt.Fprintln(f.c.Stderr, "note: "+msg) }})
 }
 
 // capability returns the store as T, a pskstore capability.
@@ -210,7 +211,7 @@ func identityArg(arg string, isHex bool) ([]byte, error) {
 	}
 	b, err := hexID(arg)
 	if err != nil {
-		return nil, usageError{"--hex: the identity is not valid hex", ""}
+		return nil, cli.UsageError{Msg: "--hex: the identity is not valid hex"}
 	}
 	return b, nil
 }

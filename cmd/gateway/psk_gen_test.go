@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 )
 
@@ -231,7 +232,7 @@ func TestPSKAddRefusesTerminal(t *testing.T) {
 	defer tty.Close()
 	var out, errb bytes.Buffer
 	code := run([]string{"psk", "add", "--config", e.config, "--identity", "x", "--endpoint", "e", "--key-format", "hex"}, tty, &out, &errb)
-	if code != exitUsage || !strings.Contains(errb.String(), "echoed") {
+	if code != cli.ExitUsage || !strings.Contains(errb.String(), "echoed") {
 		t.Errorf("add with a terminal on stdin: exit %d, %s", code, errb.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/export"
 )
@@ -58,7 +59,7 @@ func (b *bindingFlags) key(usage string) (pskstore.Key, error) {
 		return pskstore.Key{}, err
 	}
 	if b.endpoint == "" {
-		return pskstore.Key{}, usageError{"--endpoint is required: the LwM2M endpoint name the identity may register as (L1)", usage}
+		return pskstore.Key{}, cli.UsageError{Msg: "--endpoint is required: the LwM2M endpoint name the identity may register as (L1)", Usage: usage}
 	}
 	return pskstore.Key{Identity: id, Endpoint: b.endpoint, ServerName: b.serverName, Backend: b.backend, Hash: crypto.Hash(b.hash),
 		Versions: b.versions, Modes: b.modes, Legacy: b.legacy}, nil
@@ -69,17 +70,17 @@ func (b *bindingFlags) key(usage string) (pskstore.Key, error) {
 func identityFlags(text, hexText, usage string) ([]byte, error) {
 	switch {
 	case text != "" && hexText != "":
-		return nil, usageError{"give --identity or --identity-hex, not both", usage}
+		return nil, cli.UsageError{Msg: "give --identity or --identity-hex, not both", Usage: usage}
 	case text != "":
 		return []byte(text), nil
 	case hexText != "":
 		id, err := hexID(hexText)
 		if err != nil {
-			return nil, usageError{"--identity-hex is not valid hex", usage}
+			return nil, cli.UsageError{Msg: "--identity-hex is not valid hex", Usage: usage}
 		}
 		return id, nil
 	}
-	return nil, usageError{"--identity ID (or --identity-hex HEX) is required", usage}
+	return nil, cli.UsageError{Msg: "--identity ID (or --identity-hex HEX) is required", Usage: usage}
 }
 
 func hexID(s string) ([]byte, error) {
@@ -107,8 +108,8 @@ const maxKeyInput = 64 << 10
 
 // readKey reads key material from path, or stdin when path is empty, in the
 // format given. Errors never show what was read.
-func readKey(c cmdIO, path, format string) (pskstore.Secret, error) {
-	r, src := c.stdin, "stdin"
+func readKey(c cli.IO, path, format string) (pskstore.Secret, error) {
+	r, src := c.Stdin, "stdin"
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {
@@ -116,8 +117,8 @@ func readKey(c cmdIO, path, format string) (pskstore.Secret, error) {
 		}
 		defer f.Close()
 		r, src = f, path
-	} else if isTerminal(c.stdin) {
-		return nil, usageError{"stdin is a terminal (or another device), where the key would be echoed: pipe it in (gateway psk add … < key.hex) or use --key-file", ""}
+	} else if isTerminal(c.Stdin) {
+		return nil, cli.UsageError{Msg: "stdin is a terminal (or another device), where the key would be echoed: pipe it in (gateway psk add … < key.hex) or use --key-file"}
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxKeyInput+1))
 	if err != nil {

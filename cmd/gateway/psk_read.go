@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/export"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
@@ -57,7 +58,7 @@ func pskList(f *pskFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(f.c.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(f.c.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tTAG\tENDPOINT\tSERVER_NAME\tBACKEND\tVERSIONS\tMODES\tFLAGS")
 	for _, k := range keys {
 		var flags []string
@@ -75,7 +76,7 @@ func pskList(f *pskFlags, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(f.c.stderr, "%d identities in %s, %s\n", len(keys), ks.where, ks.sealing())
+	fmt.Fprintf(f.c.Stderr, "%d identities in %s, %s\n", len(keys), ks.where, ks.sealing())
 	return nil
 }
 
@@ -102,7 +103,7 @@ func pskShow(f *pskFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(f.c.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(f.c.Stdout, 0, 4, 2, ' ', 0)
 	row := func(name, format string, args ...any) { fmt.Fprintf(tw, name+"\t"+format+"\n", args...) }
 	row("identity", "%s", export.Show(k.Identity))
 	row("identity_hex", "%s", hex.EncodeToString(k.Identity))
@@ -144,7 +145,7 @@ func pskExport(f *pskFlags, args []string) error {
 	}
 	write := map[string]func(io.Writer, []pskstore.Key) error{"yaml": export.WriteYAML, "csv": export.WriteCSV}[*format]
 	if write == nil {
-		return usageError{fmt.Sprintf("--format %q: the formats are yaml and csv", *format), f.usage()}
+		return cli.UsageError{Msg: fmt.Sprintf("--format %q: the formats are yaml and csv", *format), Usage: f.usage()}
 	}
 	ks, err := f.open(false, false)
 	if err != nil {
@@ -168,9 +169,9 @@ func pskExport(f *pskFlags, args []string) error {
 		}
 		keys = append(keys, k)
 	}
-	fmt.Fprintf(f.c.stderr, "warning: the output holds %d PLAINTEXT keys: hand it to the provisioning system over a secure channel, "+
+	fmt.Fprintf(f.c.Stderr, "warning: the output holds %d PLAINTEXT keys: hand it to the provisioning system over a secure channel, "+
 		"never to logs, tickets or chat, and delete it afterwards\n", len(keys))
-	return write(f.c.stdout, keys)
+	return write(f.c.Stdout, keys)
 }
 
 // pskAudit runs the RFC 9257 policy over the whole store and prints every
@@ -181,7 +182,7 @@ func pskAudit(f *pskFlags, args []string) error {
 	if _, err := f.parse(args, 0, 0, ""); err != nil {
 		return err
 	}
-	a := &audit{w: f.c.stdout}
+	a := &audit{w: f.c.Stdout}
 	ks, err := f.open(false, false)
 	var keys []pskstore.Key
 	if err == nil {
@@ -201,7 +202,7 @@ func pskAudit(f *pskFlags, args []string) error {
 	if ks != nil {
 		where = ks.where
 	}
-	fmt.Fprintf(f.c.stdout, "audit: %d keys in %s, %d MUST findings, %d SHOULD findings, %d store warnings\n",
+	fmt.Fprintf(f.c.Stdout, "audit: %d keys in %s, %d MUST findings, %d SHOULD findings, %d store warnings\n",
 		len(keys), or(where, f.config), a.must, a.should, a.warnings)
 	if a.must > 0 {
 		what := "key file"

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/export"
 	"github.com/lwm2m-gateway/gateway/pskstore/importer"
@@ -21,7 +22,7 @@ func lengthFlag(f *pskFlags) *int {
 
 func checkLength(n int, usage string) error {
 	if n < pskstore.MinKeyLen || n > 1024 {
-		return usageError{fmt.Sprintf("--length must be between %d (R1: 128 bits) and 1024 bytes", pskstore.MinKeyLen), usage}
+		return cli.UsageError{Msg: fmt.Sprintf("--length must be between %d (R1: 128 bits) and 1024 bytes", pskstore.MinKeyLen), Usage: usage}
 	}
 	return nil
 }
@@ -48,7 +49,7 @@ func pskGen(f *pskFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	printKeyBlock(f.c.stdout, fmt.Sprintf("%s (%s): shown once, provision the device with it now", plainID(k.Identity), tag(k.Identity)), k)
+	printKeyBlock(f.c.Stdout, fmt.Sprintf("%s (%s): shown once, provision the device with it now", plainID(k.Identity), tag(k.Identity)), k)
 	return nil
 }
 
@@ -72,7 +73,7 @@ func pskAdd(f *pskFlags, args []string) error {
 			}
 		})
 		if len(other) > 0 {
-			return usageError{"--from-csv takes identities, keys and bindings from the file; drop " + strings.Join(other, ", "), f.usage()}
+			return cli.UsageError{Msg: "--from-csv takes identities, keys and bindings from the file; drop " + strings.Join(other, ", "), Usage: f.usage()}
 		}
 		return addCSV(f, *fromCSV)
 	}
@@ -82,7 +83,7 @@ func pskAdd(f *pskFlags, args []string) error {
 	}
 	k.AllowLowEntropy = *allowLow
 	if *format != "hex" && *format != "base64" && *format != "raw" {
-		return usageError{"--key-format hex|base64|raw is required: the format is never guessed (32 hex digits are also 32 raw bytes)", f.usage()}
+		return cli.UsageError{Msg: "--key-format hex|base64|raw is required: the format is never guessed (32 hex digits are also 32 raw bytes)", Usage: f.usage()}
 	}
 	if k.Secret, err = readKey(f.c, *keyFile, *format); err != nil {
 		return err
@@ -158,12 +159,12 @@ func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string)
 	}
 	ks.warn(f, keys, where)
 	if len(keys) > 1 {
-		fmt.Fprintf(f.c.stderr, "writing %d keys to %s, %s\n", len(keys), ks.where, ks.sealing())
+		fmt.Fprintf(f.c.Stderr, "writing %d keys to %s, %s\n", len(keys), ks.where, ks.sealing())
 	}
 	if bulk, ok := ks.Store.(interface {
 		PutMany(ctx context.Context, keys []pskstore.Key, progress func(int)) error
 	}); ok && len(keys) > 1 {
-		prog := newProgress(f.c.stderr, "writing keys", len(keys))
+		prog := newProgress(f.c.Stderr, "writing keys", len(keys))
 		err = bulk.PutMany(ctx(), keys, prog.update)
 		if err == nil {
 			prog.done()
@@ -175,9 +176,9 @@ func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string)
 		return nil, ks.refused(err, keys, where, rows)
 	}
 	if len(keys) == 1 {
-		fmt.Fprintf(f.c.stderr, "added identity %s (%s) to %s, %s\n", export.Show(keys[0].Identity), ks.tag(keys[0].Identity), ks.where, ks.sealing())
+		fmt.Fprintf(f.c.Stderr, "added identity %s (%s) to %s, %s\n", export.Show(keys[0].Identity), ks.tag(keys[0].Identity), ks.where, ks.sealing())
 	} else {
-		fmt.Fprintf(f.c.stderr, "added %d identities\n", len(keys))
+		fmt.Fprintf(f.c.Stderr, "added %d identities\n", len(keys))
 	}
 	return ks.tag, nil
 }
@@ -191,7 +192,7 @@ func (ks *keyStore) warn(f *pskFlags, keys []pskstore.Key, where func(int) strin
 		stored, _ = l.Keys(ctx())
 	}
 	for _, w := range pskstore.CheckAdd(stored, keys, ks.policy).Warnings() {
-		fmt.Fprintf(f.c.stderr, "warning: %s: %v\n", label(keys, w.Index, where), w)
+		fmt.Fprintf(f.c.Stderr, "warning: %s: %v\n", label(keys, w.Index, where), w)
 	}
 }
 
@@ -295,8 +296,8 @@ func pskRotate(f *pskFlags, args []string) error {
 	if err := r.Rotate(ctx(), id, k.Secret); err != nil {
 		return ks.refused(err, []pskstore.Key{k}, nil, "")
 	}
-	printKeyBlock(f.c.stdout, fmt.Sprintf("%s (%s): new key, shown once, provision the device with it now", plainID(id), ks.tag(id)), k)
-	fmt.Fprintf(f.c.stderr, "rotated identity %s (%s) in %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions under the old key"))
+	printKeyBlock(f.c.Stdout, fmt.Sprintf("%s (%s): new key, shown once, provision the device with it now", plainID(id), ks.tag(id)), k)
+	fmt.Fprintf(f.c.Stderr, "rotated identity %s (%s) in %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions under the old key"))
 	return nil
 }
 
@@ -323,7 +324,7 @@ func pskRevoke(f *pskFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(f.c.stderr, "revoked identity %s (%s): removed from %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions"))
+	fmt.Fprintf(f.c.Stderr, "revoked identity %s (%s): removed from %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions"))
 	return nil
 }
 
@@ -346,13 +347,13 @@ func pskImport(f *pskFlags, args []string) error {
 	context := importer.Context(*client, *server)
 	switch {
 	case *client == "" || *server == "":
-		return usageError{"--client NAME and --server NAME are required: the importer context names both peers (R4, R6)", f.usage()}
+		return cli.UsageError{Msg: "--client NAME and --server NAME are required: the importer context names both peers (R4, R6)", Usage: f.usage()}
 	case context == nil:
-		return usageError{"--client and --server are too long for an importer context", f.usage()}
+		return cli.UsageError{Msg: "--client and --server are too long for an importer context", Usage: f.usage()}
 	}
 	targets := map[string][]importer.Target{"both": importer.DTLSTargets(), "sha256": importer.DTLSTargets()[:1], "sha384": importer.DTLSTargets()[1:]}[*kdf]
 	if targets == nil {
-		return usageError{fmt.Sprintf("--kdf %q: use both, sha256 or sha384", *kdf), f.usage()}
+		return cli.UsageError{Msg: fmt.Sprintf("--kdf %q: use both, sha256 or sha384", *kdf), Usage: f.usage()}
 	}
 	ks, err := f.open(false, false)
 	if err != nil {
@@ -383,10 +384,10 @@ func pskImport(f *pskFlags, args []string) error {
 		return ks.refused(err, imported, where, "")
 	}
 	for j, k := range imported {
-		printKeyBlock(f.c.stdout, fmt.Sprintf("imported from %s for DTLS 1.3 %s (%s): shown once, provision the device with it now",
+		printKeyBlock(f.c.Stdout, fmt.Sprintf("imported from %s for DTLS 1.3 %s (%s): shown once, provision the device with it now",
 			plainID(id), kdfName(targets[j].KDF), ks.tag(k.Identity)), k)
 	}
-	fmt.Fprintf(f.c.stderr, "imported identity %s with context client %q, server %q: %d imported keys stored and the external PSK deleted from %s (R6); "+
+	fmt.Fprintf(f.c.Stderr, "imported identity %s with context client %q, server %q: %d imported keys stored and the external PSK deleted from %s (R6); "+
 		"the imported keys are bound to server name %q (R5).\nDevices send an imported identity (binary: identity_hex above) and use its key as an ordinary external PSK "+
 		"(pion/dtls has no \"imp binder\" label, RFC 9258 §5.2).\n", export.Show(id), *client, *server, len(imported), ks.where, *server)
 	return nil
@@ -410,7 +411,7 @@ func pskRekey(f *pskFlags, args []string) error {
 		return err
 	}
 	if (*newFile == "") == (*newEnv == "") {
-		return usageError{"give --new-kek-file FILE or --new-kek-env NAME", f.usage()}
+		return cli.UsageError{Msg: "give --new-kek-file FILE or --new-kek-env NAME", Usage: f.usage()}
 	}
 	newKEK, err := loadKEK(*newFile, *newEnv)
 	if err != nil {
@@ -433,14 +434,14 @@ func pskRekey(f *pskFlags, args []string) error {
 	if *newEnv != "" {
 		source = "kek environment variable " + *newEnv
 	}
-	fmt.Fprintf(f.c.stderr, "re-sealed %d keys in %s under kek %s; found %s.\n", found.Keys, ks.where, newKEK.ID(), found.Found())
+	fmt.Fprintf(f.c.Stderr, "re-sealed %d keys in %s under kek %s; found %s.\n", found.Keys, ks.where, newKEK.ID(), found.Found())
 	if ks.shared {
-		fmt.Fprintf(f.c.stderr, "Now configure the new key-encryption key (%s) for every gateway replica and restart them: until then, "+
+		fmt.Fprintf(f.c.Stderr, "Now configure the new key-encryption key (%s) for every gateway replica and restart them: until then, "+
 			"replicas still configured with the old one fail new handshakes (their established sessions go on); "+
 			"gateway psk commands need the new one too.\n", source)
 		return nil
 	}
-	fmt.Fprintf(f.c.stderr, "Now configure the new key-encryption key (%s) for the gateway and restart it; until then it keeps serving the keys it has loaded "+
+	fmt.Fprintf(f.c.Stderr, "Now configure the new key-encryption key (%s) for the gateway and restart it; until then it keeps serving the keys it has loaded "+
 		"and logs that it cannot reload the file.\n", source)
 	return nil
 }

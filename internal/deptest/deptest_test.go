@@ -36,6 +36,8 @@ var rules = []rule{
 	{"pskstore", nil},
 	{"statestore", nil},
 	{"gateway", []string{"pskstore", "lwm2m", "config", "statestore", "internal"}},
+	// The command-line conventions every command shares.
+	{"internal/cli", nil},
 }
 
 // upward are the packages no library package may import, in code or tests:
@@ -103,7 +105,7 @@ func TestImportArrows(t *testing.T) {
 		}
 		pkgs = append(pkgs, p)
 	}
-	for _, want := range []string{"config", "gateway", "pskstore", "pskstore/file", "lwm2m", "cmd/gateway"} {
+	for _, want := range []string{"config", "gateway", "pskstore", "pskstore/file", "lwm2m", "cmd/gateway", "internal/cli"} {
 		if !slices.ContainsFunc(pkgs, func(p pkg) bool { return p.ImportPath == module+"/"+want }) {
 			t.Fatalf("go list did not list %s: the test would check nothing", want)
 		}
@@ -131,6 +133,7 @@ func TestViolationsFound(t *testing.T) {
 		{"gateway imports pskstore and lwm2m", pkg{ImportPath: m("gateway"), Imports: []string{m("pskstore"), m("lwm2m")}}, false},
 		{"pskstore/file imports pskstore/sealed", pkg{ImportPath: m("pskstore/file"), Imports: []string{m("pskstore"), m("pskstore/sealed")}}, false},
 		{"pskstore tests import an internal helper", pkg{ImportPath: m("pskstore/postgres"), TestImports: []string{m("internal/pgtest")}}, false},
+		{"internal/cli imports config", pkg{ImportPath: m("internal/cli"), Imports: []string{m("config")}}, true},
 		{"cmd imports everything", pkg{ImportPath: m("cmd/gateway"), Imports: []string{m("gateway"), m("config"), m("internal/demo")}}, false},
 	} {
 		if got := violations([]pkg{tt.p}); (len(got) > 0) != tt.bad {
