@@ -1,19 +1,25 @@
-package main
+package pskcli
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
+	"github.com/lwm2m-gateway/gateway/pskstore/postgres"
 	"github.com/lwm2m-gateway/gateway/pskstore/pskstoretest"
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
@@ -24,12 +30,80 @@ type pskResult struct {
 	stdout, stderr string
 }
 
-// runPSK runs `gateway psk args…` in process, through main's run.
+// runPSK runs `gateway psk args…` in process on stores opened by
+// testWiring, with the exit status and error lines cmd/gateway gives
+// (cli.Exit).
 func runPSK(t *testing.T, stdin string, args ...string) pskResult {
 	t.Helper()
+	return runPSKOn(t, strings.NewReader(stdin), args...)
+}
+
+func runPSKOn(t *testing.T, stdin io.Reader, args ...string) pskResult {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(append([]string{"psk"}, args...), strings.NewReader(stdin), &out, &errb)
+	code := cli.Exit(&errb, "gateway psk", Run(testWiring, cli.IO{Stdin: stdin, Stdout: &out, Stderr: &errb}, args))
 	return pskResult{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// testWiring opens stores as cmd/gateway's wiring does (openStore), from
+// the same pieces: the tool never opens a store itself, and these tests
+// need stores opened like the gateway's. cmd/gateway's own tests run the
+// tool on the real wiring (its psk_test.go); the tag key is expected to
+// exist here (generating one is the wiring's, tested there).
+var testWiring = Config{Open: testOpen, LoadKEK: testLoadKEK}
+
+func testOpen(cfg *config.Config, o OpenOptions) (*Store, error) {
+	ks := &Store{Config: cfg.Store, Policy: pskstore.Options{MaxIdentityLen: cfg.DTLS.MaxIdentityLength}}
+	if o.Plaintext {
+		ks.Config.InsecurePlaintextKeys = true
+	}
+	var err error
+	if ks.KEK, err = testLoadKEK(cfg.Store.KEKFile, cfg.Store.KEKEnv); err != nil {
+		return nil, err
+	}
+	tagKey := cfg.Store.TagKeyFile
+	if tagKey == "" && cfg.Store.Type != config.StorePostgres {
+		tagKey = filepath.Join(filepath.Dir(cfg.Store.Path), "tag.key")
+	}
+	if tagKey != "" {
+		secret, err := os.ReadFile(tagKey)
+		if err != nil {
+			return nil, fmt.Errorf("the tests keep a tag key: %w", err)
+		}
+		ks.Policy.Tagger = pskstore.NewTagger(bytes.TrimSpace(secret))
+	}
+	if cfg.Store.Type == config.StorePostgres {
+		dsn := cfg.Store.DSN
+		if cfg.Store.DSNEnv != "" {
+			dsn = os.Getenv(cfg.Store.DSNEnv)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := postgres.Open(ctx, dsn, postgres.WithLookupTimeout(time.Duration(cfg.Store.LookupTimeout)), postgres.WithPolicy(ks.Policy),
+			postgres.WithKEK(ks.KEK), postgres.WithInsecurePlaintextKeys(ks.Config.InsecurePlaintextKeys))
+		if err != nil {
+			return ks, err
+		}
+		if ks.Policy.Tagger == nil {
+			ks.Policy.Tagger = pskstore.NewTagger(s.TagKey())
+		}
+		ks.Store, ks.Where, ks.Shared = s, "the PostgreSQL store "+s.Location(), true
+		return ks, nil
+	}
+	ks.Where = cfg.Store.Path
+	ks.Store, err = file.Open(cfg.Store.Path, file.WithPolicy(ks.Policy), file.WithKEK(ks.KEK),
+		file.WithInsecurePlaintextKeys(ks.Config.InsecurePlaintextKeys), file.WithCreate(o.Create))
+	return ks, err
+}
+
+func testLoadKEK(path, env string) (*sealed.KEK, error) {
+	switch {
+	case path != "":
+		return sealed.ReadKEKFile(path)
+	case env != "":
+		return sealed.KEKFromEnv(env)
+	}
+	return nil, nil
 }
 
 // pskEnv is a key store with two identities, a gateway configuration that

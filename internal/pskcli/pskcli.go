@@ -1,7 +1,18 @@
-package main
+// Package pskcli is the `gateway psk` tool: its subcommands (gen, add,
+// list, show, revoke, rotate, import, audit, export, rekey), their flags,
+// the key blocks, tables and export formats it prints, the audit report, and
+// the explanations of a refused write. It changes a store only through
+// pskstore's capabilities (Lister, Putter, Deleter, Rotator, Replacer,
+// sealed.Rekeyer) and checks keys with pskstore's policy.
+//
+// It never opens a store itself: the command that runs it hands in how the
+// gateway opens the store a configuration names (Config.Open), so that the
+// tool and `gateway serve` read the same store with the same key-encryption
+// key and identity-tag key. It imports config and pskstore, never gateway
+// (DESIGN.md §2, internal/deptest).
+package pskcli
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,16 +20,14 @@ import (
 	"slices"
 	"strings"
 
-	"go.uber.org/zap"
-
 	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
-	"github.com/lwm2m-gateway/gateway/pskstore/export"
+	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
-// pskUsage is the synopsis of `gateway psk`.
-const pskUsage = `usage: gateway psk <command> (--config FILE | --store FILE) [flags] [arguments]
+// usage is the synopsis of `gateway psk`.
+const usage = `usage: gateway psk <command> (--config FILE | --store FILE) [flags] [arguments]
 
 Administers the key store: a key file, or a PostgreSQL store. --config reads
 the gateway's configuration for the store (store.type, store.path or
@@ -66,29 +75,64 @@ Every command takes --help. Exit status: 0 ok, 1 failure or MUST finding,
 2 usage error.
 `
 
-var pskCommands = map[string]func(f *pskFlags, args []string) error{
-	"gen": pskGen, "add": pskAdd, "list": pskList, "show": pskShow, "revoke": pskRevoke,
-	"rotate": pskRotate, "import": pskImport, "audit": pskAudit, "export": pskExport, "rekey": pskRekey,
+var commands = map[string]func(f *cmdFlags, args []string) error{
+	"gen": genCmd, "add": addCmd, "list": listCmd, "show": showCmd, "revoke": revokeCmd,
+	"rotate": rotateCmd, "import": importCmd, "audit": auditCmd, "export": exportCmd, "rekey": rekeyCmd,
 }
 
-// pskCmd runs `gateway psk <command> …`. Results go to stdout, warnings and
-// notes to stderr; neither ever carries a key, except the key blocks of gen,
-// rotate and import and the output of export, which go to stdout only.
-func pskCmd(c cli.IO, args []string) error {
-	names := strings.Join(slices.Sorted(maps.Keys(pskCommands)), ", ")
+// Config is what the tool takes from the command that runs it: how the
+// gateway opens a key store and reads a key-encryption key.
+type Config struct {
+	// Open opens the store cfg names, as serve opens it (store.type, its
+	// KEK, the identity-tag key). It may return a Store with an error: a
+	// store that was found but does not load, whose Where audit reports.
+	Open func(cfg *config.Config, o OpenOptions) (*Store, error)
+	// LoadKEK reads a key-encryption key from the file path or the
+	// environment variable env (one of them is given): the new KEK of
+	// rekey.
+	LoadKEK func(path, env string) (*sealed.KEK, error)
+}
+
+// OpenOptions say how a command opens the store.
+type OpenOptions struct {
+	Create    bool // a missing key file is an empty store (gen, add)
+	Plaintext bool // accept plaintext keys whatever the configuration says (rekey)
+	// Announce tells the operator something the opening did, such as
+	// generating the identity-tag key; it prints a note on stderr.
+	Announce func(msg string)
+}
+
+// Store is an opened key store with what goes with it.
+type Store struct {
+	pskstore.Store                  // the backend; its capabilities are type-asserted
+	Policy         pskstore.Options // its policy, Tagger included (never nil)
+	KEK            *sealed.KEK      // nil: keys are kept in plaintext
+	Config         config.Store     // the configuration it was opened with
+	Where          string           // the key file, or the database and schema; never credentials
+	Shared         bool             // PostgreSQL: every replica reads and watches it
+}
+
+// Run runs `gateway psk <command> …` (args without "psk"). Results go to
+// c.Stdout, warnings and notes to c.Stderr; neither ever carries a key,
+// except the key blocks of gen, rotate and import and the output of
+// export, which go to c.Stdout only. A command-line error is a
+// cli.UsageError carrying the command's usage; --help returns
+// flag.ErrHelp after printing it (cli.Exit turns both into exit statuses).
+func Run(cfg Config, c cli.IO, args []string) error {
+	names := strings.Join(slices.Sorted(maps.Keys(commands)), ", ")
 	if len(args) == 0 {
-		return cli.UsageError{Msg: "psk needs a command: " + names, Usage: pskUsage}
+		return cli.UsageError{Msg: "psk needs a command: " + names, Usage: usage}
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
-		fmt.Fprint(c.Stdout, pskUsage)
+		fmt.Fprint(c.Stdout, usage)
 		return nil
 	}
-	cmd, ok := pskCommands[name]
+	cmd, ok := commands[name]
 	if !ok {
-		return cli.UsageError{Msg: fmt.Sprintf("unknown psk command %q (commands: %s)", name, names), Usage: pskUsage}
+		return cli.UsageError{Msg: fmt.Sprintf("unknown psk command %q (commands: %s)", name, names), Usage: usage}
 	}
-	f := newPSKFlags(c, name)
+	f := newCmdFlags(cfg, c, name)
 	if err := refuseKeyArgs(args[1:]); err != nil {
 		return cli.UsageError{Msg: err.Error(), Usage: f.usage()}
 	}
@@ -117,10 +161,11 @@ func refuseKeyArgs(args []string) error {
 	return nil
 }
 
-// pskFlags is the flag set of one psk command, with the flags every
+// cmdFlags is the flag set of one psk command, with the flags every
 // command shares: where the key store is.
-type pskFlags struct {
+type cmdFlags struct {
 	*flag.FlagSet
+	wiring                               Config
 	c                                    cli.IO
 	name                                 string
 	config, store, kekFile, kekEnv, tags string
@@ -128,8 +173,8 @@ type pskFlags struct {
 	cfg                                  *config.Config // loaded by open; nil with --store
 }
 
-func newPSKFlags(c cli.IO, name string) *pskFlags {
-	f := &pskFlags{FlagSet: cli.NewFlags("psk " + name), c: c, name: name}
+func newCmdFlags(wiring Config, c cli.IO, name string) *cmdFlags {
+	f := &cmdFlags{FlagSet: cli.NewFlags("psk " + name), wiring: wiring, c: c, name: name}
 	f.StringVar(&f.config, "config", "", "gateway configuration `FILE`: locates the key store, its KEK and tag key")
 	f.StringVar(&f.store, "store", "", "bare key `FILE` (instead of --config)")
 	f.StringVar(&f.kekFile, "kek-file", "", "with --store: key-encryption key `FILE` of the store")
@@ -139,12 +184,12 @@ func newPSKFlags(c cli.IO, name string) *pskFlags {
 	return f
 }
 
-func (f *pskFlags) usage() string {
+func (f *cmdFlags) usage() string {
 	return cli.Usage(f.FlagSet, "usage: gateway psk "+f.name+" (--config FILE | --store FILE) [flags]; see gateway psk help\n")
 }
 
 // parse parses args and checks the number of positional arguments.
-func (f *pskFlags) parse(args []string, min, max int, what string) ([]string, error) {
+func (f *cmdFlags) parse(args []string, min, max int, what string) ([]string, error) {
 	pos, err := cli.Parse(f.FlagSet, f.c, f.usage(), args)
 	if err != nil {
 		return nil, err
@@ -154,7 +199,7 @@ func (f *pskFlags) parse(args []string, min, max int, what string) ([]string, er
 
 // parseID parses args for the commands that take one identity: text, or
 // hex with --hex.
-func (f *pskFlags) parseID(args []string, isHex *bool) ([]byte, error) {
+func (f *cmdFlags) parseID(args []string, isHex *bool) ([]byte, error) {
 	pos, err := f.parse(args, 1, 1, "identity: psk "+f.name+" ID")
 	if err != nil {
 		return nil, err
@@ -163,9 +208,9 @@ func (f *pskFlags) parseID(args []string, isHex *bool) ([]byte, error) {
 }
 
 // open opens the key store named by --config or --store, as serve would
-// (openStore); create lets gen and add start a new key file, plaintext
+// (Config.Open); create lets gen and add start a new key file, plaintext
 // lets rekey read plaintext keys in a store with a KEK.
-func (f *pskFlags) open(create, plaintext bool) (*keyStore, error) {
+func (f *cmdFlags) open(create, plaintext bool) (*Store, error) {
 	switch {
 	case f.config != "" && f.store != "":
 		return nil, cli.UsageError{Msg: "give --config or --store, not both", Usage: f.usage()}
@@ -188,20 +233,9 @@ func (f *pskFlags) open(create, plaintext bool) (*keyStore, error) {
 		}
 		f.cfg = cfg
 	}
-	return openStore(cfg, openOptions{log: zap.NewNop(), create: create, plaintext: plaintext, makeTagKey: true,
-		announce: func(msg string) { fmt.Fprintln(f.c.Stderr, "note: "+msg) }})
+	return f.wiring.Open(cfg, OpenOptions{Create: create, Plaintext: plaintext,
+		Announce: func(msg string) { fmt.Fprintln(f.c.Stderr, "note: "+msg) }})
 }
-
-// capability returns the store as T, a pskstore capability.
-func capability[T any](ks *keyStore, what string) (T, error) {
-	t, ok := ks.Store.(T)
-	if !ok {
-		return t, fmt.Errorf("%s cannot %s", ks.where, what)
-	}
-	return t, nil
-}
-
-func ctx() context.Context { return context.Background() }
 
 // identityArg reads the ID argument of show, revoke, rotate and export: text,
 // or hex with --hex.
@@ -214,47 +248,4 @@ func identityArg(arg string, isHex bool) ([]byte, error) {
 		return nil, cli.UsageError{Msg: "--hex: the identity is not valid hex"}
 	}
 	return b, nil
-}
-
-// find returns the key of identity, or an error naming it (and a near
-// miss under case folding, R7).
-func (ks *keyStore) find(identity []byte) (pskstore.Key, error) {
-	k, err := ks.Lookup(ctx(), identity)
-	if errors.Is(err, pskstore.ErrUnknownIdentity) {
-		return k, ks.notFound(identity)
-	}
-	return k, err
-}
-
-// notFound says identity is not in the store, suggesting a look-alike of
-// a key file (a PostgreSQL store is not read whole for a message).
-func (ks *keyStore) notFound(identity []byte) error {
-	msg := fmt.Sprintf("identity %s not found in %s", export.Show(identity), ks.where)
-	if l, ok := ks.Store.(pskstore.Lister); ok && !ks.shared {
-		keys, _ := l.Keys(ctx())
-		folded, ok := pskstore.FoldIdentity(identity)
-		for _, k := range keys {
-			if f, same := pskstore.FoldIdentity(k.Identity); ok && same && f == folded {
-				msg += fmt.Sprintf(" (did you mean %s? identities are compared byte by byte)", export.Show(k.Identity))
-				break
-			}
-		}
-	}
-	return errors.New(msg)
-}
-
-// sealing describes how keys are kept at rest, for notes.
-func (ks *keyStore) sealing() string {
-	if ks.kek == nil {
-		return "plaintext at rest (no key-encryption key)"
-	}
-	return "sealed at rest under kek " + ks.kek.ID()
-}
-
-// liveNote says how running gateways apply a change that closes what (R10).
-func (ks *keyStore) liveNote(what string) string {
-	if ks.shared {
-		return "every gateway replica closes " + what + " within seconds (R10)"
-	}
-	return "the running gateway closes " + what + " when it reloads the file (R10)"
 }

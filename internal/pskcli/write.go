@@ -1,4 +1,4 @@
-package main
+package pskcli
 
 import (
 	"context"
@@ -11,12 +11,10 @@ import (
 	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/export"
-	"github.com/lwm2m-gateway/gateway/pskstore/importer"
-	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
 
 // lengthFlag registers --length, the size of generated keys.
-func lengthFlag(f *pskFlags) *int {
+func lengthFlag(f *cmdFlags) *int {
 	return f.Int("length", 32, "key length in `bytes`, 16 (R1: 128 bits) to 1024")
 }
 
@@ -27,8 +25,8 @@ func checkLength(n int, usage string) error {
 	return nil
 }
 
-// pskGen adds an identity with a fresh key from crypto/rand (R2).
-func pskGen(f *pskFlags, args []string) error {
+// genCmd adds an identity with a fresh key from crypto/rand (R2).
+func genCmd(f *cmdFlags, args []string) error {
 	var b bindingFlags
 	b.register(f.FlagSet)
 	length := lengthFlag(f)
@@ -53,9 +51,9 @@ func pskGen(f *pskFlags, args []string) error {
 	return nil
 }
 
-// pskAdd adds one identity with a key read from stdin or --key-file, or many
+// addCmd adds one identity with a key read from stdin or --key-file, or many
 // from a CSV file (--from-csv).
-func pskAdd(f *pskFlags, args []string) error {
+func addCmd(f *cmdFlags, args []string) error {
 	var b bindingFlags
 	b.register(f.FlagSet)
 	keyFile := f.String("key-file", "", "read the key from `FILE` instead of stdin")
@@ -94,7 +92,7 @@ func pskAdd(f *pskFlags, args []string) error {
 
 // addCSV adds every row of a CSV file (pskstore/export's format), or none:
 // one bad row and nothing is written, with every problem named by line.
-func addCSV(f *pskFlags, path string) error {
+func addCSV(f *cmdFlags, path string) error {
 	r, err := os.Open(path)
 	if err != nil {
 		return err
@@ -135,7 +133,7 @@ func addCSV(f *pskFlags, path string) error {
 // policy's warnings (SHOULD findings); where names key i in messages ("line
 // 4"), nil for a single key, and rows what they are (see refused). A
 // refusal lists every finding. It returns the store's tagger.
-func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string) (tag func([]byte) string, err error) {
+func (f *cmdFlags) put(keys []pskstore.Key, where func(int) string, rows string) (tag func([]byte) string, err error) {
 	ks, err := f.open(true, false)
 	if err != nil {
 		return nil, err
@@ -159,7 +157,7 @@ func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string)
 	}
 	ks.warn(f, keys, where)
 	if len(keys) > 1 {
-		fmt.Fprintf(f.c.Stderr, "writing %d keys to %s, %s\n", len(keys), ks.where, ks.sealing())
+		fmt.Fprintf(f.c.Stderr, "writing %d keys to %s, %s\n", len(keys), ks.Where, ks.sealing())
 	}
 	if bulk, ok := ks.Store.(interface {
 		PutMany(ctx context.Context, keys []pskstore.Key, progress func(int)) error
@@ -176,7 +174,7 @@ func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string)
 		return nil, ks.refused(err, keys, where, rows)
 	}
 	if len(keys) == 1 {
-		fmt.Fprintf(f.c.Stderr, "added identity %s (%s) to %s, %s\n", export.Show(keys[0].Identity), ks.tag(keys[0].Identity), ks.where, ks.sealing())
+		fmt.Fprintf(f.c.Stderr, "added identity %s (%s) to %s, %s\n", export.Show(keys[0].Identity), ks.tag(keys[0].Identity), ks.Where, ks.sealing())
 	} else {
 		fmt.Fprintf(f.c.Stderr, "added %d identities\n", len(keys))
 	}
@@ -186,12 +184,12 @@ func (f *pskFlags) put(keys []pskstore.Key, where func(int) string, rows string)
 // warn prints the SHOULD findings of adding keys (R7 look-alike, non-NFC
 // identities): against the whole store for a key file, among keys only for
 // PostgreSQL, which is not read whole for a warning.
-func (ks *keyStore) warn(f *pskFlags, keys []pskstore.Key, where func(int) string) {
+func (ks *Store) warn(f *cmdFlags, keys []pskstore.Key, where func(int) string) {
 	var stored []pskstore.Key
-	if l, ok := ks.Store.(pskstore.Lister); ok && !ks.shared {
+	if l, ok := ks.Store.(pskstore.Lister); ok && !ks.Shared {
 		stored, _ = l.Keys(ctx())
 	}
-	for _, w := range pskstore.CheckAdd(stored, keys, ks.policy).Warnings() {
+	for _, w := range pskstore.CheckAdd(stored, keys, ks.Policy).Warnings() {
 		fmt.Fprintf(f.c.Stderr, "warning: %s: %v\n", label(keys, w.Index, where), w)
 	}
 }
@@ -200,7 +198,7 @@ func (ks *keyStore) warn(f *pskFlags, keys []pskstore.Key, where func(int) strin
 // at fault by its place in the input and its identity, and the other key
 // of a duplicate the same way. rows names the input's items for a count
 // ("rows" of a CSV file); "" for one problem list.
-func (ks *keyStore) refused(err error, keys []pskstore.Key, where func(int) string, rows string) error {
+func (ks *Store) refused(err error, keys []pskstore.Key, where func(int) string, rows string) error {
 	findings := pskstore.FindingsOf(err).Must()
 	if len(findings) == 0 {
 		return err
@@ -260,188 +258,4 @@ func list(problems []string) string {
 		problems = append(problems[:maxProblems:maxProblems], fmt.Sprintf("… and %d more", n-maxProblems))
 	}
 	return "\n  " + strings.Join(problems, "\n  ")
-}
-
-// pskRotate gives an identity a fresh random key and keeps its bindings.
-// Running gateways close the identity's sessions (R10).
-func pskRotate(f *pskFlags, args []string) error {
-	isHex := f.Bool("hex", false, "the ID argument is hex")
-	length := lengthFlag(f)
-	id, err := f.parseID(args, isHex)
-	if err == nil {
-		err = checkLength(*length, f.usage())
-	}
-	if err != nil {
-		return err
-	}
-	ks, err := f.open(false, false)
-	if err != nil {
-		return err
-	}
-	defer ks.Close()
-	r, err := capability[pskstore.Rotator](ks, "rotate keys")
-	if err != nil {
-		return err
-	}
-	k, err := ks.find(id)
-	if err != nil {
-		return err
-	}
-	if k.ImportContext != nil {
-		return fmt.Errorf("identity %s is an imported key (R6): its key derives from an external PSK that was deleted; revoke it and import a new external PSK instead", export.Show(id))
-	}
-	if k.Secret, err = pskstore.GenerateSecret(*length); err != nil {
-		return err
-	}
-	if err := r.Rotate(ctx(), id, k.Secret); err != nil {
-		return ks.refused(err, []pskstore.Key{k}, nil, "")
-	}
-	printKeyBlock(f.c.Stdout, fmt.Sprintf("%s (%s): new key, shown once, provision the device with it now", plainID(id), ks.tag(id)), k)
-	fmt.Fprintf(f.c.Stderr, "rotated identity %s (%s) in %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions under the old key"))
-	return nil
-}
-
-// pskRevoke removes an identity. Running gateways close its sessions (R10).
-func pskRevoke(f *pskFlags, args []string) error {
-	isHex := f.Bool("hex", false, "the ID argument is hex")
-	id, err := f.parseID(args, isHex)
-	if err != nil {
-		return err
-	}
-	ks, err := f.open(false, false)
-	if err != nil {
-		return err
-	}
-	defer ks.Close()
-	d, err := capability[pskstore.Deleter](ks, "revoke keys")
-	if err != nil {
-		return err
-	}
-	err = d.Delete(ctx(), id)
-	if errors.Is(err, pskstore.ErrUnknownIdentity) {
-		return ks.notFound(id)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(f.c.Stderr, "revoked identity %s (%s): removed from %s; %s\n", export.Show(id), ks.tag(id), ks.where, ks.liveNote("its sessions"))
-	return nil
-}
-
-// pskImport replaces an external PSK by the keys RFC 9258 imports from it
-// for the gateway's DTLS 1.3 targets, and deletes the EPSK (R6). The
-// imported keys are bound to the server name the context names (R5).
-func pskImport(f *pskFlags, args []string) error {
-	identity := f.String("identity", "", "`identity` of the external PSK (EPSK) to import, as text")
-	identityHex := f.String("identity-hex", "", "identity of the EPSK in `hex`")
-	client := f.String("client", "", "the device's `name` in the importer context, e.g. its LwM2M endpoint name")
-	server := f.String("server", "", "the gateway's server `name` in the importer context: the SNI devices send, which the keys are bound to (R5)")
-	kdf := f.String("kdf", "both", "target `KDF`s: both, sha256 (HKDF_SHA256) or sha384 (HKDF_SHA384)")
-	if _, err := f.parse(args, 0, 0, ""); err != nil {
-		return err
-	}
-	id, err := identityFlags(*identity, *identityHex, f.usage())
-	if err != nil {
-		return err
-	}
-	context := importer.Context(*client, *server)
-	switch {
-	case *client == "" || *server == "":
-		return cli.UsageError{Msg: "--client NAME and --server NAME are required: the importer context names both peers (R4, R6)", Usage: f.usage()}
-	case context == nil:
-		return cli.UsageError{Msg: "--client and --server are too long for an importer context", Usage: f.usage()}
-	}
-	targets := map[string][]importer.Target{"both": importer.DTLSTargets(), "sha256": importer.DTLSTargets()[:1], "sha384": importer.DTLSTargets()[1:]}[*kdf]
-	if targets == nil {
-		return cli.UsageError{Msg: fmt.Sprintf("--kdf %q: use both, sha256 or sha384", *kdf), Usage: f.usage()}
-	}
-	ks, err := f.open(false, false)
-	if err != nil {
-		return err
-	}
-	defer ks.Close()
-	x, err := capability[pskstore.Replacer](ks, "replace keys")
-	if err != nil {
-		return err
-	}
-	epsk, err := ks.find(id)
-	switch {
-	case err != nil:
-		return err
-	case epsk.ImportContext != nil:
-		return fmt.Errorf("identity %s is already an imported key; import from an external PSK", export.Show(id))
-	case epsk.ServerName != "" && epsk.ServerName != *server:
-		return fmt.Errorf("--server %q differs from the server name %q identity %s is bound to (R4: one key, one server)", *server, epsk.ServerName, export.Show(id))
-	}
-	epsk.ServerName = *server // the imported keys are bound to the server the context names (R5)
-	imported, err := importer.Import(epsk, context, targets)
-	if err != nil {
-		return fmt.Errorf("identity %s: %w", export.Show(id), err)
-	}
-	where := func(j int) string { return "imported key for " + kdfName(targets[j].KDF) }
-	ks.warn(f, imported, where)
-	if err := x.Replace(ctx(), id, imported); err != nil {
-		return ks.refused(err, imported, where, "")
-	}
-	for j, k := range imported {
-		printKeyBlock(f.c.Stdout, fmt.Sprintf("imported from %s for DTLS 1.3 %s (%s): shown once, provision the device with it now",
-			plainID(id), kdfName(targets[j].KDF), ks.tag(k.Identity)), k)
-	}
-	fmt.Fprintf(f.c.Stderr, "imported identity %s with context client %q, server %q: %d imported keys stored and the external PSK deleted from %s (R6); "+
-		"the imported keys are bound to server name %q (R5).\nDevices send an imported identity (binary: identity_hex above) and use its key as an ordinary external PSK "+
-		"(pion/dtls has no \"imp binder\" label, RFC 9258 §5.2).\n", export.Show(id), *client, *server, len(imported), ks.where, *server)
-	return nil
-}
-
-func kdfName(kdf uint16) string {
-	if kdf == importer.HKDFSHA384 {
-		return "HKDF_SHA384"
-	}
-	return "HKDF_SHA256"
-}
-
-// pskRekey re-seals every key under a new key-encryption key and reports
-// the state it found (sealed.Rekeyer): the key file atomically, the
-// PostgreSQL store in one transaction; on any failure the store is left as
-// it was.
-func pskRekey(f *pskFlags, args []string) error {
-	newFile := f.String("new-kek-file", "", "`FILE` holding the new key-encryption key (32 raw bytes, hex or base64)")
-	newEnv := f.String("new-kek-env", "", "environment variable `NAME` holding the new key-encryption key")
-	if _, err := f.parse(args, 0, 0, ""); err != nil {
-		return err
-	}
-	if (*newFile == "") == (*newEnv == "") {
-		return cli.UsageError{Msg: "give --new-kek-file FILE or --new-kek-env NAME", Usage: f.usage()}
-	}
-	newKEK, err := loadKEK(*newFile, *newEnv)
-	if err != nil {
-		return fmt.Errorf("new kek: %w", err)
-	}
-	ks, err := f.open(false, true)
-	if err != nil {
-		return err
-	}
-	defer ks.Close()
-	r, err := capability[sealed.Rekeyer](ks, "re-seal keys")
-	if err != nil {
-		return err
-	}
-	found, err := r.Rekey(ctx(), newKEK)
-	if err != nil {
-		return err
-	}
-	source := "kek file " + *newFile
-	if *newEnv != "" {
-		source = "kek environment variable " + *newEnv
-	}
-	fmt.Fprintf(f.c.Stderr, "re-sealed %d keys in %s under kek %s; found %s.\n", found.Keys, ks.where, newKEK.ID(), found.Found())
-	if ks.shared {
-		fmt.Fprintf(f.c.Stderr, "Now configure the new key-encryption key (%s) for every gateway replica and restart them: until then, "+
-			"replicas still configured with the old one fail new handshakes (their established sessions go on); "+
-			"gateway psk commands need the new one too.\n", source)
-		return nil
-	}
-	fmt.Fprintf(f.c.Stderr, "Now configure the new key-encryption key (%s) for the gateway and restart it; until then it keeps serving the keys it has loaded "+
-		"and logs that it cannot reload the file.\n", source)
-	return nil
 }
