@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/lwm2m-gateway/gateway/config"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 )
 
 const checkUsage = `usage: gateway check-config FILE
@@ -24,13 +25,13 @@ hosts that do not resolve, a password in store.dsn. Exit status 0 when the
 gateway would start, whatever the warnings; 1 when it would not.
 `
 
-func checkConfigCmd(c cmdIO, args []string) error {
-	fs := newFlags("check-config")
-	pos, err := parseFlags(fs, c, checkUsage, args)
+func checkConfigCmd(c cli.IO, args []string) error {
+	fs := cli.NewFlags("check-config")
+	pos, err := cli.Parse(fs, c, checkUsage, args)
 	if err != nil {
 		return err
 	}
-	if err := positional(pos, 1, 1, "FILE", checkUsage); err != nil {
+	if err := cli.Positional(pos, 1, 1, "FILE", checkUsage); err != nil {
 		return err
 	}
 	cfg, err := config.Load(pos[0])
@@ -38,7 +39,7 @@ func checkConfigCmd(c cmdIO, args []string) error {
 		return err
 	}
 	var warnings int
-	log := warningLogger(c.stdout, &warnings)
+	log := warningLogger(c.Stdout, &warnings)
 	configWarnings(cfg, log)
 	ks, err := openStore(cfg, openOptions{log: log})
 	if err != nil {
@@ -54,7 +55,7 @@ func checkConfigCmd(c cmdIO, args []string) error {
 		return fmt.Errorf("key store: %w", err)
 	}
 	checkBackends(ctx, cfg, log)
-	fmt.Fprintf(c.stdout, "%s: ok (%d listeners, %d backends, %s store with %d keys, %d warnings)\n",
+	fmt.Fprintf(c.Stdout, "%s: ok (%d listeners, %d backends, %s store with %d keys, %d warnings)\n",
 		pos[0], len(cfg.Listeners), len(cfg.Backends), cfg.Store.Type, n, warnings)
 	return nil
 }

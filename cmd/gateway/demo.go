@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/internal/demo"
 )
 
@@ -19,20 +20,20 @@ simulated devices (DTLS 1.3 and 1.2 mixed), printing each registration and a
 summary every few seconds. Ctrl-C stops it.
 `
 
-func demoCmd(c cmdIO, args []string) error {
-	fs := newFlags("demo")
+func demoCmd(c cli.IO, args []string) error {
+	fs := cli.NewFlags("demo")
 	devices := fs.Int("devices", 5, "number of simulated devices, 1..1000")
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
 	verbose := fs.Bool("v", false, "show the gateway's own log lines")
-	pos, err := parseFlags(fs, c, demoUsage, args)
+	pos, err := cli.Parse(fs, c, demoUsage, args)
 	if err != nil {
 		return err
 	}
-	if err := positional(pos, 0, 0, "", commandUsage(fs, demoUsage)); err != nil {
+	if err := cli.Positional(pos, 0, 0, "", cli.Usage(fs, demoUsage)); err != nil {
 		return err
 	}
 	if *devices < 1 || *devices > 1000 {
-		return usageError{"--devices must be between 1 and 1000", commandUsage(fs, demoUsage)}
+		return cli.UsageError{Msg: "--devices must be between 1 and 1000", Usage: cli.Usage(fs, demoUsage)}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -53,5 +54,5 @@ func demoCmd(c cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	return demo.Run(ctx, *devices, c.stdout, log)
+	return demo.Run(ctx, *devices, c.Stdout, log)
 }

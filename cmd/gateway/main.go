@@ -7,16 +7,16 @@
 //	gateway version                 print the version
 //
 // This package only wires things together: flags, configuration, logger,
-// store and signals. The work happens in gateway, pskstore and config.
+// store and signals. The work happens in gateway, pskstore and config; the
+// psk tool is internal/pskcli, run on the store this package opens.
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 )
 
 const usage = `usage: gateway <command> [arguments]
@@ -35,22 +35,7 @@ commands:
 Every command takes --help.
 `
 
-// exitUsage is the conventional exit status for a command-line error.
-const exitUsage = 2
-
-// usageError is an error in the command line itself; usage is the
-// command's own usage, printed after it.
-type usageError struct{ msg, usage string }
-
-func (e usageError) Error() string { return e.msg }
-
-// io is what a command runs with.
-type cmdIO struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-}
-
-var commands = map[string]func(c cmdIO, args []string) error{
+var commands = map[string]func(c cli.IO, args []string) error{
 	"serve":        serveCmd,
 	"check-config": checkConfigCmd,
 	"demo":         demoCmd,
@@ -65,7 +50,7 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	name := args[0]
 	switch name {
@@ -78,79 +63,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(stderr, "gateway: unknown command %q\n%s", name, usage)
-		return exitUsage
+		return cli.ExitUsage
 	}
-	err := cmd(cmdIO{stdin, stdout, stderr}, args[1:])
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	fmt.Fprintf(stderr, "gateway %s: %v\n", name, err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		fmt.Fprint(stderr, strings.TrimLeft(ue.usage, "\n"))
-		return exitUsage
-	}
-	return 1
-}
-
-// newFlags returns a flag set for a command whose usage is synopsis; parse
-// with parseFlags.
-func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are returned; --help is printed by parseFlags
-	return fs
-}
-
-// parseFlags parses args, allowing flags after positional arguments
-// ("show ID --config F"; "--" ends the flags), and returns the positional
-// arguments. --help prints synopsis and the flags on stdout and returns
-// flag.ErrHelp, which exits 0; a bad flag is a usageError carrying the
-// same usage. Errors never repeat a value that may be a key.
-func parseFlags(fs *flag.FlagSet, c cmdIO, synopsis string, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(c.stdout, commandUsage(fs, synopsis))
-				return nil, err
-			}
-			return nil, usageError{err.Error(), commandUsage(fs, synopsis)}
-		}
-		rest := fs.Args()
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-// commandUsage is synopsis followed by the flags of fs.
-func commandUsage(fs *flag.FlagSet, synopsis string) string {
-	var b strings.Builder
-	b.WriteString(synopsis)
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	if n > 0 {
-		b.WriteString("\nflags:\n")
-		fs.SetOutput(&b)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	return b.String()
-}
-
-// positional checks the number of positional arguments without echoing
-// them: a stray argument may be a key pasted in the wrong place.
-func positional(args []string, min, max int, what, usage string) error {
-	switch {
-	case len(args) < min:
-		return usageError{"missing " + what, usage}
-	case len(args) > max:
-		return usageError{fmt.Sprintf("%d unexpected arguments (not repeated here: one may be a key)", len(args)-max), usage}
-	}
-	return nil
+	return cli.Exit(stderr, "gateway "+name, cmd(cli.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr}, args[1:]))
 }

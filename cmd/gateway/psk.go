@@ -1,259 +1,28 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"maps"
-	"slices"
-	"strings"
-
 	"go.uber.org/zap"
 
 	"github.com/lwm2m-gateway/gateway/config"
-	"github.com/lwm2m-gateway/gateway/pskstore"
-	"github.com/lwm2m-gateway/gateway/pskstore/export"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
+	"github.com/lwm2m-gateway/gateway/internal/pskcli"
 )
 
-// pskUsage is the synopsis of `gateway psk`.
-const pskUsage = `usage: gateway psk <command> (--config FILE | --store FILE) [flags] [arguments]
-
-Administers the key store: a key file, or a PostgreSQL store. --config reads
-the gateway's configuration for the store (store.type, store.path or
-store.dsn/store.dsn_env), its key-encryption key (store.kek_file,
-store.kek_env) and the identity-tag key; --store names a bare key file, with
---kek-file or --kek-env, --tag-key-file and --insecure-plaintext-keys.
-Identity tags are keyed like the gateway's: store.tag_key_file, else the
-tag.key file next to the key file (generated on first use) or the key kept
-in PostgreSQL. Keys are never read from the command line. Every change is
-one atomic write checked against the RFC 9257 policy: a key file is
-replaced, and a running gateway picks it up through its file watcher; a
-PostgreSQL change is one transaction, and every gateway replica sees it at
-once. Either way the sessions of revoked and rotated identities close (R10).
-
-commands:
-  gen --identity ID --endpoint EP [binding flags] [--length 32]
-        add an identity with a fresh random key, printed once on stdout
-  add --identity ID --endpoint EP --key-format hex|base64|raw [--key-file F]
-      [binding flags] [--allow-low-entropy]
-        add an identity with a key read from stdin or from F
-  add --from-csv F
-        bulk provisioning, all or nothing (PostgreSQL: one COPY); a header row
-        names the columns, those of export --format csv (identity|identity_hex,
-        key_hex|key_base64, endpoint, server_name, backend, hash, versions,
-        modes, legacy, allow_low_entropy, group, import_context_hex)
-  list                  identities, tags and bindings (never keys)
-  show ID               one identity (never its key)
-  revoke ID             remove an identity
-  rotate ID             give an identity a fresh random key, printed once
-  import --identity EPSK_ID --client NAME --server NAME [--kdf both|sha256|sha384]
-        RFC 9258: replace an external PSK by the keys imported from it for
-        DTLS 1.3, bound to the server name NAME (R5), printed once
-  audit                 RFC 9257 findings by rule ID; exit 1 on a MUST finding
-  export --format yaml|csv [ID...]
-        identities with their PLAINTEXT keys and every binding, for device
-        provisioning; add --from-csv reads the csv back
-  rekey --new-kek-file F | --new-kek-env NAME
-        re-seal every key under a new key-encryption key (PostgreSQL: in one
-        transaction; then restart every replica with the new key)
-
-binding flags: --server-name SNI  --backend NAME  --hash sha256|sha384
-  --versions 1.3,1.2  --modes psk_dhe_ke[,psk_ke]  --legacy
-ID is the identity as text, or as hex with --hex (binary identities).
-Every command takes --help. Exit status: 0 ok, 1 failure or MUST finding,
-2 usage error.
-`
-
-var pskCommands = map[string]func(f *pskFlags, args []string) error{
-	"gen": pskGen, "add": pskAdd, "list": pskList, "show": pskShow, "revoke": pskRevoke,
-	"rotate": pskRotate, "import": pskImport, "audit": pskAudit, "export": pskExport, "rekey": pskRekey,
+// pskCmd runs `gateway psk …`, the key administration tool of
+// internal/pskcli, on stores opened as serve opens them.
+func pskCmd(c cli.IO, args []string) error {
+	return pskcli.Run(pskcli.Config{Open: openPSKStore, LoadKEK: loadKEK}, c, args)
 }
 
-// pskCmd runs `gateway psk <command> …`. Results go to stdout, warnings and
-// notes to stderr; neither ever carries a key, except the key blocks of gen,
-// rotate and import and the output of export, which go to stdout only.
-func pskCmd(c cmdIO, args []string) error {
-	names := strings.Join(slices.Sorted(maps.Keys(pskCommands)), ", ")
-	if len(args) == 0 {
-		return usageError{"psk needs a command: " + names, pskUsage}
-	}
-	name := args[0]
-	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
-		fmt.Fprint(c.stdout, pskUsage)
-		return nil
-	}
-	cmd, ok := pskCommands[name]
-	if !ok {
-		return usageError{fmt.Sprintf("unknown psk command %q (commands: %s)", name, names), pskUsage}
-	}
-	f := newPSKFlags(c, name)
-	if err := refuseKeyArgs(args[1:]); err != nil {
-		return usageError{err.Error(), f.usage()}
-	}
-	if err := cmd(f, args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
-}
-
-// keyFlags are flag names that would put a key on the command line, where
-// it is visible to every user in ps and lands in shell history (R9).
-var keyFlags = map[string]bool{"key": true, "psk": true, "secret": true, "key-hex": true, "key-base64": true, "password": true}
-
-// refuseKeyArgs refuses a key given as a flag, without repeating its value.
-func refuseKeyArgs(args []string) error {
-	for _, a := range args {
-		if a == "--" {
-			return nil
-		}
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if strings.HasPrefix(a, "-") && keyFlags[name] {
-			return fmt.Errorf("--%s: keys are never taken from the command line (other users see it in ps, "+
-				"and it stays in shell history); pipe the key on stdin or name a file with --key-file, with --key-format hex|base64|raw", name)
-		}
-	}
-	return nil
-}
-
-// pskFlags is the flag set of one psk command, with the flags every
-// command shares: where the key store is.
-type pskFlags struct {
-	*flag.FlagSet
-	c                                    cmdIO
-	name                                 string
-	config, store, kekFile, kekEnv, tags string
-	plaintext                            bool
-	cfg                                  *config.Config // loaded by open; nil with --store
-}
-
-func newPSKFlags(c cmdIO, name string) *pskFlags {
-	f := &pskFlags{FlagSet: newFlags("psk " + name), c: c, name: name}
-	f.StringVar(&f.config, "config", "", "gateway configuration `FILE`: locates the key store, its KEK and tag key")
-	f.StringVar(&f.store, "store", "", "bare key `FILE` (instead of --config)")
-	f.StringVar(&f.kekFile, "kek-file", "", "with --store: key-encryption key `FILE` of the store")
-	f.StringVar(&f.kekEnv, "kek-env", "", "with --store: environment variable `NAME` holding the KEK")
-	f.StringVar(&f.tags, "tag-key-file", "", "with --store: identity-tag key `FILE` (default: tag.key next to the store)")
-	f.BoolVar(&f.plaintext, "insecure-plaintext-keys", false, "with --store and a KEK: accept plaintext keys in the file")
-	return f
-}
-
-func (f *pskFlags) usage() string {
-	return commandUsage(f.FlagSet, "usage: gateway psk "+f.name+" (--config FILE | --store FILE) [flags]; see gateway psk help\n")
-}
-
-// parse parses args and checks the number of positional arguments.
-func (f *pskFlags) parse(args []string, min, max int, what string) ([]string, error) {
-	pos, err := parseFlags(f.FlagSet, f.c, f.usage(), args)
-	if err != nil {
+// openPSKStore opens the store of cfg for the psk tool: with serve's
+// openStore, keeping a tag key next to the key store on first use (the
+// tool announces it), with serve's start-up warnings dropped (the tool
+// reports on the store itself: audit).
+func openPSKStore(cfg *config.Config, o pskcli.OpenOptions) (*pskcli.Store, error) {
+	ks, err := openStore(cfg, openOptions{log: zap.NewNop(), create: o.Create, plaintext: o.Plaintext, makeTagKey: true, announce: o.Announce})
+	if ks == nil {
 		return nil, err
 	}
-	return pos, positional(pos, min, max, what, f.usage())
-}
-
-// parseID parses args for the commands that take one identity: text, or
-// hex with --hex.
-func (f *pskFlags) parseID(args []string, isHex *bool) ([]byte, error) {
-	pos, err := f.parse(args, 1, 1, "identity: psk "+f.name+" ID")
-	if err != nil {
-		return nil, err
-	}
-	return identityArg(pos[0], *isHex)
-}
-
-// open opens the key store named by --config or --store, as serve would
-// (openStore); create lets gen and add start a new key file, plaintext
-// lets rekey read plaintext keys in a store with a KEK.
-func (f *pskFlags) open(create, plaintext bool) (*keyStore, error) {
-	switch {
-	case f.config != "" && f.store != "":
-		return nil, usageError{"give --config or --store, not both", f.usage()}
-	case f.config == "" && f.store == "":
-		return nil, usageError{"give --config FILE (the gateway's configuration) or --store FILE (a bare key file)", f.usage()}
-	case f.config != "" && (f.kekFile != "" || f.kekEnv != "" || f.tags != "" || f.plaintext):
-		return nil, usageError{"--kek-file, --kek-env, --tag-key-file and --insecure-plaintext-keys go with --store; with --config they come from the configuration", f.usage()}
-	case f.kekFile != "" && f.kekEnv != "":
-		return nil, usageError{"give --kek-file or --kek-env, not both", f.usage()}
-	}
-	cfg := config.Default()
-	cfg.Store = config.Store{Type: config.StoreFile, Path: f.store, KEKFile: f.kekFile, KEKEnv: f.kekEnv, TagKeyFile: f.tags, InsecurePlaintextKeys: f.plaintext}
-	if f.config != "" {
-		var err error
-		if cfg, err = config.Load(f.config); err != nil {
-			return nil, err
-		}
-		if cfg.Store.Type == config.StoreMemory {
-			return nil, fmt.Errorf("%s: store.type is memory: gateway psk administers a file or postgres store", f.config)
-		}
-		f.cfg = cfg
-	}
-	return openStore(cfg, openOptions{log: zap.NewNop(), create: create, plaintext: plaintext, makeTagKey: true,
-		announce: func(msg string) { fmt.Fprintln(f.c.stderr, "note: "+msg) }})
-}
-
-// capability returns the store as T, a pskstore capability.
-func capability[T any](ks *keyStore, what string) (T, error) {
-	t, ok := ks.Store.(T)
-	if !ok {
-		return t, fmt.Errorf("%s cannot %s", ks.where, what)
-	}
-	return t, nil
-}
-
-func ctx() context.Context { return context.Background() }
-
-// identityArg reads the ID argument of show, revoke, rotate and export: text,
-// or hex with --hex.
-func identityArg(arg string, isHex bool) ([]byte, error) {
-	if !isHex {
-		return []byte(arg), nil
-	}
-	b, err := hexID(arg)
-	if err != nil {
-		return nil, usageError{"--hex: the identity is not valid hex", ""}
-	}
-	return b, nil
-}
-
-// find returns the key of identity, or an error naming it (and a near
-// miss under case folding, R7).
-func (ks *keyStore) find(identity []byte) (pskstore.Key, error) {
-	k, err := ks.Lookup(ctx(), identity)
-	if errors.Is(err, pskstore.ErrUnknownIdentity) {
-		return k, ks.notFound(identity)
-	}
-	return k, err
-}
-
-// notFound says identity is not in the store, suggesting a look-alike of
-// a key file (a PostgreSQL store is not read whole for a message).
-func (ks *keyStore) notFound(identity []byte) error {
-	msg := fmt.Sprintf("identity %s not found in %s", export.Show(identity), ks.where)
-	if l, ok := ks.Store.(pskstore.Lister); ok && !ks.shared {
-		keys, _ := l.Keys(ctx())
-		folded, ok := pskstore.FoldIdentity(identity)
-		for _, k := range keys {
-			if f, same := pskstore.FoldIdentity(k.Identity); ok && same && f == folded {
-				msg += fmt.Sprintf(" (did you mean %s? identities are compared byte by byte)", export.Show(k.Identity))
-				break
-			}
-		}
-	}
-	return errors.New(msg)
-}
-
-// sealing describes how keys are kept at rest, for notes.
-func (ks *keyStore) sealing() string {
-	if ks.kek == nil {
-		return "plaintext at rest (no key-encryption key)"
-	}
-	return "sealed at rest under kek " + ks.kek.ID()
-}
-
-// liveNote says how running gateways apply a change that closes what (R10).
-func (ks *keyStore) liveNote(what string) string {
-	if ks.shared {
-		return "every gateway replica closes " + what + " within seconds (R10)"
-	}
-	return "the running gateway closes " + what + " when it reloads the file (R10)"
+	// A store found but not loaded comes back with its error: audit reports where it is.
+	return &pskcli.Store{Store: ks.Store, Policy: ks.policy, KEK: ks.kek, Config: ks.cfg, Where: ks.where, Shared: ks.shared}, err
 }

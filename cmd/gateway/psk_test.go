@@ -3,20 +3,20 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
-	"github.com/lwm2m-gateway/gateway/pskstore/pskstoretest"
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 )
+
+// The psk tool's commands are tested in internal/pskcli; these tests run
+// it through main's run on the real wiring (openPSKStore, loadKEK): what
+// the tool prints about a store is what serve's openStore opened.
 
 // pskResult is what one in-process `gateway psk …` run produced.
 type pskResult struct {
@@ -32,75 +32,21 @@ func runPSK(t *testing.T, stdin string, args ...string) pskResult {
 	return pskResult{code: code, stdout: out.String(), stderr: errb.String()}
 }
 
-// pskEnv is a key store with two identities, a gateway configuration that
-// names it, and, when sealed, a key-encryption key.
-type pskEnv struct {
-	dir, keys, config, kekFile string
-	kek                        *sealed.KEK
-	initial                    []pskstore.Key
-	secrets                    [][]byte // every key seen, for leak checks
-	arg                        string   // set by a case's setup for its args
-}
-
-func newPSKEnv(t *testing.T, sealedStore bool) *pskEnv {
+func (r pskResult) expect(t *testing.T, code int, stdout, stderr []string) {
 	t.Helper()
-	e := &pskEnv{dir: t.TempDir()}
-	e.keys = filepath.Join(e.dir, "keys.yaml")
-	e.config = filepath.Join(e.dir, "gateway.yaml")
-	tagKey := filepath.Join(e.dir, "tag.key")
-	writeFile(t, tagKey, []byte("0123456789abcdef-tag-secret"))
-	cfg := "backends: {dm: {address: \"127.0.0.1:5683\"}, bs: {address: \"127.0.0.1:5783\"}}\ndefault_backend: dm\n" +
-		"store:\n  path: keys.yaml\n  tag_key_file: tag.key\n"
-	if sealedStore {
-		e.kekFile = filepath.Join(e.dir, "kek")
-		e.kek = writeKEK(t, e.kekFile)
-		cfg += "  kek_file: kek\n"
+	if r.code != code {
+		t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
 	}
-	writeFile(t, e.config, []byte(cfg))
-	a := pskstoretest.NewKey(t, []byte("device-0001"))
-	a.Endpoint, a.ServerName = "urn:dev:0001", "gw.example.com"
-	b := pskstoretest.NewKey(t, []byte("device-0002"))
-	b.Endpoint, b.Backend = "urn:dev:0002", "bs"
-	e.initial = []pskstore.Key{a, b}
-	e.save(t, e.initial)
-	return e
-}
-
-func (e *pskEnv) save(t *testing.T, keys []pskstore.Key) {
-	t.Helper()
-	if err := file.Save(e.keys, keys, file.WithKEK(e.kek)); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		e.secrets = append(e.secrets, k.Secret)
-	}
-}
-
-// load reads the store as the gateway would.
-func (e *pskEnv) load(t *testing.T) []pskstore.Key {
-	t.Helper()
-	data, err := os.ReadFile(e.keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := file.Parse(data, file.WithKEK(e.kek))
-	if err != nil {
-		t.Fatalf("the gateway would not load the store: %v", err)
-	}
-	for _, k := range keys {
-		e.secrets = append(e.secrets, k.Secret)
-	}
-	return keys
-}
-
-func (e *pskEnv) key(t *testing.T, identity string) (pskstore.Key, bool) {
-	t.Helper()
-	for _, k := range e.load(t) {
-		if string(k.Identity) == identity {
-			return k, true
+	for _, s := range stdout {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
 		}
 	}
-	return pskstore.Key{}, false
+	for _, s := range stderr {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+		}
+	}
 }
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -122,125 +68,80 @@ func writeKEK(t *testing.T, path string) *sealed.KEK {
 	}
 }
 
-func randomKey(t *testing.T) []byte {
+func pskstoretestKey(t *testing.T, identity string) pskstore.Key {
 	t.Helper()
 	s, err := pskstore.GenerateSecret(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return pskstore.Key{Identity: []byte(identity), Secret: s, Endpoint: "urn:dev:" + identity}
 }
 
-var keyHexLine = regexp.MustCompile(`(?m)^key_hex +([0-9a-f]+)$`)
+// TestPSKOnServeWiring: the psk tool opens the store, its KEK and its tag
+// key as serve does, reports where the store is even when it does not
+// load, and reads rekey's new KEK with serve's reader.
+func TestPSKOnServeWiring(t *testing.T) {
+	dir := t.TempDir()
+	keys, cfgPath, kekFile := filepath.Join(dir, "keys.yaml"), filepath.Join(dir, "gateway.yaml"), filepath.Join(dir, "kek")
+	kek := writeKEK(t, kekFile)
+	writeFile(t, filepath.Join(dir, "tags"), []byte("0123456789abcdef-tag-secret\n"))
+	writeFile(t, cfgPath, []byte("backends: {dm: {address: \"127.0.0.1:5683\"}}\nstore: {path: keys.yaml, kek_file: kek, tag_key_file: tags}\n"))
+	if err := file.Save(keys, []pskstore.Key{pskstoretestKey(t, "dev-1")}, file.WithKEK(kek)); err != nil {
+		t.Fatal(err)
+	}
+	tag := pskstore.NewTagger([]byte("0123456789abcdef-tag-secret")).Tag([]byte("dev-2"))
 
-// printedKeys returns the keys of the key blocks in stdout.
-func printedKeys(t *testing.T, stdout string) [][]byte {
+	r := runPSK(t, "", "gen", "--config", cfgPath, "--identity", "dev-2", "--endpoint", "urn:dev:2")
+	r.expect(t, 0, []string{"dev-2 (" + tag + "): shown once"}, []string{`added identity "dev-2" (` + tag + ") to " + keys + ", sealed at rest under kek " + kek.ID()})
+	if strings.Contains(r.stderr, "note: generated") {
+		t.Error("a tag key generated although store.tag_key_file names one")
+	}
+	runPSK(t, "", "list", "--store", keys, "--kek-file", kekFile, "--tag-key-file", filepath.Join(dir, "tags")).
+		expect(t, 0, []string{"dev-1", "dev-2", tag}, []string{"2 identities in " + keys + ", sealed at rest under kek " + kek.ID()})
+	runPSK(t, "", "list", "--store", keys).expect(t, 1, nil, []string{"sealed key and no key-encryption key"})
+	runPSK(t, "", "rekey", "--config", cfgPath, "--new-kek-file", filepath.Join(dir, "missing")).
+		expect(t, 1, nil, []string{"gateway psk: rekey: new kek: store.kek_file: "})
+	if got, err := file.Parse(mustRead(t, keys), file.WithKEK(kek)); err != nil || len(got) != 2 {
+		t.Fatalf("the store after a refused rekey: %d keys, %v", len(got), err)
+	}
+
+	// A key file that does not load: audit says where it is, and why.
+	writeFile(t, keys, []byte("keys: [\n"))
+	runPSK(t, "", "audit", "--config", cfgPath).expect(t, 1, []string{"-     MUST   ", "audit: 0 keys in " + keys + ", 1 MUST findings"},
+		[]string{"1 MUST findings: the gateway refuses this key file"})
+
+	writeFile(t, cfgPath, []byte("backends: {dm: {address: \"127.0.0.1:5683\"}}\nstore: {type: memory}\n"))
+	runPSK(t, "", "list", "--config", cfgPath).expect(t, 1, nil, []string{"store.type is memory: gateway psk administers a file or postgres store"})
+}
+
+func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
-	var out [][]byte
-	for _, m := range keyHexLine.FindAllStringSubmatch(stdout, -1) {
-		b, err := hex.DecodeString(m[1])
-		if err != nil {
-			t.Fatal(err)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestPSKUsageThroughMain: main dispatches psk, and its errors get the
+// tool's usage and exit statuses.
+func TestPSKUsageThroughMain(t *testing.T) {
+	for _, tt := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"help"}, 0, "psk <command> --config FILE", ""},
+		{[]string{"psk"}, 2, "", "gateway psk: psk needs a command: add, audit"},
+		{[]string{"psk", "help"}, 0, "usage: gateway psk <command> (--config FILE | --store FILE)", ""},
+		{[]string{"psk", "list", "--bogus"}, 2, "", "gateway psk: list: flag provided but not defined: -bogus\nusage: gateway psk list"},
+		{[]string{"psk", "list", "--store", "/nonexistent/keys.yaml"}, 1, "", "gateway psk: list: "},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tt.args, nil, &out, &errb)
+		if code != tt.code || !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errb.String(), tt.stderr) {
+			t.Errorf("gateway %s: exit %d, stdout %q, stderr %q; want %d, %q, %q", strings.Join(tt.args, " "), code, out.String(), errb.String(), tt.code, tt.stdout, tt.stderr)
 		}
-		out = append(out, b)
-	}
-	return out
-}
-
-// checkNoLeak fails if stderr shows any key the test has seen, in any
-// common encoding (R9: keys never in errors or logs).
-func checkNoLeak(t *testing.T, r pskResult, secrets ...[]byte) {
-	t.Helper()
-	for _, s := range secrets {
-		if len(s) < 8 {
-			continue
-		}
-		for _, form := range []string{hex.EncodeToString(s), strings.ToUpper(hex.EncodeToString(s)), base64.StdEncoding.EncodeToString(s),
-			base64.RawStdEncoding.EncodeToString(s), string(s), fmt.Sprint(s), cArray("psk_key", s)} {
-			if strings.Contains(r.stderr, form) {
-				t.Fatalf("stderr shows a key:\n%s", r.stderr)
-			}
-		}
-	}
-}
-
-func (r pskResult) expect(t *testing.T, code int, stdout, stderr []string) {
-	t.Helper()
-	if r.code != code {
-		t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
-	}
-	for _, s := range stdout {
-		if !strings.Contains(r.stdout, s) {
-			t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
-		}
-	}
-	for _, s := range stderr {
-		if !strings.Contains(r.stderr, s) {
-			t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
-		}
-	}
-}
-
-// pskCase is one run of a table test.
-type pskCase struct {
-	name   string
-	sealed bool
-	setup  func(t *testing.T, e *pskEnv) // optional, before the run
-	stdin  string
-	args   func(e *pskEnv) []string
-	code   int
-	stdout []string
-	stderr []string
-	// unchanged: the key file must be byte for byte what it was.
-	unchanged bool
-	check     func(t *testing.T, e *pskEnv, r pskResult)
-}
-
-func runPSKCases(t *testing.T, cases []pskCase) {
-	t.Helper()
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newPSKEnv(t, tc.sealed)
-			if tc.setup != nil {
-				tc.setup(t, e)
-			}
-			before, _ := os.ReadFile(e.keys)
-			r := runPSK(t, tc.stdin, tc.args(e)...)
-			r.expect(t, tc.code, tc.stdout, tc.stderr)
-			if after, _ := os.ReadFile(e.keys); tc.unchanged && !bytes.Equal(before, after) {
-				t.Error("the key file changed")
-			}
-			if tc.check != nil {
-				tc.check(t, e, r)
-			}
-			if _, err := os.Stat(e.keys); err == nil {
-				data, _ := os.ReadFile(e.keys)
-				if keys, err := file.Parse(data, file.WithKEK(e.kek), file.WithInsecurePlaintextKeys(true)); err == nil {
-					for _, k := range keys {
-						e.secrets = append(e.secrets, k.Secret)
-					}
-				}
-			}
-			checkNoLeak(t, r, append(e.secrets, printedKeys(t, r.stdout)...)...)
-			if tc.stdin != "" {
-				checkNoLeak(t, r, []byte(strings.TrimSpace(tc.stdin)))
-				if raw, err := hex.DecodeString(strings.TrimSpace(tc.stdin)); err == nil {
-					checkNoLeak(t, r, raw)
-				}
-			}
-		})
-	}
-}
-
-// withStore and withConfig build argument lists.
-func withConfig(args ...string) func(e *pskEnv) []string {
-	return func(e *pskEnv) []string {
-		return append(args[:1:1], append([]string{"--config", e.config}, args[1:]...)...)
-	}
-}
-
-func withStore(args ...string) func(e *pskEnv) []string {
-	return func(e *pskEnv) []string {
-		return append(args[:1:1], append([]string{"--store", e.keys}, args[1:]...)...)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/gateway"
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 )
 
 // handoffTimeout bounds writing the session snapshots at SIGTERM.
@@ -34,17 +35,17 @@ type fileWatcher interface {
 	WatchFile(ctx context.Context, log *zap.Logger) error
 }
 
-func serveCmd(c cmdIO, args []string) error {
-	fs := newFlags("serve")
+func serveCmd(c cli.IO, args []string) error {
+	fs := cli.NewFlags("serve")
 	path := fs.String("config", "", "configuration `FILE` (YAML)")
-	pos, err := parseFlags(fs, c, serveUsage, args)
+	pos, err := cli.Parse(fs, c, serveUsage, args)
 	if err != nil {
 		return err
 	}
 	if *path == "" {
-		return usageError{"--config FILE is required", commandUsage(fs, serveUsage)}
+		return cli.UsageError{Msg: "--config FILE is required", Usage: cli.Usage(fs, serveUsage)}
 	}
-	if err := positional(pos, 0, 0, "", commandUsage(fs, serveUsage)); err != nil {
+	if err := cli.Positional(pos, 0, 0, "", cli.Usage(fs, serveUsage)); err != nil {
 		return err
 	}
 	// Catch SIGHUP from the start: a reload sent while the gateway is still

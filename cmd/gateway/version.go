@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 )
 
 // version and commit are set at build time by make build (-ldflags
@@ -73,15 +75,15 @@ func (b build) collector() prometheus.Collector {
 
 const versionUsage = "usage: gateway version\n\nPrints the version, the commit the binary was built from and the Go release.\n"
 
-func versionCmd(c cmdIO, args []string) error {
-	fs := newFlags("version")
-	pos, err := parseFlags(fs, c, versionUsage, args)
+func versionCmd(c cli.IO, args []string) error {
+	fs := cli.NewFlags("version")
+	pos, err := cli.Parse(fs, c, versionUsage, args)
 	if err != nil {
 		return err
 	}
-	if err := positional(pos, 0, 0, "", versionUsage); err != nil {
+	if err := cli.Positional(pos, 0, 0, "", versionUsage); err != nil {
 		return err
 	}
-	fmt.Fprintln(c.stdout, buildInfo())
+	fmt.Fprintln(c.Stdout, buildInfo())
 	return nil
 }

@@ -36,6 +36,12 @@ var rules = []rule{
 	{"pskstore", nil},
 	{"statestore", nil},
 	{"gateway", []string{"pskstore", "lwm2m", "config", "statestore", "internal"}},
+	// The command-line conventions every command shares.
+	{"internal/cli", nil},
+	// The psk tool administers stores (pskstore and its backends) named by
+	// a configuration; it is handed how to open them and never reaches the
+	// data path.
+	{"internal/pskcli", []string{"config", "pskstore", "internal/cli"}},
 }
 
 // upward are the packages no library package may import, in code or tests:
@@ -103,7 +109,7 @@ func TestImportArrows(t *testing.T) {
 		}
 		pkgs = append(pkgs, p)
 	}
-	for _, want := range []string{"config", "gateway", "pskstore", "pskstore/file", "lwm2m", "cmd/gateway"} {
+	for _, want := range []string{"config", "gateway", "pskstore", "pskstore/file", "lwm2m", "cmd/gateway", "internal/cli", "internal/pskcli"} {
 		if !slices.ContainsFunc(pkgs, func(p pkg) bool { return p.ImportPath == module+"/"+want }) {
 			t.Fatalf("go list did not list %s: the test would check nothing", want)
 		}
@@ -131,6 +137,10 @@ func TestViolationsFound(t *testing.T) {
 		{"gateway imports pskstore and lwm2m", pkg{ImportPath: m("gateway"), Imports: []string{m("pskstore"), m("lwm2m")}}, false},
 		{"pskstore/file imports pskstore/sealed", pkg{ImportPath: m("pskstore/file"), Imports: []string{m("pskstore"), m("pskstore/sealed")}}, false},
 		{"pskstore tests import an internal helper", pkg{ImportPath: m("pskstore/postgres"), TestImports: []string{m("internal/pgtest")}}, false},
+		{"internal/cli imports config", pkg{ImportPath: m("internal/cli"), Imports: []string{m("config")}}, true},
+		{"internal/pskcli imports gateway", pkg{ImportPath: m("internal/pskcli"), Imports: []string{m("pskstore"), m("gateway")}}, true},
+		{"internal/pskcli imports the backends, config and cli", pkg{ImportPath: m("internal/pskcli"),
+			Imports: []string{m("config"), m("pskstore/postgres"), m("pskstore/file"), m("pskstore/sealed"), m("internal/cli")}}, false},
 		{"cmd imports everything", pkg{ImportPath: m("cmd/gateway"), Imports: []string{m("gateway"), m("config"), m("internal/demo")}}, false},
 	} {
 		if got := violations([]pkg{tt.p}); (len(got) > 0) != tt.bad {

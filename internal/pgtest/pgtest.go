@@ -12,19 +12,26 @@
 //     suite never passes without them.
 //
 // It owns nothing of the store: tests create their own schemas in the
-// database. It is for tests only.
+// database (Schema). It is for tests only.
 package pgtest
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Environment variables read by the package.
@@ -65,6 +72,45 @@ func DSN(t testing.TB) string {
 	t.Helper()
 	cluster.once.Do(func() { start(initdbGlob) })
 	return use(t, cluster.dsn, cluster.err)
+}
+
+// Schema creates a schema of t's own in the test database, dropped with
+// everything in it at cleanup, and returns its name and a DSN of the test
+// database whose search_path is that schema: tests that share the database
+// stay independent. Without PostgreSQL it skips or fails t, as DSN does.
+func Schema(t testing.TB) (schema, dsn string) {
+	t.Helper()
+	base := DSN(t)
+	var b [6]byte
+	rand.Read(b[:])
+	schema = "t_" + hex.EncodeToString(b[:])
+	exec := func(sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, sql)
+		return err
+	}
+	if err := exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("pgtest: creating a schema in the test database: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			t.Errorf("pgtest: dropping schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return schema, base + " search_path=" + schema
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return schema, u.String()
 }
 
 // initdbGlob finds PostgreSQL's server binaries.

@@ -1,10 +1,17 @@
 package pgtest
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
+
+func TestMain(m *testing.M) { os.Exit(Main(m)) }
 
 // recorder stands in for a test, recording a skip or a failure.
 type recorder struct {
@@ -47,5 +54,42 @@ func TestGivenDSN(t *testing.T) {
 	start("/nonexistent")
 	if r := (&recorder{}); use(r, cluster.dsn, cluster.err) != "postgres://u@127.0.0.1:1/db" || cluster.dir != "" {
 		t.Errorf("dsn %q, dir %q", cluster.dsn, cluster.dir)
+	}
+}
+
+// TestSchema: a schema of the test's own, which the DSN's search_path
+// selects, gone with its tables after the test.
+func TestSchema(t *testing.T) {
+	base := DSN(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	query := func(dsn, sql string, args ...any) (n int) {
+		t.Helper()
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		if strings.HasPrefix(sql, "SELECT") {
+			err = c.QueryRow(ctx, sql, args...).Scan(&n)
+		} else {
+			_, err = c.Exec(ctx, sql, args...)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var schema string
+	t.Run("own schema", func(t *testing.T) {
+		var dsn string
+		schema, dsn = Schema(t)
+		query(dsn, "CREATE TABLE probe (n int)")
+		if n := query(base, "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'probe'", schema); n != 1 {
+			t.Errorf("the table is not in schema %s", schema)
+		}
+	})
+	if n := query(base, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", schema); schema == "" || n != 0 {
+		t.Errorf("schema %q left after the test", schema)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package pskcli
 
 import (
 	"crypto"
@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/export"
 )
@@ -58,7 +59,7 @@ func (b *bindingFlags) key(usage string) (pskstore.Key, error) {
 		return pskstore.Key{}, err
 	}
 	if b.endpoint == "" {
-		return pskstore.Key{}, usageError{"--endpoint is required: the LwM2M endpoint name the identity may register as (L1)", usage}
+		return pskstore.Key{}, cli.UsageError{Msg: "--endpoint is required: the LwM2M endpoint name the identity may register as (L1)", Usage: usage}
 	}
 	return pskstore.Key{Identity: id, Endpoint: b.endpoint, ServerName: b.serverName, Backend: b.backend, Hash: crypto.Hash(b.hash),
 		Versions: b.versions, Modes: b.modes, Legacy: b.legacy}, nil
@@ -69,17 +70,17 @@ func (b *bindingFlags) key(usage string) (pskstore.Key, error) {
 func identityFlags(text, hexText, usage string) ([]byte, error) {
 	switch {
 	case text != "" && hexText != "":
-		return nil, usageError{"give --identity or --identity-hex, not both", usage}
+		return nil, cli.UsageError{Msg: "give --identity or --identity-hex, not both", Usage: usage}
 	case text != "":
 		return []byte(text), nil
 	case hexText != "":
 		id, err := hexID(hexText)
 		if err != nil {
-			return nil, usageError{"--identity-hex is not valid hex", usage}
+			return nil, cli.UsageError{Msg: "--identity-hex is not valid hex", Usage: usage}
 		}
 		return id, nil
 	}
-	return nil, usageError{"--identity ID (or --identity-hex HEX) is required", usage}
+	return nil, cli.UsageError{Msg: "--identity ID (or --identity-hex HEX) is required", Usage: usage}
 }
 
 func hexID(s string) ([]byte, error) {
@@ -92,7 +93,7 @@ func hexID(s string) ([]byte, error) {
 
 // checkBackend refuses a backend the gateway's configuration does not
 // declare (with --store there is nothing to check against).
-func (f *pskFlags) checkBackend(k pskstore.Key) error {
+func (f *cmdFlags) checkBackend(k pskstore.Key) error {
 	if f.cfg == nil || k.Backend == "" {
 		return nil
 	}
@@ -107,8 +108,8 @@ const maxKeyInput = 64 << 10
 
 // readKey reads key material from path, or stdin when path is empty, in the
 // format given. Errors never show what was read.
-func readKey(c cmdIO, path, format string) (pskstore.Secret, error) {
-	r, src := c.stdin, "stdin"
+func readKey(c cli.IO, path, format string) (pskstore.Secret, error) {
+	r, src := c.Stdin, "stdin"
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {
@@ -116,8 +117,8 @@ func readKey(c cmdIO, path, format string) (pskstore.Secret, error) {
 		}
 		defer f.Close()
 		r, src = f, path
-	} else if isTerminal(c.stdin) {
-		return nil, usageError{"stdin is a terminal (or another device), where the key would be echoed: pipe it in (gateway psk add … < key.hex) or use --key-file", ""}
+	} else if isTerminal(c.Stdin) {
+		return nil, cli.UsageError{Msg: "stdin is a terminal (or another device), where the key would be echoed: pipe it in (gateway psk add … < key.hex) or use --key-file"}
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxKeyInput+1))
 	if err != nil {
@@ -153,47 +154,4 @@ func isTerminal(f any) bool {
 	}
 	fi, err := file.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// printKeyBlock prints an identity and its key for the device, to stdout
-// only: in hex, the text form LwM2M clients take (Zephyr's
-// CONFIG_LWM2M_APP_PSK, Wakaama's lwm2mclient -k, Anjay's demo --key,
-// Leshan's UI), and as a C array for firmware that embeds the bytes
-// (mbedTLS' mbedtls_ssl_conf_psk, Anjay's security object, Zephyr's TLS
-// credentials).
-func printKeyBlock(w io.Writer, title string, k pskstore.Key) {
-	fmt.Fprintf(w, "# %s\n", title)
-	if export.Printable(k.Identity) {
-		fmt.Fprintf(w, "identity      %s\n", k.Identity)
-	}
-	fmt.Fprintf(w, "identity_hex  %s\n", hex.EncodeToString(k.Identity))
-	fmt.Fprintf(w, "key_hex       %s\n", hex.EncodeToString(k.Secret))
-	fmt.Fprintf(w, "hash          %s\n", pskstore.Hash(k.Hash))
-	if !export.Printable(k.Identity) {
-		fmt.Fprintf(w, "identity_c\n%s", cArray("psk_identity", k.Identity))
-	}
-	fmt.Fprintf(w, "key_c\n%s", cArray("psk_key", k.Secret))
-}
-
-// cArray renders b as a C array definition, eight bytes a line.
-func cArray(name string, b []byte) string {
-	var s strings.Builder
-	fmt.Fprintf(&s, "  static const uint8_t %s[%d] = {\n", name, len(b))
-	for i := 0; i < len(b); i += 8 {
-		s.WriteString("     ")
-		for _, c := range b[i:min(i+8, len(b))] {
-			fmt.Fprintf(&s, " 0x%02x,", c)
-		}
-		s.WriteString("\n")
-	}
-	s.WriteString("  };\n")
-	return s.String()
-}
-
-// plainID is an identity for tables: text as is, anything else as hex:….
-func plainID(id []byte) string {
-	if export.Printable(id) {
-		return string(id)
-	}
-	return "hex:" + hex.EncodeToString(id)
 }

@@ -1,4 +1,4 @@
-package main
+package pskcli
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 )
 
@@ -229,9 +230,8 @@ func TestPSKAddRefusesTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tty.Close()
-	var out, errb bytes.Buffer
-	code := run([]string{"psk", "add", "--config", e.config, "--identity", "x", "--endpoint", "e", "--key-format", "hex"}, tty, &out, &errb)
-	if code != exitUsage || !strings.Contains(errb.String(), "echoed") {
-		t.Errorf("add with a terminal on stdin: exit %d, %s", code, errb.String())
+	r := runPSKOn(t, tty, "add", "--config", e.config, "--identity", "x", "--endpoint", "e", "--key-format", "hex")
+	if r.code != cli.ExitUsage || !strings.Contains(r.stderr, "echoed") {
+		t.Errorf("add with a terminal on stdin: exit %d, %s", r.code, r.stderr)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package pskcli
 
 import (
 	"bytes"
@@ -394,18 +394,33 @@ func TestPSKUsage(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"psk"}, 2, "", "psk needs a command: add, audit, export, gen, import, list, rekey, revoke, rotate, show"},
-		{[]string{"psk", "frobnicate"}, 2, "", `unknown psk command "frobnicate"`},
-		{[]string{"psk", "help"}, 0, "usage: gateway psk <command> (--config FILE | --store FILE)", ""},
-		{[]string{"psk", "list", "-h"}, 0, "usage: gateway psk list", ""},
-		{[]string{"psk", "list", "--bogus"}, 2, "", "flag provided but not defined: -bogus"},
-		{[]string{"help"}, 0, "psk <command> --config FILE", ""},
-		{[]string{"psk", "list", "--store", "/nonexistent/keys.yaml"}, 1, "", "no such file"},
+		{nil, 2, "", "gateway psk: psk needs a command: add, audit, export, gen, import, list, rekey, revoke, rotate, show\nusage: gateway psk <command>"},
+		{[]string{"frobnicate"}, 2, "", `unknown psk command "frobnicate"`},
+		{[]string{"help"}, 0, "usage: gateway psk <command> (--config FILE | --store FILE)", ""},
+		{[]string{"list", "-h"}, 0, "usage: gateway psk list", ""},
+		{[]string{"list", "--bogus"}, 2, "", "gateway psk: list: flag provided but not defined: -bogus\nusage: gateway psk list"},
+		{[]string{"gen", "--config", "x.yaml"}, 2, "", "--identity ID"},
+		{[]string{"list", "--store", "/nonexistent/keys.yaml"}, 1, "", "no such file"},
 	} {
-		var out, errb bytes.Buffer
-		code := run(tt.args, nil, &out, &errb)
-		if code != tt.code || !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errb.String(), tt.stderr) {
-			t.Errorf("gateway %s: exit %d, stdout %q, stderr %q; want %d, %q, %q", strings.Join(tt.args, " "), code, out.String(), errb.String(), tt.code, tt.stdout, tt.stderr)
+		r := runPSK(t, "", tt.args...)
+		if r.code != tt.code || !strings.Contains(r.stdout, tt.stdout) || !strings.Contains(r.stderr, tt.stderr) {
+			t.Errorf("gateway psk %s: exit %d, stdout %q, stderr %q; want %d, %q, %q", strings.Join(tt.args, " "), r.code, r.stdout, r.stderr, tt.code, tt.stdout, tt.stderr)
+		}
+		if tt.code == 2 && (r.stdout != "" || strings.Contains(r.stderr, "commands:") != (len(tt.args) < 2)) {
+			t.Errorf("gateway psk %s: a usage error prints stdout %q or the wrong usage:\n%s", strings.Join(tt.args, " "), r.stdout, r.stderr)
+		}
+	}
+}
+
+// TestPSKHelpEveryCommand: --help on every psk command exits 0 and prints
+// that command's own usage and flags on stdout, nothing on stderr.
+func TestPSKHelpEveryCommand(t *testing.T) {
+	for name := range commands {
+		for _, help := range []string{"--help", "-h"} {
+			r := runPSK(t, "", name, help)
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gateway psk "+name+" ") || !strings.Contains(r.stdout, "-config FILE") || r.stderr != "" {
+				t.Errorf("psk %s %s: exit %d\nstdout %q\nstderr %q", name, help, r.code, r.stdout, r.stderr)
+			}
 		}
 	}
 }
