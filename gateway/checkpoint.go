@@ -102,7 +102,7 @@ func (s *session) takeLocked(now time.Time) (*sessionState, error) {
 		id: s.id, keyHash: s.keyHash,
 		saved: now, active: time.Unix(0, s.lastActive.Load()), established: s.established,
 		identity: s.identity, endpoint: s.endpoint, backend: s.backend, serverName: s.params.serverName,
-		params: s.params, listener: s.l.pc.LocalAddr().String(), peer: s.peer,
+		params: s.params, listenerIndex: uint8(s.l.index), listener: s.l.pc.LocalAddr().String(), peer: s.peer,
 		cids: s.cids, limit: limit, record: rec,
 	}
 	st.location, st.lifetime, _ = s.binding.Registered()
@@ -137,7 +137,7 @@ func (srv *Server) checkpoint(ctx context.Context, all bool) (int, error) {
 			continue
 		}
 		put = append(put, statestore.Snapshot{ID: st.id[:], Identity: st.identity,
-			Sealed: srv.cfg.SnapshotSealer.Seal(st.identity, st.encode()), Saved: now})
+			Sealed: srv.cfg.SnapshotSealer.Seal(st.identity, st.encode()), Saved: now, CIDs: st.cids})
 		done = append(done, taken{s, st.limit})
 	}
 	srv.snapMu.Lock()
@@ -202,6 +202,11 @@ func (srv *Server) urgeCheckpoint() {
 func (s *session) mayWriteLocked() bool {
 	if s.limit == 0 || s.lean == nil {
 		return true
+	}
+	if c := s.srv.cluster; c != nil && !c.mayServe() {
+		// Fenced (cluster.go): another replica may own it by now.
+		s.srv.stats.drop(dropReserve)
+		return false
 	}
 	next := s.lean.rec.NextWriteSeq()
 	if next+reserveBlock/2 > s.limit {
@@ -359,7 +364,7 @@ func (srv *Server) restoreOne(snap statestore.Snapshot) error {
 	if cur := srv.table.withIdentity(st.identity); len(cur) > 0 && !srv.cfg.AllowParallelSessions {
 		return refuse("superseded", errors.New("a newer session of the identity is live"))
 	}
-	l := srv.listenerAt(st.listener)
+	l := srv.listenerAt(st.listener, int(st.listenerIndex))
 	if l == nil {
 		return refuse("listener", fmt.Errorf("no listener at %s", st.listener))
 	}
@@ -383,14 +388,19 @@ func (srv *Server) restoreOne(snap statestore.Snapshot) error {
 	return nil
 }
 
-// listenerAt is the listener bound to addr.
-func (srv *Server) listenerAt(addr string) *listener {
+// listenerAt is the listener bound to addr (a restart on the same host),
+// or else the one at index in the configuration (another replica, whose
+// listeners have other addresses).
+func (srv *Server) listenerAt(addr string, index int) *listener {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	for _, l := range srv.listeners {
 		if l.pc.LocalAddr().String() == addr {
 			return l
 		}
+	}
+	if srv.cfg.Cluster != nil && index < len(srv.listeners) {
+		return srv.listeners[index]
 	}
 	return nil
 }

@@ -186,6 +186,29 @@ type Config struct {
 	// so how much of a session's received traffic a crash can let be
 	// replayed once to its restored session. Zero: 10 s.
 	CheckpointInterval time.Duration
+	// Cluster joins this gateway to replicas sharing one PostgreSQL store
+	// (cluster.go): the CIDs it issues name it (ReplicaID), records of
+	// sessions another replica owns are relayed to it over the replicas'
+	// link, and the sessions of a replica whose lease ran out are taken
+	// over. Needs Sessions (the same store), Connection IDs and LinkSealer.
+	// Nil: a single gateway.
+	Cluster Cluster
+	// ReplicaID is this replica's id, 0..255: the first byte of every CID
+	// it issues. Each replica of a cluster has its own, stable across
+	// restarts (a StatefulSet's ordinal).
+	ReplicaID int
+	// LinkAddress is the UDP address this replica's end of the replicas'
+	// link binds ("0.0.0.0:5685"). Required with Cluster.
+	LinkAddress string
+	// LinkAdvertise is the address other replicas reach the link at (the
+	// pod's IP and the link port). Empty: LinkAddress as bound.
+	LinkAdvertise string
+	// LinkSealer seals link datagrams (a key from the KEK, for that purpose
+	// only). Required with Cluster.
+	LinkSealer Sealer
+	// Lease is how long this replica's sessions remain its own without a
+	// renewal in the store; renewed every third of it. Zero: 15 s.
+	Lease time.Duration
 	// BackendRetryAfter is the Max-Age of the 5.03 Service Unavailable the
 	// gateway answers a device's confirmable request with while the
 	// backend is known to be unreachable (ICMP port unreachable on its
@@ -291,6 +314,21 @@ func (c *Config) setDefaults() error {
 		}
 		if c.DataPlane != DataPlaneLean {
 			return errors.New("gateway: config: Sessions needs the lean data plane")
+		}
+	}
+	if c.Cluster != nil {
+		switch {
+		case c.Sessions == nil:
+			return errors.New("gateway: config: Cluster needs Sessions (the same store)")
+		case c.LinkSealer == nil || c.LinkAddress == "":
+			return errors.New("gateway: config: Cluster needs LinkAddress and LinkSealer")
+		case c.CIDLength < 2:
+			return errors.New("gateway: config: Cluster needs Connection IDs of at least 2 bytes (the first names the replica)")
+		case c.ReplicaID < 0 || c.ReplicaID > 255:
+			return fmt.Errorf("gateway: config: ReplicaID %d outside 0..255", c.ReplicaID)
+		}
+		if c.Lease == 0 {
+			c.Lease = 15 * time.Second
 		}
 	}
 	if c.CheckpointInterval == 0 {

@@ -109,7 +109,7 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 	srv.admission.remember(hs.peer.Addr())
 	srv.stats.handshakeOK(versionName(params.version), params.mode())
 	fields := []zap.Field{
-		zap.Stringer("remote", s.peer),
+		zap.Stringer("remote", hs.peer),
 		zap.String("identity_tag", srv.tag(key.Identity)),
 		zap.String("version", versionName(params.version)),
 		zap.String("suite", params.suite.String()),
@@ -124,7 +124,7 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 	for _, old := range replaced {
 		// A device that rebooted or re-handshook from the same address
 		// no longer has the old keys: no close_notify for it.
-		old.close("replaced by a new session of the same identity", old.peerAddr() != s.peer)
+		old.close("replaced by a new session of the same identity", old.peerAddr() != hs.peer)
 	}
 	if s.pion != nil {
 		s.pion.start()

@@ -209,6 +209,9 @@ func is13Suite(id ciphersuite.ID) bool {
 func (hs *handshake) newCID() []byte {
 	cid := make([]byte, hs.srv.cfg.CIDLength)
 	_, _ = rand.Read(cid)
+	if c := hs.srv.cluster; c != nil {
+		cid[0] = c.id // the owner, for every replica that gets the record
+	}
 	hs.mu.Lock()
 	hs.cids = append(hs.cids, cid)
 	hs.mu.Unlock()

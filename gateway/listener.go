@@ -15,6 +15,7 @@ import (
 // on their own goroutines from a bounded pool (admission.go).
 type listener struct {
 	srv        *Server
+	index      int // in Config.Listeners: the same listener on every replica
 	pc         *net.UDPConn
 	missingSNI SNIPolicy
 	backend    string
@@ -68,6 +69,8 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 			r.s.fromWire(p, from)
 		case r.h != nil && r.h.l == l:
 			r.h.deliverOrForward(p, from)
+		case srv.cluster != nil && cid[0] != srv.cluster.id:
+			srv.cluster.forward(l, p, from, cid)
 		default:
 			// A CID record that names nothing cannot start anything.
 			srv.stats.drop(dropUnknownCID)

@@ -25,6 +25,8 @@ var (
 		"Snapshots not restored, by reason (unseal: another KEK or altered; corrupt; stale; superseded; listener; revoked; key_changed; record; store_unavailable: retried).", []string{"reason"}, nil)
 	descCheckpointErrors = prometheus.NewDesc("gateway_checkpoint_errors_total",
 		"Checkpoints the session store refused; sessions keep their last reservation and retry.", nil, nil)
+	descReplica = prometheus.NewDesc("gateway_replica_events_total",
+		"Replica events: relayed (a device's datagram relayed to the replica owning its session), takeover (a session taken over from a replica whose lease ran out), fenced (this replica lost its lease).", []string{"event"}, nil)
 	descEmbryonic = prometheus.NewDesc("gateway_handshakes_embryonic",
 		"Handshakes whose cookie has not been answered yet (Config.MaxEmbryonic caps them).", nil, nil)
 	descDatagrams = prometheus.NewDesc("gateway_datagrams_total",
@@ -69,7 +71,7 @@ func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
 type collector struct{ srv *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors, descReplica} {
 		ch <- d
 	}
 	c.srv.lookup.Describe(ch)
@@ -123,6 +125,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSnapshots, st.snapshotsWritten.Load(), "written")
 	counter(descSnapshots, st.snapshotsRestored.Load(), "restored")
 	counter(descCheckpointErrors, st.checkpointErrors.Load())
+	counter(descReplica, st.relayed.Load(), "relayed")
+	counter(descReplica, st.takeovers.Load(), "takeover")
+	counter(descReplica, st.fences.Load(), "fenced")
 	st.restoreRefusals.Range(func(k, v any) bool {
 		counter(descSnapshotRefusals, v.(*atomic.Uint64).Load(), k.(string))
 		return true

@@ -59,7 +59,7 @@ var sealBufs = sync.Pool{New: func() any {
 // §9); replies (a resent final flight, ACKs, KeyUpdates) go to the
 // session's current address, never to an unauthenticated source. It
 // reports whether the device closed the session.
-func (p *leanPlane) open(s *session, b []byte, from netip.AddrPort) (closed bool) {
+func (p *leanPlane) open(s *session, b []byte, from, via netip.AddrPort) (closed bool) {
 	now := time.Now()
 	d := &p.in
 	err := p.rec.Open(d, b, now)
@@ -77,8 +77,9 @@ func (p *leanPlane) open(s *session, b []byte, from netip.AddrPort) (closed bool
 		return false
 	}
 	p.released = false
-	if d.Newer && from != s.peer {
+	if d.Newer {
 		s.movePeerLocked(from)
+		s.via = via
 	}
 	for _, r := range d.Replies {
 		s.writeDeviceLocked(r)
@@ -148,6 +149,10 @@ func (p *leanPlane) close(s *session, notify bool) {
 // address through the session's listener socket.
 func (s *session) writeDeviceLocked(b []byte) {
 	if !s.mayWriteLocked() {
+		return
+	}
+	if s.via.IsValid() {
+		s.srv.cluster.send(s.via, linkToDevice, s.l.index, s.peer, b)
 		return
 	}
 	if _, err := s.l.pc.WriteToUDPAddrPort(b, s.peer); err != nil {

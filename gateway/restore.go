@@ -42,11 +42,17 @@ func (srv *Server) sessionFromState(l *listener, st *sessionState, endpoint stri
 		registers: rate.NewLimiter(rate.Every(srv.cfg.RegisterInterval), registerBurst),
 	}
 	s.lastActive.Store(st.active.UnixNano())
+	// Nothing is sealed before a snapshot of this process reserves numbers
+	// above the restored reservation (checkpoint.go): a second crash, or a
+	// second takeover, must not start from the same one.
+	s.limit = st.limit
+	srv.urgeCheckpoint()
 	if st.location != "" {
 		s.binding.Restore(st.location, st.lifetime)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cids = st.cids
 	for _, u := range st.ups {
 		addr, ok := srv.backends[u.name]
 		if !ok {

@@ -44,8 +44,11 @@ type Server struct {
 	dummySecret [32]byte      // keys for unknown identities (psk.go)
 	keyChanges  atomic.Uint64 // revocations and rotations seen (R10, establish.go)
 
+	cluster *cluster // nil: a single gateway
+
 	mu        sync.Mutex
 	listeners []*listener
+	link      *net.UDPConn              // the replicas' link (cluster.go)
 	backends  map[string]netip.AddrPort // resolved at Listen
 	poller    *poller
 	started   bool
@@ -97,6 +100,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	srv.stats.init(cfg.Backends)
 	srv.admission = newAdmission(&srv.cfg)
+	if cfg.Cluster != nil {
+		srv.cluster = newCluster(srv)
+	}
 	return srv, nil
 }
 
@@ -128,7 +134,7 @@ func (srv *Server) Listen() error {
 	if err != nil {
 		return err
 	}
-	for _, lc := range srv.cfg.Listeners {
+	for i, lc := range srv.cfg.Listeners {
 		addr, err := net.ResolveUDPAddr("udp", lc.Address)
 		if err != nil {
 			srv.closeListenersLocked()
@@ -144,7 +150,19 @@ func (srv *Server) Listen() error {
 		// A large receive buffer absorbs bursts (reconnect storms, floods)
 		// while the read loop catches up; the kernel caps it at rmem_max.
 		_ = pc.SetReadBuffer(4 << 20)
-		srv.listeners = append(srv.listeners, &listener{srv: srv, pc: pc, missingSNI: lc.MissingSNI, backend: lc.Backend})
+		srv.listeners = append(srv.listeners, &listener{srv: srv, index: i, pc: pc, missingSNI: lc.MissingSNI, backend: lc.Backend})
+	}
+	if srv.cluster != nil {
+		la, err := net.ResolveUDPAddr("udp", srv.cfg.LinkAddress)
+		if err == nil {
+			srv.link, err = net.ListenUDP("udp", la)
+		}
+		if err != nil {
+			srv.closeListenersLocked()
+			p.release()
+			return fmt.Errorf("gateway: replica link %q: %w", srv.cfg.LinkAddress, err)
+		}
+		srv.cluster.link = srv.link
 	}
 	srv.backends, srv.poller = backends, p
 	srv.bg.Add(1)
@@ -191,6 +209,19 @@ func (srv *Server) Serve(ctx context.Context) error {
 		srv.log.Error("cannot load saved registrations; devices that re-handshake will re-register", zap.Error(err))
 	}
 	lcancel()
+	if c := srv.cluster; c != nil {
+		// The lease first: restored sessions seal only under it.
+		c.beat()
+		srv.bg.Add(2)
+		go func() {
+			defer srv.bg.Done()
+			c.run(srv.stop)
+		}()
+		go func() {
+			defer srv.bg.Done()
+			c.serveLink()
+		}()
+	}
 	if srv.cfg.Sessions != nil {
 		// Before any read loop: a device's first datagram after the
 		// restart must find its session.
@@ -351,6 +382,20 @@ func (srv *Server) closeListenersLocked() {
 	for _, l := range srv.listeners {
 		_ = l.pc.Close()
 	}
+	if srv.link != nil {
+		_ = srv.link.Close()
+	}
+}
+
+// linkAddr is where other replicas reach this one's link.
+func (srv *Server) linkAddr() string {
+	if srv.cfg.LinkAdvertise != "" {
+		return srv.cfg.LinkAdvertise
+	}
+	if srv.link != nil {
+		return srv.link.LocalAddr().String()
+	}
+	return ""
 }
 
 // pionLogger routes pion's logs into zap. pion's messages are protocol

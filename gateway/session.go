@@ -49,6 +49,7 @@ type session struct {
 	lean      *leanPlane // exactly one of lean and pion is set
 	pion      *pionPlane
 	peer      netip.AddrPort // the device's address: routes and writes
+	via       netip.AddrPort // the replica the device's records now reach (cluster.go); zero: direct
 	cids      [][]byte       // Connection IDs routed to this session
 	binding   *lwm2m.Binding // L1/L2 state of this association
 	origins   origins        // which backend asked what, to route answers
@@ -85,7 +86,25 @@ func (s *session) fromWire(p []byte, from netip.AddrPort) {
 		s.mu.Unlock()
 		return
 	}
-	closed := s.lean.open(s, p, from)
+	closed := s.lean.open(s, p, from, netip.AddrPort{})
+	s.mu.Unlock()
+	if closed {
+		s.close("device closed the session", false)
+	}
+}
+
+// fromRelay handles a device's datagram another replica received (the
+// load balancer sends the device there now): answers go back through it.
+func (s *session) fromRelay(p []byte, from, via netip.AddrPort) {
+	if s.lean == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	closed := s.lean.open(s, p, from, via)
 	s.mu.Unlock()
 	if closed {
 		s.close("device closed the session", false)
@@ -137,7 +156,13 @@ func (s *session) backendDataLocked(up *upstream, p []byte) (pionWrite []byte) {
 // close ends the session once: close_notify to the device when notify,
 // upstream sockets closed, every route removed. A device that rebooted is
 // not sent a close_notify under keys it no longer has.
-func (s *session) close(reason string, notify bool) {
+func (s *session) close(reason string, notify bool) { s.end(reason, notify, false) }
+
+// closeKeepingSnapshot ends the session silently and keeps its snapshot,
+// for another process (or this one, later) to continue it.
+func (s *session) closeKeepingSnapshot(reason string) { s.end(reason, false, true) }
+
+func (s *session) end(reason string, notify, keepSnapshot bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -145,7 +170,9 @@ func (s *session) close(reason string, notify bool) {
 	}
 	s.closed = true
 	s.srv.table.remove(s)
-	s.forgetSnapshotLocked()
+	if !keepSnapshot {
+		s.forgetSnapshotLocked()
+	}
 	for _, up := range s.ups {
 		up.close()
 	}

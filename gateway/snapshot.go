@@ -29,7 +29,7 @@ import (
 //	i64 saved, i64 last activity, i64 established (unix ns)
 //	u16 identity; u16 endpoint; u8 backend; u8 server name
 //	u16 DTLS version, u16 cipher suite, u8 psk_ke
-//	u8  listener address ("127.0.0.1:5684"); u8 device address
+//	u8  listener index (Config.Listeners); u8 listener address ("127.0.0.1:5684"); u8 device address
 //	u8  count, then u8 each: Connection IDs routed to the session
 //	u64 write-sequence reservation (record layer epoch<<48 | seq)
 //	u16 record layer state
@@ -48,6 +48,7 @@ type sessionState struct {
 	identity                      []byte
 	endpoint, backend, serverName string
 	params                        sessionParams
+	listenerIndex                 uint8
 	listener                      string
 	peer                          netip.AddrPort
 	cids                          [][]byte
@@ -84,6 +85,7 @@ func (st *sessionState) encode() []byte {
 		psk = 1
 	}
 	b.AddUint8(psk)
+	b.AddUint8(st.listenerIndex)
 	addU8String(&b, st.listener)
 	addU8String(&b, st.peer.String())
 	b.AddUint8(uint8(len(st.cids)))
@@ -127,7 +129,7 @@ func decodeSessionState(data []byte) (*sessionState, error) {
 		s.ReadUint16LengthPrefixed(&identity) && s.ReadUint16LengthPrefixed(&endpoint) &&
 		s.ReadUint8LengthPrefixed(&backend) && s.ReadUint8LengthPrefixed(&serverName) &&
 		s.ReadUint16(&dtlsVersion) && s.ReadUint16(&suite) && s.ReadUint8(&pskOnly) &&
-		s.ReadUint8LengthPrefixed(&listener) && s.ReadUint8LengthPrefixed(&peer) && s.ReadUint8(&ncids)
+		s.ReadUint8(&st.listenerIndex) && s.ReadUint8LengthPrefixed(&listener) && s.ReadUint8LengthPrefixed(&peer) && s.ReadUint8(&ncids)
 	if !ok {
 		return nil, fmt.Errorf("%w: truncated", errSnapshot)
 	}

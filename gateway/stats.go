@@ -13,6 +13,8 @@ type Stats struct {
 	Handshaking        int64             // handshakes in progress now
 	Embryonic          int64             // handshakes whose cookie has not come back yet
 	HandshakesOK       uint64            // handshakes completed
+	Relayed            uint64            // datagrams relayed to the replica that owns their session
+	Takeovers          uint64            // sessions taken over from a replica whose lease ran out
 	SnapshotsWritten   uint64            // session snapshots written (checkpoints, handoff)
 	SnapshotsRestored  uint64            // sessions restored from snapshots at start
 	RestoreRefused     map[string]uint64 // snapshots not restored, by reason
@@ -45,12 +47,14 @@ const (
 	dropShed                            // a ClientHello shed: the handshake pool was full
 	dropReplay                          // a record already seen (replay window)
 	dropBadRecord                       // a record that does not authenticate or parse
-	dropReserve                         // a record above the session's persisted sequence reservation (checkpoint.go)
+	dropReserve                         // a record above the session's persisted sequence reservation, or fenced (checkpoint.go)
+	dropTakingOver                      // a record of a dead replica's session, while it is taken over
+	dropBadLink                         // a replicas' link datagram that does not open, or is stale
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{"oversize", "unknown_cid", "not_client_hello", "queue_full", "no_session",
-	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record", "reserve"}
+	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record", "reserve", "taking_over", "bad_link"}
 
 // traffic counts one backend's datagrams and bytes, both ways.
 type traffic struct {
@@ -58,6 +62,9 @@ type traffic struct {
 }
 
 type counters struct {
+	relayed           atomic.Uint64 // datagrams relayed to their owning replica
+	takeovers         atomic.Uint64 // sessions taken over from a dead replica
+	fences            atomic.Uint64 // times this replica lost its lease
 	snapshotsWritten  atomic.Uint64
 	snapshotsRestored atomic.Uint64
 	checkpointErrors  atomic.Uint64
@@ -143,6 +150,8 @@ func (srv *Server) Stats() Stats {
 		Handshaking:       int64(handshaking),
 		Embryonic:         int64(srv.admission.embryos()),
 		HandshakesOK:      c.handshakesOK.Load(),
+		Relayed:           c.relayed.Load(),
+		Takeovers:         c.takeovers.Load(),
 		SnapshotsWritten:  c.snapshotsWritten.Load(),
 		SnapshotsRestored: c.snapshotsRestored.Load(),
 		RestoreRefused:    map[string]uint64{},

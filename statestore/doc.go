@@ -34,7 +34,22 @@ type Snapshot struct {
 	Identity []byte    // its PSK identity: revocations and takeovers find it
 	Sealed   []byte    // sealed by the gateway; the store cannot read it
 	Saved    time.Time // when the gateway took it
+	// CIDs are the Connection IDs routed to the session (they travel in
+	// clear on the wire): a replica that receives a record of a session it
+	// does not own finds the session by them (statestore/postgres).
+	CIDs [][]byte
 }
+
+// Replica is a gateway replica as the shared store knows it.
+type Replica struct {
+	ID      int
+	Address string // its end of the replicas' link
+	Alive   bool   // its lease has not run out
+}
+
+// ErrNotTaken: a session to take over is not there, or its owner's lease
+// still runs.
+var ErrNotTaken = errors.New("statestore: session not taken over")
 
 // ErrCorrupt reports a state file that does not parse or whose checksum
 // does not match; the file is moved aside (path + ".corrupt") so nothing is
