@@ -61,6 +61,42 @@ type Config struct {
 
 	// Admin is the HTTP listener for metrics, health and the registrations view.
 	Admin Admin `yaml:"admin"`
+
+	// Cluster makes this gateway one of several replicas sharing the
+	// PostgreSQL store and its sessions.
+	Cluster Cluster `yaml:"cluster"`
+}
+
+// Cluster joins replicas behind an L4 UDP load balancer: the Connection
+// IDs a replica issues name it, a record that reaches another replica is
+// relayed to its owner over the replicas' link, and the sessions of a
+// replica whose lease ran out are taken over without a handshake. Needs
+// store.type postgres, sessions.snapshot postgres, a KEK and Connection IDs
+// (dtls.connection_id_length >= 2).
+type Cluster struct {
+	// Enabled turns replication on. Default false (a single gateway).
+	Enabled bool `yaml:"enabled"`
+
+	// ReplicaID is this replica's id, 0..255, stable across its restarts
+	// and unique among the replicas. -1 (default): the trailing number of
+	// the host name (pod gateway-2 of a StatefulSet is replica 2).
+	ReplicaID int `yaml:"replica_id"`
+
+	// LinkAddress is the UDP address the replicas' link binds. Default
+	// ":5685".
+	LinkAddress string `yaml:"link_address"`
+
+	// LinkAdvertise is the host:port other replicas reach this one's link
+	// at. Empty (default): the IP in the environment variable POD_IP (set
+	// it from the pod's status.podIP) with LinkAddress's port, else
+	// LinkAddress.
+	LinkAdvertise string `yaml:"link_advertise"`
+
+	// Lease is how long a replica's sessions stay its own without a
+	// renewal in the store (renewed every third of it). A replica that
+	// cannot renew stops serving them before the lease runs out. > 0.
+	// Default 15s.
+	Lease Duration `yaml:"lease"`
 }
 
 // Limits bound what one source or the whole internet can cost the gateway.
@@ -289,6 +325,8 @@ const (
 	DefaultDrainTimeout       = Duration(5 * time.Second)
 	DefaultRegistrationGrace  = Duration(2 * time.Minute)
 	DefaultCheckpointInterval = Duration(10 * time.Second)
+	DefaultLinkAddress        = ":5685"
+	DefaultLease              = Duration(15 * time.Second)
 
 	// SnapshotPostgres as sessions.snapshot keeps snapshots in the
 	// PostgreSQL key store's database.
@@ -324,6 +362,7 @@ func Default() *Config {
 			DataPlane:          DataPlaneLean,
 			CheckpointInterval: DefaultCheckpointInterval,
 		},
+		Cluster: Cluster{ReplicaID: -1, LinkAddress: DefaultLinkAddress, Lease: DefaultLease},
 		Limits: Limits{
 			MaxSessions:      DefaultMaxSessions,
 			MaxEmbryonic:     DefaultMaxEmbryonic,

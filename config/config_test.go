@@ -57,9 +57,10 @@ func TestParseFull(t *testing.T) {
 			CheckpointInterval: DefaultCheckpointInterval,
 			ParkAfter:          Duration(30 * time.Second),
 		},
-		Log:    Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
-		Limits: Default().Limits,
-		Admin:  Default().Admin,
+		Log:     Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
+		Limits:  Default().Limits,
+		Admin:   Default().Admin,
+		Cluster: Default().Cluster,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(full.yaml) =\n%+v\nwant\n%+v", got, want)

@@ -35,10 +35,36 @@ func (c *Config) Validate() error {
 	c.validateLog(&es)
 	c.validateRouting(&es)
 	c.validateLimits(&es)
+	c.validateCluster(&es)
 	if c.Admin.Address != "" {
 		checkAddress(&es, "admin.address", c.Admin.Address, true)
 	}
 	return es.err()
+}
+
+func (c *Config) validateCluster(es *FieldErrors) {
+	cl := c.Cluster
+	if cl.ReplicaID < -1 || cl.ReplicaID > 255 {
+		es.add("cluster.replica_id", strconv.Itoa(cl.ReplicaID), "must be 0..255, or -1 for the host name's number")
+	}
+	if cl.Lease <= 0 {
+		es.add("cluster.lease", cl.Lease.String(), "must be greater than 0")
+	}
+	if !cl.Enabled {
+		return
+	}
+	checkAddress(es, "cluster.link_address", cl.LinkAddress, true)
+	if cl.LinkAdvertise != "" {
+		checkAddress(es, "cluster.link_advertise", cl.LinkAdvertise, false)
+	}
+	switch {
+	case c.Store.Type != StorePostgres:
+		es.add("cluster.enabled", "true", "needs store.type postgres: the replicas share its database")
+	case c.Sessions.Snapshot != SnapshotPostgres:
+		es.add("cluster.enabled", "true", "needs sessions.snapshot: postgres")
+	case c.DTLS.ConnectionIDLength < 2:
+		es.add("cluster.enabled", "true", "needs dtls.connection_id_length >= 2: the first byte names the replica")
+	}
 }
 
 func (c *Config) validateListeners(es *FieldErrors) {

@@ -78,9 +78,9 @@ func serveCmd(c cli.IO, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer state.close()
 	gc := gatewayConfig(cfg, ks, log)
-	gc.Registrations, gc.Sessions, gc.SnapshotSealer = state.registrations, state.sessions, state.sealer
-	gc.CheckpointInterval = time.Duration(cfg.Sessions.CheckpointInterval)
+	state.apply(&gc, cfg)
 	srv, err := gateway.New(gc)
 	if err != nil {
 		return err
