@@ -36,6 +36,7 @@ func (srv *Server) sessionFromState(l *listener, st *sessionState, endpoint stri
 		identity: st.identity, endpoint: st.endpoint, backend: st.backend,
 		params: st.params, established: st.established,
 		lean:      &leanPlane{rec: rec, released: true},
+		restored:  true,
 		peer:      st.peer,
 		cids:      st.cids,
 		binding:   lwm2m.NewBinding(st.endpoint),

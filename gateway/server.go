@@ -64,6 +64,7 @@ type Server struct {
 	handingOff      atomic.Bool
 
 	closing atomic.Bool
+	ready   atomic.Bool    // Serve has started (Ready)
 	wg      sync.WaitGroup // handshake goroutines and pion-plane readers
 	readers sync.WaitGroup // listener read loops
 	bg      sync.WaitGroup // poller, sweeper, registration writer, checkpointer
@@ -255,6 +256,7 @@ func (srv *Server) Serve(ctx context.Context) error {
 		srv.log.Info("listening", zap.Stringer("addr", l.pc.LocalAddr()), zap.Stringer("data_plane", srv.cfg.DataPlane))
 	}
 	srv.mu.Unlock()
+	srv.ready.Store(true)
 	if w, ok := srv.cfg.Store.(pskstore.Watcher); ok {
 		go srv.watchStore(sctx, w)
 	}

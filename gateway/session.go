@@ -60,8 +60,9 @@ type session struct {
 	// Crash-safe sequence numbers (checkpoint.go): records are sealed only
 	// below limit, a reservation persisted in a snapshot; 0 while the
 	// session is in no snapshot yet. active: traffic since the last one.
-	limit  uint64
-	active bool
+	limit    uint64
+	active   bool
+	restored bool // continued from a snapshot (restart, takeover)
 }
 
 // registerBurst is how many Registers a session may send back to back

@@ -192,6 +192,14 @@ func TestRestartContinuesSessions(t *testing.T) {
 	if r := g2.metric(t, "gateway_session_snapshots_total", `event="restored"`); r != n {
 		t.Fatalf("restored %v sessions, want %d", r, n)
 	}
+	admin := fmt.Sprint(g2.waitLog(t, "admin listening", nil)["addr"])
+	if code, body := httpGet(t, "http://"+admin+"/sessions"); code != 200 || !strings.Contains(body, fmt.Sprintf(`"restored":%d`, n)) ||
+		strings.Contains(body, `"identity":`) {
+		t.Fatalf("/sessions after the restart: %d %s", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+admin+"/readyz"); code != 200 {
+		t.Fatalf("/readyz after the restore: %d", code)
+	}
 
 	// SIGKILL after a checkpoint: restored from it, still no handshake.
 	g2.waitLog(t, "sessions restored", nil)

@@ -51,6 +51,10 @@ func adminHandler(srv *gateway.Server, store pskstore.Store, cfg *config.Config,
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(sessionsView(srv.Sessions()))
+	})
 	mux.HandleFunc("GET /registrations", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(registrationsView(srv.Registrations()))
@@ -91,9 +95,49 @@ func registrationsView(regs []gateway.Registration) registrations {
 	return out
 }
 
-// ready reports why the gateway cannot take traffic: no listener bound, the
-// store not answering, or a backend name that does not resolve.
+// session is one established session as /sessions shows it: no identity,
+// no key (R9), durations in seconds.
+type session struct {
+	IdentityTag string  `json:"identity_tag"`
+	Endpoint    string  `json:"endpoint"`
+	Remote      string  `json:"remote"`
+	Version     string  `json:"version"`
+	Suite       string  `json:"suite"`
+	Mode        string  `json:"mode"`
+	DataPlane   string  `json:"data_plane"`
+	Restored    bool    `json:"restored"` // continued from a snapshot (restart, takeover)
+	Relayed     bool    `json:"relayed"`  // reached through another replica
+	Age         float64 `json:"age"`
+	IdleFor     float64 `json:"idle_for"`
+	Upstreams   int     `json:"upstreams"`
+}
+
+type sessions struct {
+	Count    int       `json:"count"`
+	Restored int       `json:"restored"`
+	Sessions []session `json:"sessions"` // [] when none
+}
+
+func sessionsView(ss []gateway.SessionInfo) sessions {
+	out := sessions{Count: len(ss), Sessions: make([]session, 0, len(ss))}
+	for _, s := range ss {
+		if s.Restored {
+			out.Restored++
+		}
+		out.Sessions = append(out.Sessions, session{IdentityTag: s.IdentityTag, Endpoint: s.Endpoint, Remote: s.Remote,
+			Version: s.Version, Suite: s.Suite, Mode: s.Mode, DataPlane: s.DataPlane, Restored: s.Restored,
+			Relayed: s.Relayed, Age: s.Age.Seconds(), IdleFor: s.IdleFor.Seconds(), Upstreams: s.Upstreams})
+	}
+	return out
+}
+
+// ready reports why the gateway cannot take traffic: still starting (a
+// restarted gateway restores its sessions before it is ready), no listener
+// bound, the store not answering, or a backend name that does not resolve.
 func ready(ctx context.Context, srv *gateway.Server, store pskstore.Store, cfg *config.Config) error {
+	if !srv.Ready() {
+		return errors.New("starting: restoring sessions")
+	}
 	if len(srv.Addrs()) == 0 {
 		return errors.New("no listener bound")
 	}
