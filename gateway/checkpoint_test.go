@@ -249,6 +249,18 @@ func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 	if err := a.Handoff(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	saved, err := statestore.OpenSnapshots(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, _ := saved.LoadSnapshots(context.Background())
+	for _, s := range snaps {
+		// Issue 11 target: at most 512 bytes per session, sealed.
+		t.Logf("sealed snapshot of %q: %d bytes", s.Identity, len(s.Sealed))
+		if len(s.Sealed) > 512 {
+			t.Fatalf("sealed snapshot of %q is %d bytes, above 512", s.Identity, len(s.Sealed))
+		}
+	}
 	b, _ := start(t, addr.String(), path)
 	waitFor(t, func() bool { return b.Stats().SnapshotsRestored+uint64(len(b.Stats().RestoreRefused)) >= 2 },
 		"restore; refused %v", b.Stats().RestoreRefused)
