@@ -150,6 +150,19 @@ type client struct {
 }
 
 func (c client) dial(ctx context.Context, addr *net.UDPAddr) (*dtls.Conn, error) {
+	conn, err := dtls.Dial("udp", addr, c.options()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// options are the pion client options of c.
+func (c client) options() []dtls.ClientOption {
 	suites := c.suites
 	if suites == nil {
 		if c.version == protocol.Version1_2 {
@@ -180,15 +193,7 @@ func (c client) dial(ctx context.Context, addr *net.UDPAddr) (*dtls.Conn, error)
 	if c.pskKEOnly {
 		opts = append(opts, dtls.WithClientHelloMessageHook(offerOnlyPSKKE))
 	}
-	conn, err := dtls.Dial("udp", addr, opts...)
-	if err != nil {
-		return nil, err
-	}
-	if err := conn.HandshakeContext(ctx); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	return conn, nil
+	return opts
 }
 
 // mustDial completes a handshake or fails the test; the connection closes
