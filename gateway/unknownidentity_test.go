@@ -22,20 +22,32 @@ import (
 // attempt runs one handshake of c from a socket of its own towards to and
 // returns the socket's address (to find its datagrams at a tapRelay).
 func (c client) attempt(ctx context.Context, to *net.UDPAddr) (netip.AddrPort, error) {
+	conn, local, err := c.dialFrom(ctx, to)
+	if err == nil {
+		_ = conn.Close()
+	}
+	return local, err
+}
+
+// dialFrom is dial from a socket on 127.0.0.1, whose address it returns
+// (pion's Dial binds the wildcard address). The Conn owns the socket.
+func (c client) dialFrom(ctx context.Context, to *net.UDPAddr) (*dtls.Conn, netip.AddrPort, error) {
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		return netip.AddrPort{}, err
+		return nil, netip.AddrPort{}, err
 	}
 	local := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	conn, err := dtls.Client(pc, to, c.options()...)
 	if err != nil {
 		_ = pc.Close()
-		return local, err
+		return nil, local, err
 	}
-	err = conn.HandshakeContext(ctx)
-	_ = conn.Close()
-	_ = pc.Close()
-	return local, err
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		_ = pc.Close()
+		return nil, local, err
+	}
+	return conn, local, nil
 }
 
 // probe is what one failed handshake looked like on the wire.
