@@ -2,11 +2,12 @@ package gateway
 
 import (
 	"context"
-	"sync"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
+	"github.com/lwm2m-gateway/gateway/statestore"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
@@ -132,44 +133,20 @@ func TestL2OtherIdentityStillRefused(t *testing.T) {
 	}
 }
 
-// memRegistrations is a RegistrationStore in memory, shared by the two
-// lives of a restarted gateway.
-type memRegistrations struct {
-	mu   sync.Mutex
-	regs map[string]SavedRegistration
-}
-
-func (m *memRegistrations) LoadRegistrations(context.Context) ([]SavedRegistration, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []SavedRegistration
-	for _, r := range m.regs {
-		out = append(out, r)
+// savedLocation is the location the registrations file holds for an
+// identity, "" if none.
+func savedLocation(t *testing.T, f *statestore.RegistrationFile, identity []byte) string {
+	t.Helper()
+	regs, err := f.LoadRegistrations(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out, nil
-}
-
-func (m *memRegistrations) SaveRegistration(_ context.Context, r SavedRegistration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.regs == nil {
-		m.regs = make(map[string]SavedRegistration)
+	for _, r := range regs {
+		if string(r.Identity) == string(identity) {
+			return r.Location
+		}
 	}
-	m.regs[string(r.Identity)] = r
-	return nil
-}
-
-func (m *memRegistrations) DeleteRegistration(_ context.Context, identity []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.regs, string(identity))
-	return nil
-}
-
-func (m *memRegistrations) location(identity []byte) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.regs[string(identity)].Location
+	return ""
 }
 
 // TestGatewayRestartThenUpdate (issue 9.2, L2): a gateway restarts on the
@@ -188,9 +165,12 @@ func TestGatewayRestartThenUpdate(t *testing.T) {
 			backend := newLwM2MBackend(t)
 			k := lifecycleKey("restarted")
 			cfg := Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.Addr().String()}}
-			var regs *memRegistrations
+			var regs *statestore.RegistrationFile
 			if tc.store {
-				regs = &memRegistrations{}
+				var err error
+				if regs, err = statestore.OpenRegistrations(filepath.Join(t.TempDir(), "registrations.json")); err != nil {
+					t.Fatal(err)
+				}
 				cfg.Registrations = regs
 			}
 			first, addr := startServer(t, cfg)
@@ -202,7 +182,7 @@ func TestGatewayRestartThenUpdate(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.store {
-				waitFor(t, func() bool { return regs.location(k.Identity) == loc }, "registration saved")
+				waitFor(t, func() bool { return savedLocation(t, regs, k.Identity) == loc }, "registration saved")
 			}
 			if err := first.Close(); err != nil {
 				t.Fatal(err)
