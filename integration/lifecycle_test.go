@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -221,23 +223,25 @@ func TestSecondIdentityCannotUpdateFirstsLocation(t *testing.T) {
 
 // TestGatewayRestartThenUpdate (issue 9.2, L2): `gateway serve` stops
 // (SIGTERM) and starts again with the same configuration on the same
-// address; the device finds its session gone and does what a LwM2M client
-// does (devsim AutoReconnect): a new handshake from the same port, an
-// Update to its registration, and a new Register if the Update gets 4.04.
-// It never sees 4.03 (the old binary's answer, after which a real client
-// falls back to bootstrap) and keeps working.
+// address; the device finds its session gone on its next request and does
+// what a LwM2M client does (devsim AutoReconnect): a new handshake from the
+// same port, an Update to its registration, and a new Register only if the
+// Update gets 4.04. It never sees 4.03 (the old binary's answer, after
+// which a real client falls back to bootstrap) and keeps working.
 //
-// Without a registration store the restarted gateway does not know the
-// location: it answers 4.04 itself and the device registers again. A case
-// with a configured store (wantKept: the Update reaches the backend at the
-// old location, no second Register) belongs here once `gateway serve`
-// wires Config.Registrations.
+// The gateway keeps registrations next to the key file, so the Update
+// reaches the backend at the old location (TestRegistrationSurvivesRestart
+// covers the explicit Reconnect). When that file is damaged while the
+// gateway is down, the restarted gateway does not know the location: it
+// answers 4.04 itself, and the device registers again.
 func TestGatewayRestartThenUpdate(t *testing.T) {
 	for _, tc := range []struct {
-		name, config string
-		wantKept     bool
+		name     string
+		damage   bool // overwrite registrations.json while the gateway is down
+		wantKept bool
 	}{
-		{name: "no registration store"},
+		{name: "registrations kept next to the key file", wantKept: true},
+		{name: "registrations file damaged", damage: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			backend, err := devsim.NewBackend("127.0.0.1:0", nil)
@@ -246,7 +250,7 @@ func TestGatewayRestartThenUpdate(t *testing.T) {
 			}
 			defer backend.Close()
 			k := newFleetKey("survivor", "")
-			config := strings.Replace(gatewayConfig(backend.Addr()), `"127.0.0.1:0"`, fmt.Sprintf(`"127.0.0.1:%d"`, freeUDPPort(t)), 1) + tc.config
+			config := strings.Replace(gatewayConfig(backend.Addr()), `"127.0.0.1:0"`, fmt.Sprintf(`"127.0.0.1:%d"`, freeUDPPort(t)), 1)
 			g := startGateway(t, config, keysFile(k))
 			ctx := ctxTimeout(t, 60*time.Second)
 			d := lifecycleDevice(t, g, k, "1.3", func(c *devsim.DeviceConfig) { c.AutoReconnect = true })
@@ -256,6 +260,12 @@ func TestGatewayRestartThenUpdate(t *testing.T) {
 			}
 			if err, _ := g.terminate(t); err != nil {
 				t.Fatalf("gateway exit: %v", err)
+			}
+			if tc.damage {
+				path := filepath.Join(filepath.Dir(g.configPath), "registrations.json")
+				if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
 			again, err := runGateway(t, g.configPath, nil)
 			if err != nil {
