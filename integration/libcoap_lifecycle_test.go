@@ -59,12 +59,36 @@ func TestOpenSSLPlainPSKFirstGetsECDHEPSK(t *testing.T) {
 	g, key, _ := libcoapSite(t, "s-client", "")
 	cmd := exec.Command(bin, "s_client", "-dtls1_2", "-connect", g.addr.String(), "-psk_identity", "s-client",
 		"-psk", hex.EncodeToString(key), "-cipher", "PSK-AES128-GCM-SHA256:ECDHE-PSK-AES128-CBC-SHA256")
-	cmd.Stdin = strings.NewReader("") // s_client ends at the end of its input
-	out, _ := runFor(t, cmd, 20*time.Second)
-	if !strings.Contains(out, "ECDHE-PSK-AES128-CBC-SHA256") || strings.Contains(out, "alert") {
-		t.Fatalf("openssl s_client:\n%s", out)
+	// s_client ends at the end of its input: keep it open until the
+	// gateway has the session.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
 	g.waitLog(t, "session established", map[string]string{"version": "dtls1.2", "suite": "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256"})
+	_ = stdin.Close()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("openssl s_client did not end at the end of its input:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "ECDHE-PSK-AES128-CBC-SHA256") || strings.Contains(out.String(), "alert") {
+		t.Fatalf("openssl s_client:\n%s", out.String())
+	}
 }
 
 // TestLibcoapKilledClientAgainFromSamePort (issue 9.1): the issue's
