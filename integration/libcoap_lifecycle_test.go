@@ -103,33 +103,67 @@ func TestOpenSSLPlainPSKFirstGetsECDHEPSK(t *testing.T) {
 func TestLibcoapKilledClientAgainFromSamePort(t *testing.T) {
 	bin := requireTool(t, "coap-client-openssl")
 	g, key, base := libcoapSite(t, "openssl-reboot", "legacy: true")
-	port := fmt.Sprint(freeUDPPort(t))
-	observer := exec.Command(bin, "-p", port, "-u", "openssl-reboot", "-k", string(key), "-s", "20", "-B", "30", base+"/time")
-	var out lockedBuffer
-	observer.Stdout, observer.Stderr = &out, &out
-	if err := observer.Start(); err != nil {
+	port, observer := startObserver(t, g, bin, "openssl-reboot", key, base+"/time")
+	if err := observer.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = observer.Process.Kill() })
-	g.waitLogs(t, 1, "session established", nil)
-	// The observation is running once the first notification is printed.
-	deadline := time.Now().Add(10 * time.Second)
-	for out.Len() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the observing client printed nothing")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := observer.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = observer.Wait()
+	<-observer.exited
 
 	again := exec.Command(bin, "-p", port, "-u", "openssl-reboot", "-k", string(key), "-B", "5", base+"/")
 	if got, _ := runFor(t, again, 20*time.Second); !strings.Contains(got, libcoapGreeting) {
 		t.Fatalf("the client run again from port %s: %q; gateway logs: %v", port, got, g.logLines())
 	}
 	replacedAfterEstablished(t, g)
+}
+
+// observer is a coap-client-openssl observing a resource through the gateway.
+type observer struct {
+	cmd    *exec.Cmd
+	out    lockedBuffer
+	exited chan struct{}
+}
+
+// startObserver runs `coap-client-openssl -p PORT -s 20` on url from a free
+// local port and waits until the gateway has its session and it has printed
+// the first notification. A port taken by another process between
+// freeUDPPort and the client's bind (the machine is shared) is retried with
+// another one.
+func startObserver(t *testing.T, g *gatewayProc, bin, identity string, key []byte, url string) (port string, o *observer) {
+	t.Helper()
+retry:
+	for attempt := 0; ; attempt++ {
+		port = fmt.Sprint(freeUDPPort(t))
+		o = &observer{exited: make(chan struct{})}
+		o.cmd = exec.Command(bin, "-p", port, "-u", identity, "-k", string(key), "-s", "20", "-B", "30", url)
+		o.cmd.Stdout, o.cmd.Stderr = &o.out, &o.out
+		if err := o.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_ = o.cmd.Wait()
+			close(o.exited)
+		}()
+		t.Cleanup(func() {
+			_ = o.cmd.Process.Kill()
+			<-o.exited
+		})
+		deadline := time.Now().Add(15 * time.Second)
+		for len(g.logIndexes("session established", nil)) == 0 || o.out.Len() == 0 {
+			select {
+			case <-o.exited:
+				if strings.Contains(o.out.String(), "Address already in use") && attempt < 5 {
+					continue retry
+				}
+				t.Fatalf("the observing client exited: %q; gateway logs: %v", o.out.String(), g.logLines())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the observing client got no session or printed nothing: %q; gateway logs: %v", o.out.String(), g.logLines())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return port, o
+	}
 }
 
 // runFor runs cmd to its end, killing it after limit, and returns its
