@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,5 +64,60 @@ func BenchmarkHandshake(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
 		})
+	}
+}
+
+// BenchmarkFailedHandshake measures DTLS 1.3 handshakes that fail at the
+// binder, with an identity the store does not know and with a known
+// identity and a wrong key (issue 9.3): the two must cost the same, so
+// their time tells a client nothing. Each iteration runs one of each, in
+// alternating order, so both kinds see the same load; the medians are
+// reported as unknown-ns and wrongkey-ns (client and server in one
+// process). TestUnknownIdentityLooksLikeWrongKey compares them at the wire.
+//
+//	go test -run '^$' -bench FailedHandshake -benchtime 400x ./gateway/
+func BenchmarkFailedHandshake(b *testing.B) {
+	backend, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer backend.Close()
+	k := pskstore.Key{Identity: []byte("bench"), Secret: make([]byte, 32)}
+	wrong := make([]byte, 32)
+	for i := range k.Secret {
+		k.Secret[i], wrong[i] = byte(i*7+3), byte(i*5+1)
+	}
+	srv, err := New(Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.LocalAddr().String()},
+		Listeners: []Listener{{Address: "127.0.0.1:0"}}, HandshakeRate: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(context.Background()) }()
+	defer srv.Close()
+	addr := srv.Addrs()[0].(*net.UDPAddr)
+	kinds := []client{{id: []byte("nobody"), key: k.Secret}, {id: k.Identity, key: wrong}}
+	took := [2][]time.Duration{}
+	i := 0
+	for b.Loop() {
+		for j := range kinds {
+			kind := (i + j) % 2
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			conn, err := kinds[kind].dial(ctx, addr)
+			cancel()
+			if err == nil {
+				_ = conn.Close()
+				b.Fatal("handshake succeeded")
+			}
+			took[kind] = append(took[kind], time.Since(start))
+		}
+		i++
+	}
+	for kind, unit := range []string{"unknown-ns", "wrongkey-ns"} {
+		slices.Sort(took[kind])
+		b.ReportMetric(float64(took[kind][len(took[kind])/2].Nanoseconds()), unit)
 	}
 }

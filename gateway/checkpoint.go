@@ -382,9 +382,10 @@ func (srv *Server) restoreOne(snap statestore.Snapshot) error {
 	if err != nil {
 		return refuse("record", err)
 	}
+	peer := s.peer // once routed, the read loop may move it (under s.mu)
 	srv.table.addRestored(s, s.cids)
 	srv.stats.snapshotsRestored.Add(1)
-	srv.log.Debug("session restored", zap.String("identity_tag", srv.tag(s.identity)), zap.Stringer("remote", s.peer))
+	srv.log.Debug("session restored", zap.String("identity_tag", srv.tag(s.identity)), zap.Stringer("remote", peer))
 	return nil
 }
 

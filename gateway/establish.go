@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -71,7 +72,10 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 	var early [][]byte
 	if srv.cfg.DataPlane == DataPlaneLean {
 		lastFlight := hs.conn.hold()
-		early = drainPion(dc, hs.conn)
+		var ended bool
+		if early, ended = drainPion(dc, hs.conn); ended {
+			return errEndedAtHandOver
+		}
 		exported, err := dc.ExportState()
 		if err != nil {
 			return fmt.Errorf("export state: %w", err)
@@ -161,8 +165,10 @@ func (srv *Server) keyStillValid(hs *handshake) bool {
 // in a held read it has processed everything it read, so one more read
 // that finds nothing means there is nothing left; pion hands out one
 // record at a time, so the loop also unblocks a pion waiting to queue one.
-func drainPion(dc *dtls.Conn, conn *hsConn) [][]byte {
-	var out [][]byte
+// ended reports that pion's Conn ended instead (the device's close_notify
+// or a fatal alert reached pion before the hold): there is no state left to
+// hand over, and reading on would only spin until drainMax.
+func drainPion(dc *dtls.Conn, conn *hsConn) (out [][]byte, ended bool) {
 	buf := make([]byte, maxDrainRecord)
 	give := time.Now().Add(drainMax)
 	for {
@@ -173,11 +179,18 @@ func drainPion(dc *dtls.Conn, conn *hsConn) [][]byte {
 			out = append(out, append([]byte(nil), buf[:n]...))
 			continue
 		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return out, true
+		}
 		if idle || time.Now().After(give) {
-			return out
+			return out, false
 		}
 	}
 }
+
+// errEndedAtHandOver: the device ended the connection (close_notify, a
+// fatal alert) between the end of its handshake and the hand-over.
+var errEndedAtHandOver = errors.New("gateway: the device ended the connection at the hand-over")
 
 const (
 	// drainWait is how long one read waits for a record pion already

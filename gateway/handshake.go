@@ -113,7 +113,15 @@ func (hs *handshake) run(release func()) {
 		srv.table.removePending(hs, hs.cidList())
 		_ = dc.Close()
 		hs.conn.shut()
-		if !errors.Is(err, ErrServerClosed) {
+		switch {
+		case errors.Is(err, ErrServerClosed):
+		case errors.Is(err, errEndedAtHandOver):
+			// A device that closes right after its handshake (a
+			// client with nothing to send) is no gateway error.
+			srv.stats.handshakeFailed("closed")
+			srv.sampled.Info("device ended the connection at the hand-over", zap.Stringer("remote", hs.peer),
+				zap.String("identity_tag", srv.tag(hs.key.Identity)))
+		default:
 			srv.log.Error("cannot establish session", zap.String("identity_tag", srv.tag(hs.key.Identity)), zap.Error(err))
 		}
 	}
