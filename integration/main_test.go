@@ -1,8 +1,9 @@
 // Package integration runs the real gateway binary end to end against
 // simulated LwM2M devices (internal/devsim) and real third-party peers
-// (libcoap's coap-client-gnutls, coap-client-openssl, coap-server-notls).
-// A missing peer fails the test with the command that installs it: `make
-// test` (and so CI) installs them; nothing is skipped silently.
+// (libcoap's coap-client-gnutls, coap-client-openssl, coap-server-notls;
+// wolfSSL's example client, built by scripts/wolfssl/build.sh). A missing
+// peer fails the test with the command that installs it: `make test` (and
+// so CI) installs them; nothing is skipped silently.
 package integration
 
 import (
