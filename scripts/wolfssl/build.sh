@@ -8,13 +8,15 @@
 # Debian ships libwolfssl built without DTLS 1.3, PSK or Connection IDs, and
 # no example client, so the client is built from the source package that
 # `apt-get source wolfssl` fetches (with Debian's own patches), configured
-# with what the gateway needs. One change is applied on top
-# (coap-register.patch): the client's first message is a CoAP LwM2M Register
-# instead of "hello wolfssl!", which a CoAP gateway drops; its DTLS code is
-# untouched.
+# with what the gateway needs. Two changes are applied on top, neither to
+# wolfSSL's DTLS code: coap-register.patch makes the client's first message
+# a CoAP LwM2M Register instead of "hello wolfssl!", which a CoAP gateway
+# drops; dtls12-psk-key.patch gives the client a 32-byte DTLS 1.2 key instead
+# of the 4-byte one compiled in, which R1 refuses (its DTLS 1.3 key is
+# wolfSSL's own).
 #
 # The build (about a minute on 2 cores) goes into a cache directory outside
-# the repository, named after the configuration and the patch, and is reused
+# the repository, named after the configuration and the patches, and is reused
 # while both stay the same: GATEWAY_PEER_CACHE, default
 # /var/cache/lwm2m-gateway-test. Building needs root (apt-get: a deb-src entry
 # for this Debian release when there is none, autoconf, automake, libtool);
@@ -22,22 +24,25 @@
 # Everything but the client's path goes to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-patch_file=$here/coap-register.patch
+patches=("$here"/*.patch)
 
 # DTLS 1.3 needs DTLS and TLS 1.3 (on by default); Connection IDs need DTLS
 # 1.3 in this version (5.5.4: RFC 9146 CIDs for DTLS 1.2 came later).
 # curve25519 lets the client offer an X25519 key share as well as P-256;
-# aesccm adds the RFC 7925 CCM suites. Static, so the client needs no
-# LD_LIBRARY_PATH; no wolfCrypt test and benchmark programs, which are not
-# used and would double the build time.
+# aesccm adds the RFC 7925 CCM suites and WOLFSSL_STATIC_PSK the DTLS 1.2
+# plain-PSK suites (no configure switch: wolfSSL builds only (EC)DHE-PSK by
+# default). Static, so the client needs no LD_LIBRARY_PATH; no wolfCrypt
+# test and benchmark programs, which are not used and would double the
+# build time.
 configure_flags=(
   --enable-dtls --enable-dtls13 --enable-dtlscid --enable-psk
   --enable-curve25519 --enable-aesccm
   --enable-static --disable-shared --disable-crypttests
+  CPPFLAGS=-DWOLFSSL_STATIC_PSK
 )
 
 cache_root=${GATEWAY_PEER_CACHE:-/var/cache/lwm2m-gateway-test}
-stamp=$( (printf '%s\n' "${configure_flags[@]}"; cat "$patch_file") | sha256sum | cut -c1-16)
+stamp=$( (printf '%s\n' "${configure_flags[@]}"; cat "${patches[@]}") | sha256sum | cut -c1-16)
 dest=$cache_root/wolfssl-$stamp
 
 if [ -x "$dest/client" ]; then
@@ -58,7 +63,7 @@ start=$(date +%s)
 
 # A deb-src entry for this release, derived from the deb entries apt already
 # uses (same mirrors, suites and keys), when apt knows no wolfssl source.
-if ! apt-cache showsrc wolfssl 2>/dev/null | grep -q '^Package: wolfssl'; then
+if ! apt-cache showsrc wolfssl 2>/dev/null | grep '^Package: wolfssl' >/dev/null; then # no -q: with pipefail an early exit of grep fails the pipe
   src_list=/etc/apt/sources.list.d/lwm2m-gateway-deb-src.sources
   if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     sed 's/^Types:.*$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$src_list"
@@ -104,7 +109,9 @@ version=${dsc#wolfssl_}
 version=${version%.dsc}
 cd wolfssl-*/
 echo "== wolfssl $version: patching, configuring (${configure_flags[*]}), building examples/client/client" >&2
-patch -p1 --forward --quiet <"$patch_file" >&2
+for p in "${patches[@]}"; do
+  patch -p1 --forward --quiet <"$p" >&2
+done
 {
   ./autogen.sh
   ./configure "${configure_flags[@]}"
@@ -121,7 +128,7 @@ cp examples/client/client "$tmp/client"
 cp certs/dh2048.pem "$tmp/certs/"
 echo "$version" >"$tmp/VERSION"
 printf '%s\n' "${configure_flags[@]}" >"$tmp/CONFIGURE"
-cp "$patch_file" "$tmp/"
+cp "${patches[@]}" "$tmp/"
 chmod -R a+rX "$tmp"
 if ! mv -T "$tmp" "$dest" 2>/dev/null; then
   rm -rf "$tmp" # built concurrently by another run: keep the first
