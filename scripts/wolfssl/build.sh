@@ -8,12 +8,17 @@
 # Debian ships libwolfssl built without DTLS 1.3, PSK or Connection IDs, and
 # no example client, so the client is built from the source package that
 # `apt-get source wolfssl` fetches (with Debian's own patches), configured
-# with what the gateway needs. Two changes are applied on top, neither to
-# wolfSSL's DTLS code: coap-register.patch makes the client's first message
-# a CoAP LwM2M Register instead of "hello wolfssl!", which a CoAP gateway
-# drops; dtls12-psk-key.patch gives the client a 32-byte DTLS 1.2 key instead
-# of the 4-byte one compiled in, which R1 refuses (its DTLS 1.3 key is
-# wolfSSL's own).
+# with what the gateway needs. Three patches are applied on top:
+# coap-register.patch makes the client's first message a CoAP LwM2M Register
+# instead of "hello wolfssl!", which a CoAP gateway drops;
+# dtls12-psk-key.patch gives the client a 32-byte DTLS 1.2 key instead of the
+# 4-byte one compiled in, which R1 refuses (its DTLS 1.3 key is wolfSSL's
+# own); dtls13-chacha-counter.patch fixes the one wolfSSL bug found here
+# that touches DTLS itself: 5.5.4 masks DTLS 1.3 record numbers under
+# ChaCha20 with a byte-reversed counter on Linux (glibc defines BIG_ENDIAN
+# on every host), so TLS_CHACHA20_POLY1305_SHA256 fails against pion (the
+# gateway's handshake stack) and the gateway's own record layer; later
+# wolfSSL releases read it little endian, as the fix does.
 #
 # The build (about a minute on 2 cores) goes into a cache directory outside
 # the repository, named after the configuration and the patches, and is reused
