@@ -128,14 +128,14 @@ var wolfCases = []wolfCase{
 // TestWolfSSLClientThroughGateway: wolfSSL's example client (Debian's
 // wolfssl source package; DTLS 1.3, PSK, CIDs) registers through the real
 // gateway binary on both data planes: DTLS 1.3 psk_dhe_ke (AES-128-GCM and
-// ChaCha20-Poly1305) and DTLS 1.2
-// (ECDHE-PSK, and plain PSK CCM_8 for a legacy key) handshakes with an
-// implementation not written here, the Register reaching the backend byte
-// for byte and the backend's 2.01 reaching the client byte for byte (L1: ep
-// matches the identity's endpoint; L4), Connection IDs checked on the wire
-// in both directions, a NAT rebinding after the handshake that only the CID
-// can survive, a client KeyUpdate (RFC 9147 §8), close_notify, and psk_ke
-// refused for the low-entropy test key (R2, R3).
+// ChaCha20-Poly1305) and DTLS 1.2 (ECDHE-PSK, and plain PSK CCM_8 for a
+// legacy key) handshakes with an implementation not written here, the
+// Register reaching the backend byte for byte and the backend's 2.01
+// reaching the client byte for byte (L1: ep matches the identity's
+// endpoint; L4), Connection IDs checked on the wire in both directions, a
+// NAT rebinding after the handshake that only the CID can survive, a client
+// KeyUpdate (RFC 9147 §8), close_notify, and psk_ke refused for the
+// low-entropy test key (R2, R3).
 func TestWolfSSLClientThroughGateway(t *testing.T) {
 	bin, version := wolfsslClient(t)
 	t.Logf("wolfSSL %s: %s", version, bin)
@@ -198,6 +198,8 @@ dtls:
 	}
 }
 
+// runWolfCase runs the client once through a wire relay and checks both
+// ends, the gateway's logs and the wire.
 func runWolfCase(t *testing.T, g *gatewayProc, backend *coapBackend, bin, plane string, tc wolfCase) {
 	relay := newWireRelay(t, g.addr, tc.rebind)
 	before := backend.count()
