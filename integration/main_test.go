@@ -1,8 +1,9 @@
 // Package integration runs the real gateway binary end to end against
 // simulated LwM2M devices (internal/devsim) and real third-party peers
-// (libcoap's coap-client-gnutls, coap-client-openssl, coap-server-notls).
-// A missing peer fails the test with the command that installs it: `make
-// test` (and so CI) installs them; nothing is skipped silently.
+// (libcoap's coap-client-gnutls, coap-client-openssl, coap-server-notls;
+// wolfSSL's example client, built by scripts/wolfssl/build.sh). A missing
+// peer fails the test with the command that installs it: `make test` (and
+// so CI) installs them; nothing is skipped silently.
 package integration
 
 import (
@@ -181,6 +182,38 @@ func (g *gatewayProc) waitLog(t *testing.T, msg string, want map[string]string) 
 	}
 	t.Fatalf("no log %q with %v; logs: %v", msg, want, g.logLines())
 	return nil
+}
+
+// countLogs counts log lines whose msg is msg and whose fields contain want.
+func (g *gatewayProc) countLogs(msg string, want map[string]string) int {
+	n := 0
+	for _, l := range g.logLines() {
+		if l["msg"] != msg {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(fmt.Sprint(l[k]), v) {
+				ok = false
+			}
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// waitLogCount waits until countLogs reaches n.
+func (g *gatewayProc) waitLogCount(t *testing.T, msg string, want map[string]string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.countLogs(msg, want) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d logs %q with %v; logs: %v", n, msg, want, g.logLines())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // terminate sends SIGTERM and returns the exit error and how long it took.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh Debian machine with Go installed.
 # It installs what the tests need (libcoap3-bin for the real CoAP peers,
-# postgresql for the shared store, file) when run as root, and says what to
-# install otherwise; it starts a throwaway PostgreSQL cluster on loopback.
+# postgresql for the shared store, file, wolfSSL's example client built from
+# Debian's source package) when run as root, and says what to install
+# otherwise; it starts a throwaway PostgreSQL cluster on loopback.
 # Nothing is skipped: GATEWAY_REQUIRE_PG=1 turns a PostgreSQL test that
 # would skip into a failure. Everything it writes goes to a directory of
 # its own run (mktemp), removed at exit, so two runs never share a path.
@@ -35,6 +36,13 @@ if ((${#need_pkgs[@]})); then
     exit 1
   fi
 fi
+
+# wolfSSL's example client, the DTLS 1.3 peer of integration/wolfssl_test.go:
+# built once from Debian's source package (about a minute) into a cache
+# outside the repository, reused afterwards; without root and without a
+# cached build this fails and says what to run.
+echo "== wolfSSL example client (scripts/wolfssl/build.sh)"
+scripts/wolfssl/build.sh >/dev/null
 
 # A throwaway PostgreSQL cluster for pskstore/postgres (and the replica
 # tests): started here, stopped on exit.
