@@ -224,8 +224,11 @@ type DTLS struct {
 	// duplicates. Empty means both.
 	Versions []Version `yaml:"versions"`
 
-	// Groups are the (EC)DHE groups offered for DTLS 1.3 psk_dhe_ke (R3), in
-	// order of preference, no duplicates. Empty means [GroupX25519].
+	// Groups are the (EC)DHE groups of DTLS 1.3 psk_dhe_ke and of DTLS 1.2
+	// ECDHE-PSK (R3), in order of preference, no duplicates. Empty means
+	// [GroupX25519, GroupP256]: P-256 is what RFC 7925 devices implement,
+	// and DTLS 1.2 ECDHE-PSK clients older than wolfSSL 5.7 cannot use
+	// X25519 at all.
 	Groups []Group `yaml:"groups"`
 
 	// CipherSuites restricts the cipher suites, by IANA name (see
@@ -348,7 +351,7 @@ func Default() *Config {
 		Store:     Store{Type: StoreFile, Path: DefaultStorePath, LookupTimeout: DefaultLookupTimeout},
 		DTLS: DTLS{
 			Versions:           []Version{DTLS12, DTLS13},
-			Groups:             []Group{GroupX25519},
+			Groups:             []Group{GroupX25519, GroupP256},
 			ConnectionIDLength: DefaultConnectionIDLength,
 			MTU:                DefaultMTU,
 			HandshakeTimeout:   DefaultHandshakeTimeout,

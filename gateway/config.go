@@ -106,8 +106,10 @@ type Config struct {
 	BootstrapBackend string
 	// Versions are the DTLS versions served. Zero: DTLS 1.2 and 1.3.
 	Versions pskstore.Versions
-	// Groups are the DTLS 1.3 (EC)DHE groups, in preference order. Nil:
-	// X25519 only. The stack's default would put the hybrid X25519MLKEM768
+	// Groups are the (EC)DHE groups of DTLS 1.3 psk_dhe_ke and DTLS 1.2
+	// ECDHE-PSK, in preference order. Nil: X25519 and P-256 (RFC 7925's
+	// curve; DTLS 1.2 ECDHE-PSK stacks such as wolfSSL before 5.7 cannot
+	// use X25519). The stack's default would put the hybrid X25519MLKEM768
 	// first, which costs pion clients a HelloRetryRequest and a 1.8 KB
 	// ClientHello; add it explicitly to offer it.
 	Groups []elliptic.Curve
@@ -279,7 +281,7 @@ func (c *Config) setDefaults() error {
 		c.Versions = pskstore.DTLS12 | pskstore.DTLS13
 	}
 	if c.Groups == nil {
-		c.Groups = []elliptic.Curve{elliptic.X25519}
+		c.Groups = []elliptic.Curve{elliptic.X25519, elliptic.P256}
 	}
 	if c.CipherSuites == nil {
 		c.CipherSuites = DefaultCipherSuites()

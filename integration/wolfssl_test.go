@@ -164,9 +164,6 @@ store: {path: keys.yaml}
 sessions: {data_plane: %s, drain_timeout: 3s}
 dtls:
   connection_id_length: %d
-  # p256 besides the default x25519: also the DTLS 1.2 ECDHE-PSK curves,
-  # and wolfSSL 5.5.4 cannot take X25519 there (see wolfCases).
-  groups: [x25519, p256]
 `, backend.addr(), plane, gatewayCIDLength), keys)
 			for _, tc := range wolfCases {
 				t.Run(tc.name, func(t *testing.T) { runWolfCase(t, g, backend, bin, plane, tc) })
