@@ -120,6 +120,7 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 		zap.String("mode", params.mode()),
 		zap.String("backend", backend),
 		zap.Stringer("data_plane", srv.cfg.DataPlane),
+		zap.Bool("connection_id", len(s.cids) > 0),
 	}
 	if srv.cfg.LogIdentities {
 		fields = append(fields, zap.ByteString("identity", key.Identity))
