@@ -65,6 +65,21 @@ type Config struct {
 	// Cluster makes this gateway one of several replicas sharing the
 	// PostgreSQL store and its sessions.
 	Cluster Cluster `yaml:"cluster"`
+
+	// Upstream tunes the sockets towards the LwM2M servers.
+	Upstream Upstream `yaml:"upstream"`
+}
+
+// Upstream tunes the gateway's sockets towards the backends: one per device
+// and backend, so the server sees one address per device.
+type Upstream struct {
+	// SourceAddresses are the local IP addresses upstream sockets bind to,
+	// one chosen per device: each holds one UDP port per device and
+	// backend, about 28,000 with Linux's default ephemeral port range
+	// (net.ipv4.ip_local_port_range), so N addresses serve N x 28,000
+	// devices per backend. IPv6 addresses are welcome. Empty (default): the
+	// kernel chooses (one address).
+	SourceAddresses []string `yaml:"source_addresses"`
 }
 
 // Cluster joins replicas behind an L4 UDP load balancer: the Connection
@@ -413,6 +428,9 @@ func (c *Config) applyDefaults() {
 	}
 	if len(c.Backends) == 0 {
 		c.Backends = nil
+	}
+	if len(c.Upstream.SourceAddresses) == 0 {
+		c.Upstream.SourceAddresses = nil
 	}
 	if c.Sessions.DataPlane == "" {
 		c.Sessions.DataPlane = DataPlaneLean

@@ -36,6 +36,11 @@ func (c *Config) Validate() error {
 	c.validateRouting(&es)
 	c.validateLimits(&es)
 	c.validateCluster(&es)
+	for i, a := range c.Upstream.SourceAddresses {
+		if ip := net.ParseIP(a); ip == nil {
+			es.add(fmt.Sprintf("upstream.source_addresses[%d]", i), a, "must be an IP address")
+		}
+	}
 	if c.Admin.Address != "" {
 		checkAddress(&es, "admin.address", c.Admin.Address, true)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/pion/dtls/v4/pkg/crypto/ciphersuite"
@@ -68,6 +69,11 @@ func gatewayConfig(c *config.Config, ks *keyStore, log *zap.Logger) gateway.Conf
 	}
 	if gc.CIDLength == 0 {
 		gc.CIDLength = -1 // config: 0 disables; gateway: 0 means the default
+	}
+	for _, a := range c.Upstream.SourceAddresses {
+		if ip, err := netip.ParseAddr(a); err == nil { // config validated them
+			gc.UpstreamSources = append(gc.UpstreamSources, ip.Unmap())
+		}
 	}
 	if c.Sessions.DataPlane == config.DataPlanePion {
 		gc.DataPlane = gateway.DataPlanePion
