@@ -23,7 +23,7 @@ type RegistrationFile struct {
 	path string
 
 	mu   sync.Mutex
-	regs map[string]Registration
+	regs set[Registration]
 }
 
 // registrationsFormat is the file's version; a file of another version is
@@ -47,7 +47,7 @@ type registrationJSON struct {
 // path. A file that does not parse is moved aside and reported with
 // ErrCorrupt; the store is still returned, empty, and usable.
 func OpenRegistrations(path string) (*RegistrationFile, error) {
-	f := &RegistrationFile{path: path, regs: make(map[string]Registration)}
+	f := &RegistrationFile{path: path, regs: set[Registration]{}}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return f, nil
@@ -68,7 +68,7 @@ func OpenRegistrations(path string) (*RegistrationFile, error) {
 		id, err := hex.DecodeString(r.IdentityHex)
 		if err != nil || len(id) == 0 {
 			aside := moveAside(path)
-			return &RegistrationFile{path: path, regs: make(map[string]Registration)},
+			return &RegistrationFile{path: path, regs: set[Registration]{}},
 				fmt.Errorf("%w: %s: bad identity_hex; moved to %s, starting empty", ErrCorrupt, path, aside)
 		}
 		f.regs[string(id)] = Registration{Identity: id, Endpoint: r.Endpoint, Location: r.Location,
@@ -81,11 +81,7 @@ func OpenRegistrations(path string) (*RegistrationFile, error) {
 func (f *RegistrationFile) LoadRegistrations(context.Context) ([]Registration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]Registration, 0, len(f.regs))
-	for _, r := range f.regs {
-		out = append(out, r)
-	}
-	return out, nil
+	return f.regs.values(), nil
 }
 
 // SaveRegistrations stores put and forgets the identities in del, then
@@ -94,12 +90,7 @@ func (f *RegistrationFile) LoadRegistrations(context.Context) ([]Registration, e
 func (f *RegistrationFile) SaveRegistrations(_ context.Context, put []Registration, del [][]byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, id := range del {
-		delete(f.regs, string(id))
-	}
-	for _, r := range put {
-		f.regs[string(r.Identity)] = r
-	}
+	f.regs.apply(put, del, func(r Registration) []byte { return r.Identity })
 	doc := registrationsJSON{Version: registrationsFormat, Registrations: make([]registrationJSON, 0, len(f.regs))}
 	for _, r := range f.regs {
 		doc.Registrations = append(doc.Registrations, registrationJSON{IdentityHex: hex.EncodeToString(r.Identity),

@@ -31,7 +31,7 @@ type SnapshotFile struct {
 	path string
 
 	mu    sync.Mutex
-	snaps map[string]Snapshot
+	snaps set[Snapshot]
 }
 
 var snapshotMagic = []byte("GWSNAP1\n")
@@ -43,7 +43,7 @@ const maxSnapshotFile = 1 << 30
 // damaged file is moved aside and reported with ErrCorrupt; the returned
 // store is empty and usable.
 func OpenSnapshots(path string) (*SnapshotFile, error) {
-	f := &SnapshotFile{path: path, snaps: make(map[string]Snapshot)}
+	f := &SnapshotFile{path: path, snaps: set[Snapshot]{}}
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return f, nil
@@ -73,11 +73,7 @@ func OpenSnapshots(path string) (*SnapshotFile, error) {
 func (f *SnapshotFile) LoadSnapshots(context.Context) ([]Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]Snapshot, 0, len(f.snaps))
-	for _, s := range f.snaps {
-		out = append(out, s)
-	}
-	return out, nil
+	return f.snaps.values(), nil
 }
 
 // SaveSnapshots stores put and forgets the sessions in del (by id), then
@@ -85,16 +81,8 @@ func (f *SnapshotFile) LoadSnapshots(context.Context) ([]Snapshot, error) {
 func (f *SnapshotFile) SaveSnapshots(_ context.Context, put []Snapshot, del [][]byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, id := range del {
-		delete(f.snaps, string(id))
-	}
-	for _, s := range put {
-		f.snaps[string(s.ID)] = s
-	}
-	all := make([]Snapshot, 0, len(f.snaps))
-	for _, s := range f.snaps {
-		all = append(all, s)
-	}
+	f.snaps.apply(put, del, func(s Snapshot) []byte { return s.ID })
+	all := f.snaps.values()
 	sort.Slice(all, func(i, j int) bool { return bytes.Compare(all[i].ID, all[j].ID) < 0 })
 	data, err := encodeSnapshots(all)
 	if err != nil {
