@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,17 +29,7 @@ import (
 // chrooted into a directory that holds only the binary, /etc/passwd and
 // /etc/gateway, as UID/GID 65532 — what the distroless image provides.
 func TestBuildStaticBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the gateway binary; not in -short mode")
-	}
-	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "bash", "build-static.sh", out)
-	if msg, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build-static.sh: %v\n%s", err, msg)
-	}
-	bin := filepath.Join(out, "gateway")
+	bin := staticBinary(t)
 
 	t.Run("static ELF", func(t *testing.T) { checkStaticELF(t, bin) })
 
@@ -119,6 +110,41 @@ func TestBuildStaticBinary(t *testing.T) {
 		}
 		serveChrooted(t, bin)
 	})
+}
+
+// built is the gateway binary build-static.sh made for this test binary,
+// once, in a directory TestMain removes.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// staticBinary builds the gateway with build-static.sh (the image's exact
+// build command) on first use and returns its path; it skips t in -short
+// mode.
+func staticBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the gateway binary; not in -short mode")
+	}
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "deploy-gateway-"); built.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if msg, err := exec.CommandContext(ctx, "bash", "build-static.sh", built.dir).CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("build-static.sh: %v\n%s", err, msg)
+			return
+		}
+		built.bin = filepath.Join(built.dir, "gateway")
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
 }
 
 // serveChrooted runs `gateway serve` in an empty root holding only the

@@ -33,6 +33,10 @@ type podSpec struct {
 		RunAsUser    *int  `yaml:"runAsUser"`
 		RunAsGroup   *int  `yaml:"runAsGroup"`
 		FSGroup      *int  `yaml:"fsGroup"`
+		// SeccompProfile.Type: "RuntimeDefault".
+		SeccompProfile struct {
+			Type string `yaml:"type"`
+		} `yaml:"seccompProfile"`
 	} `yaml:"securityContext"`
 	Containers []container `yaml:"containers"`
 	Volumes    []volume    `yaml:"volumes"`
@@ -49,8 +53,17 @@ type container struct {
 		Protocol      string `yaml:"protocol"`
 	} `yaml:"ports"`
 	Env []struct {
-		Name  string `yaml:"name"`
-		Value string `yaml:"value"`
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom *struct {
+			FieldRef *struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
+			SecretKeyRef *struct {
+				Name string `yaml:"name"`
+				Key  string `yaml:"key"`
+			} `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
 	} `yaml:"env"`
 	Resources struct {
 		Requests map[string]string `yaml:"requests"`
@@ -66,6 +79,7 @@ type container struct {
 			Drop []string `yaml:"drop"`
 		} `yaml:"capabilities"`
 	} `yaml:"securityContext"`
+	StartupProbe   *probe `yaml:"startupProbe"`
 	ReadinessProbe *probe `yaml:"readinessProbe"`
 	LivenessProbe  *probe `yaml:"livenessProbe"`
 	VolumeMounts   []struct {
@@ -81,6 +95,9 @@ type probe struct {
 		Path string  `yaml:"path"`
 		Port portRef `yaml:"port"`
 	} `yaml:"httpGet"`
+	InitialDelaySeconds int `yaml:"initialDelaySeconds"`
+	PeriodSeconds       int `yaml:"periodSeconds"`
+	FailureThreshold    int `yaml:"failureThreshold"`
 }
 
 type volume struct {
@@ -171,10 +188,8 @@ func projectedFiles(t *testing.T, d deployment, dir string) (files map[string]st
 func TestDeployment(t *testing.T) {
 	ms := loadManifests(t)
 	d := loadDeployment(t, ms)
-	pod := d.Spec.Template.Spec
-	c := pod.Containers[0]
+	c := d.Spec.Template.Spec.Containers[0]
 	img := loadDockerfile(t)
-	isTrue := func(b *bool) bool { return b != nil && *b }
 
 	if d.Spec.Replicas != 2 {
 		t.Errorf("replicas %d, want 2", d.Spec.Replicas)
@@ -182,8 +197,27 @@ func TestDeployment(t *testing.T) {
 	if !selects(d.Spec.Selector.MatchLabels, d.Spec.Template.Metadata.Labels) {
 		t.Errorf("selector %v does not match the pod labels %v", d.Spec.Selector.MatchLabels, d.Spec.Template.Metadata.Labels)
 	}
+	checkHardened(t, d.Spec.Template.Spec, img)
+	checkResources(t, c)
 
-	// Security context.
+	// Ports: the image's EXPOSEd ports, nothing else.
+	if got, want := containerPorts(c), img.exposedSorted(); !slices.Equal(got, want) {
+		t.Errorf("container ports %v, want the image's EXPOSE %v", got, want)
+	}
+	checkProbe(t, c, "readinessProbe", c.ReadinessProbe, "/readyz")
+	checkProbe(t, c, "livenessProbe", c.LivenessProbe, "/healthz")
+	checkScrapeAnnotations(t, d, c)
+	checkEntrypointAndMounts(t, d, ms, img)
+}
+
+// checkHardened: non-root with the image's user and group (fsGroup too, so
+// projected secrets are readable), the runtime's seccomp profile,
+// read-only root, no privilege escalation, no capabilities, no host
+// network, no service-account token.
+func checkHardened(t *testing.T, pod podSpec, img image) {
+	t.Helper()
+	c := pod.Containers[0]
+	isTrue := func(b *bool) bool { return b != nil && *b }
 	if !isTrue(pod.SecurityContext.RunAsNonRoot) || !isTrue(c.SecurityContext.RunAsNonRoot) {
 		t.Error("runAsNonRoot must be true for the pod and the container")
 	}
@@ -192,6 +226,9 @@ func TestDeployment(t *testing.T) {
 	}
 	if g := pod.SecurityContext.FSGroup; g == nil || *g != img.gid {
 		t.Errorf("fsGroup %v, want %d so the projected secrets are readable", g, img.gid)
+	}
+	if p := pod.SecurityContext.SeccompProfile.Type; p != "RuntimeDefault" {
+		t.Errorf("seccompProfile.type %q, want RuntimeDefault", p)
 	}
 	if !isTrue(c.SecurityContext.ReadOnlyRootFilesystem) {
 		t.Error("readOnlyRootFilesystem must be true")
@@ -209,8 +246,11 @@ func TestDeployment(t *testing.T) {
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Error("automountServiceAccountToken must be false: the gateway never calls the API")
 	}
+}
 
-	// Resources: requests and limits for cpu and memory, request <= limit.
+// checkResources: requests and limits for cpu and memory, request <= limit.
+func checkResources(t *testing.T, c container) {
+	t.Helper()
 	for _, r := range []string{"cpu", "memory"} {
 		req, err1 := quantity(c.Resources.Requests[r])
 		lim, err2 := quantity(c.Resources.Limits[r])
@@ -222,35 +262,38 @@ func TestDeployment(t *testing.T) {
 			t.Errorf("resources %s: request %s above limit %s", r, c.Resources.Requests[r], c.Resources.Limits[r])
 		}
 	}
+}
 
-	// Ports: the image's EXPOSEd ports, nothing else.
+// containerPorts lists c's ports as "5684/udp", sorted.
+func containerPorts(c container) []string {
 	var ports []string
 	for _, p := range c.Ports {
 		ports = append(ports, strconv.Itoa(p.ContainerPort)+"/"+strings.ToLower(p.Protocol))
 	}
 	slices.Sort(ports)
-	if want := img.exposedSorted(); !slices.Equal(ports, want) {
-		t.Errorf("container ports %v, want the image's EXPOSE %v", ports, want)
-	}
+	return ports
+}
 
-	// Probes: HTTP on a TCP container port that exists.
-	for _, p := range []struct {
-		name, path string
-		probe      *probe
-	}{{"readinessProbe", "/readyz", c.ReadinessProbe}, {"livenessProbe", "/healthz", c.LivenessProbe}} {
-		if p.probe == nil || p.probe.HTTPGet == nil {
-			t.Errorf("%s: want an httpGet probe", p.name)
-			continue
-		}
-		if p.probe.HTTPGet.Path != p.path {
-			t.Errorf("%s: path %q, want %q", p.name, p.probe.HTTPGet.Path, p.path)
-		}
-		if port := c.containerPort(p.probe.HTTPGet.Port, "TCP"); port != adminPort {
-			t.Errorf("%s: port %v is not the TCP container port %d (resolved to %d)", p.name, p.probe.HTTPGet.Port, adminPort, port)
-		}
+// checkProbe: an HTTP probe of path on the admin listener's TCP container
+// port.
+func checkProbe(t *testing.T, c container, name string, p *probe, path string) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Errorf("%s: want an httpGet probe", name)
+		return
 	}
+	if p.HTTPGet.Path != path {
+		t.Errorf("%s: path %q, want %q", name, p.HTTPGet.Path, path)
+	}
+	if port := c.containerPort(p.HTTPGet.Port, "TCP"); port != adminPort {
+		t.Errorf("%s: port %v is not the TCP container port %d (resolved to %d)", name, p.HTTPGet.Port, adminPort, port)
+	}
+}
 
-	// Prometheus scrape annotations: the admin port and path.
+// checkScrapeAnnotations: Prometheus scrape annotations naming the admin
+// port and path.
+func checkScrapeAnnotations(t *testing.T, d deployment, c container) {
+	t.Helper()
 	ann := d.Spec.Template.Metadata.Annotations
 	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != "/metrics" {
 		t.Errorf("pod annotations %v: want prometheus.io/scrape \"true\" and prometheus.io/path /metrics", ann)
@@ -258,13 +301,19 @@ func TestDeployment(t *testing.T) {
 	if n, err := strconv.Atoi(ann["prometheus.io/port"]); err != nil || n != adminPort || c.containerPort(portRef{num: n}, "TCP") != adminPort {
 		t.Errorf("prometheus.io/port %q: want the TCP container port %d", ann["prometheus.io/port"], adminPort)
 	}
+}
 
-	// The image's entrypoint alone starts the gateway.
+// checkEntrypointAndMounts: the image's entrypoint alone starts the
+// gateway; every mount is read-only without subPath (it would never see
+// Secret updates, R10); the directory of the entrypoint's --config is a
+// projected volume with mode 0400 whose gateway.yaml comes from a
+// ConfigMap and whose every item names an object and key that exist.
+func checkEntrypointAndMounts(t *testing.T, d deployment, ms []manifest, img image) {
+	t.Helper()
+	c := d.Spec.Template.Spec.Containers[0]
 	if len(c.Command) != 0 || len(c.Args) != 0 {
 		t.Errorf("command %v args %v: the image's ENTRYPOINT must be used as is", c.Command, c.Args)
 	}
-	// Mounts: read-only, no subPath (it would never see Secret updates, R10),
-	// and one of them is the directory of the entrypoint's --config.
 	confDir := path.Dir(img.configPath)
 	found := false
 	for _, vm := range c.VolumeMounts {
@@ -283,7 +332,6 @@ func TestDeployment(t *testing.T) {
 	if src := files[path.Base(img.configPath)]; !strings.HasPrefix(src, "ConfigMap/") {
 		t.Errorf("%s comes from %q, want a ConfigMap", img.configPath, src)
 	}
-	// Every projected item names an object and a key that exist.
 	data := objectData(t, ms)
 	for file, src := range files {
 		if _, ok := data[src]; !ok {

@@ -70,12 +70,12 @@ func (p portRef) String() string {
 	return strconv.Itoa(p.num)
 }
 
-// kubeFiles lists the YAML files of kubeDir.
-func kubeFiles(t *testing.T) []string {
+// kubeFilesIn lists the YAML files of dir (not of its subdirectories).
+func kubeFilesIn(t *testing.T, dir string) []string {
 	t.Helper()
 	var files []string
 	for _, pattern := range []string{"*.yaml", "*.yml"} {
-		m, err := filepath.Glob(filepath.Join(kubeDir, pattern))
+		m, err := filepath.Glob(filepath.Join(dir, pattern))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +83,7 @@ func kubeFiles(t *testing.T) []string {
 	}
 	slices.Sort(files)
 	if len(files) == 0 {
-		t.Fatalf("no YAML files in %s", kubeDir)
+		t.Fatalf("no YAML files in %s", dir)
 	}
 	return files
 }
@@ -92,8 +92,14 @@ func kubeFiles(t *testing.T) []string {
 // the kustomization included.
 func loadManifests(t *testing.T) []manifest {
 	t.Helper()
+	return loadManifestsIn(t, kubeDir)
+}
+
+// loadManifestsIn parses every document of every YAML file of dir.
+func loadManifestsIn(t *testing.T, dir string) []manifest {
+	t.Helper()
 	var out []manifest
-	for _, file := range kubeFiles(t) {
+	for _, file := range kubeFilesIn(t, dir) {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
@@ -134,26 +140,39 @@ func one(t *testing.T, ms []manifest, kind string) manifest {
 	return found[0]
 }
 
+// apiVersions is the API version of each kind the manifests may use.
+var apiVersions = map[string]string{
+	"Kustomization":       "kustomize.config.k8s.io/v1beta1",
+	"Deployment":          "apps/v1",
+	"StatefulSet":         "apps/v1",
+	"Service":             "v1",
+	"ConfigMap":           "v1",
+	"Secret":              "v1",
+	"PodDisruptionBudget": "policy/v1",
+}
+
 // TestManifestsWellFormed: every document names its apiVersion, kind and
 // name, with the API version of its kind, and no two share kind and name.
 func TestManifestsWellFormed(t *testing.T) {
-	wantAPI := map[string]string{
-		"Kustomization":       "kustomize.config.k8s.io/v1beta1",
-		"Deployment":          "apps/v1",
-		"Service":             "v1",
-		"ConfigMap":           "v1",
-		"Secret":              "v1",
-		"PodDisruptionBudget": "policy/v1",
-	}
+	checkWellFormed(t, loadManifests(t), map[string]int{
+		"Kustomization": 1, "Deployment": 1, "Service": 1, "ConfigMap": 1, "Secret": 1, "PodDisruptionBudget": 1,
+	})
+}
+
+// checkWellFormed checks every document of a directory as
+// TestManifestsWellFormed says, and that it holds exactly count documents
+// of each kind (and no other kind).
+func checkWellFormed(t *testing.T, ms []manifest, count map[string]int) {
+	t.Helper()
 	seen := map[string]string{}
 	kinds := map[string]int{}
-	for _, m := range loadManifests(t) {
+	for _, m := range ms {
 		kinds[m.Kind]++
 		if m.APIVersion == "" || m.Kind == "" {
 			t.Errorf("%v: apiVersion and kind are required", m)
 			continue
 		}
-		if want, ok := wantAPI[m.Kind]; !ok {
+		if want, ok := apiVersions[m.Kind]; !ok || count[m.Kind] == 0 {
 			t.Errorf("%v: unexpected kind (add it to this test)", m)
 		} else if m.APIVersion != want {
 			t.Errorf("%v: apiVersion %q, want %q", m, m.APIVersion, want)
@@ -173,9 +192,9 @@ func TestManifestsWellFormed(t *testing.T) {
 		}
 		seen[key] = m.file
 	}
-	for kind := range wantAPI {
-		if kinds[kind] != 1 {
-			t.Errorf("want exactly one %s, found %d", kind, kinds[kind])
+	for kind, n := range count {
+		if kinds[kind] != n {
+			t.Errorf("want %d %s, found %d", n, kind, kinds[kind])
 		}
 	}
 }
@@ -183,12 +202,19 @@ func TestManifestsWellFormed(t *testing.T) {
 // TestKustomizationListsEveryFile: the kustomization's resources are
 // exactly the other YAML files of the directory.
 func TestKustomizationListsEveryFile(t *testing.T) {
+	checkKustomizationListsEveryFile(t, kubeDir)
+}
+
+// checkKustomizationListsEveryFile fails unless the resources of dir's
+// kustomization are exactly the other YAML files of dir, each once.
+func checkKustomizationListsEveryFile(t *testing.T, dir string) {
+	t.Helper()
 	var k struct {
 		Resources []string `yaml:"resources"`
 	}
-	one(t, loadManifests(t), "Kustomization").decode(t, &k)
+	one(t, loadManifestsIn(t, dir), "Kustomization").decode(t, &k)
 	var want []string
-	for _, f := range kubeFiles(t) {
+	for _, f := range kubeFilesIn(t, dir) {
 		if base := filepath.Base(f); base != "kustomization.yaml" {
 			want = append(want, base)
 		}
@@ -196,10 +222,10 @@ func TestKustomizationListsEveryFile(t *testing.T) {
 	got := slices.Clone(k.Resources)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
-		t.Errorf("kustomization resources %v, want every manifest file %v", got, want)
+		t.Errorf("%s: kustomization resources %v, want every manifest file %v", dir, got, want)
 	}
 	if len(slices.Compact(got)) != len(k.Resources) {
-		t.Errorf("kustomization lists a resource twice: %v", k.Resources)
+		t.Errorf("%s: kustomization lists a resource twice: %v", dir, k.Resources)
 	}
 }
 

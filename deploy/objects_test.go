@@ -81,8 +81,15 @@ func TestService(t *testing.T) {
 // entrypoint's --config path.
 func gatewayConfig(t *testing.T, ms []manifest) []byte {
 	t.Helper()
+	return gatewayConfigOf(t, ms, loadDeployment(t, ms))
+}
+
+// gatewayConfigOf returns the gateway.yaml the pods of d (a Deployment or a
+// StatefulSet) mount at the entrypoint's --config path.
+func gatewayConfigOf(t *testing.T, ms []manifest, d deployment) []byte {
+	t.Helper()
 	img := loadDockerfile(t)
-	files, _ := projectedFiles(t, loadDeployment(t, ms), path.Dir(img.configPath))
+	files, _ := projectedFiles(t, d, path.Dir(img.configPath))
 	data, ok := objectData(t, ms)[files[path.Base(img.configPath)]]
 	if !ok {
 		t.Fatalf("no ConfigMap item for %s", img.configPath)
@@ -103,7 +110,25 @@ func TestConfigMap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ConfigMap gateway.yaml: %v", err)
 	}
-	c := d.Spec.Template.Spec.Containers[0]
+	checkListenersAndAdmin(t, cfg, d.Spec.Template.Spec.Containers[0])
+	if grace := time.Duration(d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; time.Duration(cfg.Sessions.DrainTimeout) >= grace {
+		t.Errorf("sessions.drain_timeout %v is not below terminationGracePeriodSeconds %v", time.Duration(cfg.Sessions.DrainTimeout), grace)
+	}
+	if cfg.Store.Type != config.StoreFile {
+		t.Errorf("store.type %q, want file", cfg.Store.Type)
+	}
+	files, _ := projectedFiles(t, d, path.Dir(img.configPath))
+	secretFiles := map[string]string{"store.path": cfg.Store.Path, "store.tag_key_file": cfg.Store.TagKeyFile}
+	if cfg.Store.KEKFile != "" {
+		secretFiles["store.kek_file"] = cfg.Store.KEKFile
+	}
+	checkSecretFiles(t, files, secretFiles)
+}
+
+// checkListenersAndAdmin: every listener is a UDP port of container c, and
+// the admin listener serves the probes' TCP port on every pod address.
+func checkListenersAndAdmin(t *testing.T, cfg *config.Config, c container) {
+	t.Helper()
 	for _, l := range cfg.Listeners {
 		_, port, err := net.SplitHostPort(l.Address)
 		n, err2 := strconv.Atoi(port)
@@ -118,23 +143,18 @@ func TestConfigMap(t *testing.T) {
 	if host != "" && host != "0.0.0.0" && host != "::" {
 		t.Errorf("admin.address %q: the kubelet and Prometheus reach the pod address, not %s", cfg.Admin.Address, host)
 	}
-	if grace := time.Duration(d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; time.Duration(cfg.Sessions.DrainTimeout) >= grace {
-		t.Errorf("sessions.drain_timeout %v is not below terminationGracePeriodSeconds %v", time.Duration(cfg.Sessions.DrainTimeout), grace)
-	}
-	if cfg.Store.Type != config.StoreFile {
-		t.Errorf("store.type %q, want file", cfg.Store.Type)
-	}
-	files, _ := projectedFiles(t, d, path.Dir(img.configPath))
-	secretFiles := map[string]string{"store.path": cfg.Store.Path, "store.tag_key_file": cfg.Store.TagKeyFile}
-	if cfg.Store.KEKFile != "" {
-		secretFiles["store.kek_file"] = cfg.Store.KEKFile
-	}
+}
+
+// checkSecretFiles: each configured file (field -> path as written) is a
+// file name next to gateway.yaml that a Secret projects.
+func checkSecretFiles(t *testing.T, projected, secretFiles map[string]string) {
+	t.Helper()
 	for field, p := range secretFiles {
 		if p == "" || path.IsAbs(p) || strings.Contains(p, "/") {
 			t.Errorf("%s %q: want a file name next to gateway.yaml", field, p)
 			continue
 		}
-		if src := files[p]; !strings.HasPrefix(src, "Secret/") {
+		if src := projected[p]; !strings.HasPrefix(src, "Secret/") {
 			t.Errorf("%s %q comes from %q, want a Secret in the projected volume", field, p, src)
 		}
 	}

@@ -103,7 +103,20 @@ func TestKubernetesSizing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var soft int64
+	soft, hard, req := memoryBudget(t, c)
+	s.check(t, "kubernetes", cfg.Limits.MaxSessions, soft, hard)
+	if float64(req) < s.need(cfg.Limits.MaxSessions) {
+		t.Errorf("requests.memory %s is below what limits.max_sessions takes: a full node would evict the pod", c.Resources.Requests["memory"])
+	}
+	statesFigure(t, "kubernetes/deployment.yaml", s)
+	statesFigure(t, "kubernetes/configmap.yaml", s)
+}
+
+// memoryBudget returns the container's GOMEMLIMIT, memory limit and memory
+// request, in bytes.
+func memoryBudget(t *testing.T, c container) (soft, hard, req int64) {
+	t.Helper()
+	var err error
 	for _, e := range c.Env {
 		if e.Name == "GOMEMLIMIT" {
 			soft, err = quantity(strings.TrimSuffix(e.Value, "B"))
@@ -115,12 +128,7 @@ func TestKubernetesSizing(t *testing.T) {
 	if soft == 0 || err != nil || err2 != nil || err3 != nil {
 		t.Fatalf("GOMEMLIMIT %d (%v), limits.memory %q (%v), requests.memory %q (%v): all required", soft, err, c.Resources.Limits["memory"], err2, c.Resources.Requests["memory"], err3)
 	}
-	s.check(t, "kubernetes", cfg.Limits.MaxSessions, soft, hard/1000)
-	if float64(req/1000) < s.need(cfg.Limits.MaxSessions) {
-		t.Errorf("requests.memory %s is below what limits.max_sessions takes: a full node would evict the pod", c.Resources.Requests["memory"])
-	}
-	statesFigure(t, "kubernetes/deployment.yaml", s)
-	statesFigure(t, "kubernetes/configmap.yaml", s)
+	return soft, hard / 1000, req / 1000
 }
 
 // TestSystemdSizing: the unit's GOMEMLIMIT and MemoryMax hold the
