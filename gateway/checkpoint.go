@@ -147,14 +147,27 @@ func (srv *Server) checkpoint(ctx context.Context, all bool) (int, error) {
 	if len(put)+len(del) == 0 {
 		return 0, nil
 	}
-	if err := store.SaveSnapshots(ctx, put, del); err != nil {
+	err := store.SaveSnapshots(ctx, put, del)
+	var notOwned *statestore.NotOwnedError
+	if err != nil && !errors.As(err, &notOwned) {
 		srv.stats.checkpointErrors.Add(1)
 		srv.snapMu.Lock()
 		srv.closedIDs = append(srv.closedIDs, del...)
 		srv.snapMu.Unlock()
 		return 0, err
 	}
+	lost := map[string]bool{}
+	if notOwned != nil {
+		for _, id := range notOwned.IDs {
+			lost[string(id)] = true
+		}
+	}
 	for _, t := range done {
+		if lost[string(t.s.id[:])] {
+			// Another replica took the session over: it is theirs now.
+			t.s.closeKeepingSnapshot("taken over by another replica")
+			continue
+		}
 		t.s.mu.Lock()
 		t.s.limit = max(t.s.limit, t.limit)
 		t.s.mu.Unlock()
@@ -260,6 +273,14 @@ func (srv *Server) Handoff(ctx context.Context) error {
 	}
 	for _, s := range srv.table.snapshot() {
 		s.close("handed off", false)
+	}
+	if c := srv.cluster; c != nil && err == nil {
+		// The next process with this replica id may renew the lease at
+		// once instead of waiting for it to run out; until then the
+		// other replicas relay to this id rather than take over.
+		if rerr := c.store.Release(ctx); rerr != nil {
+			srv.log.Warn("cannot release the replica lease; the next process waits for it to run out", zap.Error(rerr))
+		}
 	}
 	srv.log.Info("sessions handed off", zap.Int("snapshots", n), zap.Error(err))
 	_ = srv.Close()

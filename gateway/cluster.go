@@ -42,8 +42,17 @@ import (
 // Cluster is what the gateway needs from the store replicas share;
 // statestore/postgres implements it (and SessionStore).
 type Cluster interface {
+	// Heartbeat renews this process's lease of its replica id;
+	// statestore.ErrReplicaInUse while another live process holds it.
 	Heartbeat(ctx context.Context, addr string, lease time.Duration) (time.Time, error)
+	// Release lets the next process with this replica id renew the lease
+	// at once (a graceful handoff); the lease runs on until then.
+	Release(ctx context.Context) error
 	Replicas(ctx context.Context) ([]statestore.Replica, error)
+	// Owner is the replica that owns cid's session now, and whether its
+	// lease runs (a taken-over session keeps the CIDs that name its first
+	// owner).
+	Owner(ctx context.Context, cid []byte) (owner int, alive bool, err error)
 	TakeOver(ctx context.Context, cid []byte) (statestore.Snapshot, error)
 }
 
@@ -65,16 +74,20 @@ type cluster struct {
 
 	mu       sync.RWMutex
 	peers    map[byte]peer
-	inflight map[string]bool // takeovers queued or running, by CID
-	work     chan []byte     // CIDs to take over
+	moved    map[string]byte // CID -> its session's owner, when not the replica it names
+	inflight map[string]bool // lookups queued or running, by CID
+	work     chan []byte     // CIDs to look up (and take over)
 }
+
+// maxMoved bounds the moved-CID cache; past it, it starts over.
+const maxMoved = 1 << 16
 
 // linkMaxAge bounds how old a link datagram may be (its timestamp).
 const linkMaxAge = 30 * time.Second
 
 func newCluster(srv *Server) *cluster {
 	return &cluster{srv: srv, store: srv.cfg.Cluster, id: byte(srv.cfg.ReplicaID), lease: srv.cfg.Lease,
-		peers: map[byte]peer{}, inflight: map[string]bool{}, work: make(chan []byte, 256)}
+		peers: map[byte]peer{}, moved: map[string]byte{}, inflight: map[string]bool{}, work: make(chan []byte, 256)}
 }
 
 // mayServe reports whether persisted sessions may seal now.
@@ -93,16 +106,7 @@ func (c *cluster) beat() {
 		// The store's lease runs from a moment after start: ending a fifth
 		// early leaves room for clock rates and the write's latency.
 		c.fenceAt.Store(start.Add(c.lease - c.lease/5).UnixNano())
-		if reps, err := c.store.Replicas(ctx); err == nil {
-			peers := make(map[byte]peer, len(reps))
-			for _, r := range reps {
-				ap, _ := netip.ParseAddrPort(r.Address)
-				peers[byte(r.ID)] = peer{addr: ap, alive: r.Alive}
-			}
-			c.mu.Lock()
-			c.peers = peers
-			c.mu.Unlock()
-		}
+		c.refresh()
 		if c.fenced.CompareAndSwap(true, false) {
 			srv.log.Warn("replica lease renewed: restoring the sessions it still owns")
 			rctx, rcancel := context.WithTimeout(context.Background(), restoreTimeout)
@@ -111,7 +115,12 @@ func (c *cluster) beat() {
 		}
 		return
 	}
-	srv.sampled.Error("cannot renew the replica lease", zap.Error(err))
+	if errors.Is(err, statestore.ErrReplicaInUse) {
+		srv.sampled.Error("another live process holds this replica id: serving no persisted session until its lease ends",
+			zap.Int("replica", int(c.id)))
+	} else {
+		srv.sampled.Error("cannot renew the replica lease", zap.Error(err))
+	}
 	if !c.mayServe() && c.fenced.CompareAndSwap(false, true) {
 		srv.stats.fences.Add(1)
 		n := 0
@@ -129,19 +138,64 @@ func (c *cluster) beat() {
 	}
 }
 
-// run renews the lease every third of it, and takes sessions over as the
-// listeners ask, until stop.
+// refresh re-reads the replicas' addresses and leases: a restarted replica
+// comes back at a new address (a new pod), and relays must follow soon.
+func (c *cluster) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), peerRefresh)
+	defer cancel()
+	reps, err := c.store.Replicas(ctx)
+	if err != nil {
+		return
+	}
+	peers := make(map[byte]peer, len(reps))
+	for _, r := range reps {
+		ap, _ := netip.ParseAddrPort(r.Address)
+		peers[byte(r.ID)] = peer{addr: ap, alive: r.Alive}
+	}
+	c.mu.Lock()
+	c.peers = peers
+	c.mu.Unlock()
+}
+
+// peerRefresh is how often the replicas' addresses and leases are re-read.
+const peerRefresh = 2 * time.Second
+
+// run renews the lease every third of it, re-reads the peers every
+// peerRefresh, and looks sessions up (relaying or taking them over) as
+// the listeners ask, until stop.
 func (c *cluster) run(stop <-chan struct{}) {
 	t := time.NewTicker(c.lease / 3)
 	defer t.Stop()
+	r := time.NewTicker(min(peerRefresh, c.lease/3))
+	defer r.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 			c.beat()
+		case <-r.C:
+			c.refresh()
 		case cid := <-c.work:
-			c.takeOver(cid)
+			c.resolve(cid)
+		}
+	}
+}
+
+// join renews the lease at start, waiting while another process still
+// holds this replica id (a crashed predecessor whose lease has not run out
+// yet): restored sessions must not be served by two processes. It gives up
+// when ctx ends.
+func (c *cluster) join(ctx context.Context) {
+	for {
+		c.beat()
+		if c.mayServe() || ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(time.Second, c.lease/3)):
 		}
 	}
 }
@@ -152,9 +206,13 @@ func (c *cluster) run(stop <-chan struct{}) {
 // retransmission finds the session).
 func (c *cluster) forward(l *listener, p []byte, from netip.AddrPort, cid []byte) {
 	c.mu.RLock()
-	pr, ok := c.peers[cid[0]]
+	owner := cid[0]
+	if o, ok := c.moved[string(cid)]; ok {
+		owner = o
+	}
+	pr, ok := c.peers[owner]
 	c.mu.RUnlock()
-	if ok && pr.alive && pr.addr.IsValid() {
+	if owner != c.id && ok && pr.alive && pr.addr.IsValid() {
 		c.srv.stats.relayed.Add(1)
 		c.send(pr.addr, linkToOwner, l.index, from, p)
 		return
@@ -171,8 +229,10 @@ func (c *cluster) forward(l *listener, p []byte, from netip.AddrPort, cid []byte
 	c.srv.stats.drop(dropTakingOver)
 }
 
-// takeOver claims the session of cid from its dead owner and restores it.
-func (c *cluster) takeOver(cid []byte) {
+// resolve finds where cid's session lives now: with its owner alive, the
+// next records are relayed there (a session taken over keeps the CIDs that
+// name its first owner); with the owner dead, it is taken over here.
+func (c *cluster) resolve(cid []byte) {
 	defer func() {
 		c.mu.Lock()
 		delete(c.inflight, string(cid))
@@ -180,10 +240,26 @@ func (c *cluster) takeOver(cid []byte) {
 	}()
 	srv := c.srv
 	if r := srv.table.byCID(cid); r.s != nil {
-		return // taken over meanwhile
+		return // here meanwhile
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.lease)
 	defer cancel()
+	owner, alive, err := c.store.Owner(ctx, cid)
+	if err != nil {
+		return // no such session (it ended), or the store is down
+	}
+	if alive && byte(owner) != c.id {
+		c.mu.Lock()
+		if len(c.moved) >= maxMoved {
+			c.moved = map[string]byte{}
+		}
+		c.moved[string(cid)] = byte(owner)
+		c.mu.Unlock()
+		return
+	}
+	if byte(owner) == c.id {
+		return // ours in the store but not here: a snapshot not restored (logged then)
+	}
 	snap, err := c.store.TakeOver(ctx, cid)
 	if errors.Is(err, statestore.ErrNotTaken) {
 		return
@@ -195,6 +271,11 @@ func (c *cluster) takeOver(cid []byte) {
 	if err := srv.restoreOne(snap); err != nil {
 		return // refused and counted by restoreOne
 	}
+	c.mu.Lock()
+	for _, id := range snap.CIDs {
+		delete(c.moved, string(id))
+	}
+	c.mu.Unlock()
 	srv.stats.takeovers.Add(1)
 	srv.log.Info("session taken over from a replica whose lease ran out",
 		zap.String("identity_tag", srv.tag(snap.Identity)), zap.Uint8("owner", cid[0]))

@@ -190,4 +190,17 @@ func TestReplicasRelayAndTakeOver(t *testing.T) {
 	if st.HandshakesOK != 0 {
 		t.Fatalf("B ran %d handshakes; the devices should not handshake again", st.HandshakesOK)
 	}
+
+	// A comes back (same replica id, a new process) and the balancer sends
+	// the devices to it: their CIDs still name A, but B owns the sessions
+	// now, so A relays to B.
+	a2 := replica(1)
+	lb.retarget(addrOf(a2))
+	for _, d := range devs {
+		roundTripRetry(t, d, []byte("to A, owned by B"), 20*time.Second)
+	}
+	if a2.Stats().Relayed == 0 || a2.Stats().HandshakesOK != 0 || a2.Stats().Established != 0 {
+		t.Fatalf("the restarted A relayed %d, handshook %d, holds %d; want relaying to B only",
+			a2.Stats().Relayed, a2.Stats().HandshakesOK, a2.Stats().Established)
+	}
 }

@@ -69,7 +69,9 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 			r.s.fromWire(p, from)
 		case r.h != nil && r.h.l == l:
 			r.h.deliverOrForward(p, from)
-		case srv.cluster != nil && cid[0] != srv.cluster.id:
+		case srv.cluster != nil:
+			// Another replica's session, or one taken over from this
+			// replica while it was away.
 			srv.cluster.forward(l, p, from, cid)
 		default:
 			// A CID record that names nothing cannot start anything.

@@ -211,8 +211,11 @@ func (srv *Server) Serve(ctx context.Context) error {
 	}
 	lcancel()
 	if c := srv.cluster; c != nil {
-		// The lease first: restored sessions seal only under it.
-		c.beat()
+		// The lease first: restored sessions seal only under it, and only
+		// one process serves a replica id's sessions.
+		jctx, jcancel := context.WithTimeout(sctx, 2*c.lease)
+		c.join(jctx)
+		jcancel()
 		srv.bg.Add(2)
 		go func() {
 			defer srv.bg.Done()

@@ -15,6 +15,7 @@ package statestore
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -50,6 +51,20 @@ type Replica struct {
 // ErrNotTaken: a session to take over is not there, or its owner's lease
 // still runs.
 var ErrNotTaken = errors.New("statestore: session not taken over")
+
+// ErrReplicaInUse: another live process holds this replica id's lease.
+var ErrReplicaInUse = errors.New("statestore: another live process holds this replica id")
+
+// NotOwnedError reports snapshots a save did not write because another
+// replica owns their sessions now (it took them over); the rest of the
+// save succeeded.
+type NotOwnedError struct {
+	IDs [][]byte
+}
+
+func (e *NotOwnedError) Error() string {
+	return fmt.Sprintf("statestore: %d sessions are owned by another replica now", len(e.IDs))
+}
 
 // ErrCorrupt reports a state file that does not parse or whose checksum
 // does not match; the file is moved aside (path + ".corrupt") so nothing is

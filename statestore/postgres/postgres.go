@@ -13,6 +13,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -25,8 +26,9 @@ import (
 // Store is the PostgreSQL state store of one replica. Safe for concurrent
 // use.
 type Store struct {
-	pool    *pgxpool.Pool
-	replica int
+	pool     *pgxpool.Pool
+	replica  int
+	instance []byte // this process: a replica id's lease is held by one process at a time
 }
 
 // Option configures Open.
@@ -50,7 +52,8 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("statestore/postgres: %w", redact(err))
 	}
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, instance: make([]byte, 16)}
+	_, _ = rand.Read(s.instance)
 	for _, o := range opts {
 		o(s)
 	}
@@ -102,6 +105,7 @@ CREATE TABLE IF NOT EXISTS gateway_session_cids (
 	session_id bytea NOT NULL REFERENCES gateway_sessions (id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS gateway_session_cids_session ON gateway_session_cids (session_id);
+ALTER TABLE gateway_replicas ADD COLUMN IF NOT EXISTS instance bytea;
 `
 
 // migrate creates the tables under an advisory lock, so replicas starting
