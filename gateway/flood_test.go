@@ -17,28 +17,6 @@ import (
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
 )
 
-// captureClientHello records the first datagram a real client sends.
-func captureClientHello(t *testing.T, k client) []byte {
-	t.Helper()
-	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		_, _ = k.dial(ctx, sink.LocalAddr().(*net.UDPAddr))
-	}()
-	buf := make([]byte, 2000)
-	_ = sink.SetReadDeadline(time.Now().Add(3 * time.Second))
-	n, _, err := sink.ReadFromUDP(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buf[:n]
-}
-
 // TestClientHelloFloodLegitimateDeviceGetsIn: while thousands of
 // ClientHellos arrive from many source ports that never answer the cookie,
 // a legitimate device still completes its handshake and exchanges
