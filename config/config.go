@@ -121,9 +121,9 @@ type Limits struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// MaxEmbryonic caps handshakes whose cookie has not been answered (a
 	// spoofed source never answers it), whatever number of datagrams they
-	// have seen; oldest evicted first. An eighth each is kept for returning
-	// devices and for retransmissions of shed ClientHellos. Default 2048;
-	// must be > 0.
+	// have seen; oldest evicted first. Half is for new addresses, a
+	// quarter each for returning devices and for retransmissions of shed
+	// ClientHellos. Default 2048; must be > 0.
 	MaxEmbryonic int `yaml:"max_embryonic"`
 	// MaxHandshakes caps handshakes in progress, embryonic or not (each
 	// costs a DTLS stack connection and its goroutines); a quarter is kept

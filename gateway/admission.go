@@ -28,7 +28,8 @@ import (
 //  3. per class, a global token bucket (NewHandshakeRate each) and a queue
 //     of embryonic handshakes — whose cookie has not come back, whatever
 //     number of datagrams they have seen — capped at its share of
-//     MaxEmbryonic, the oldest evicted first;
+//     MaxEmbryonic, the oldest evicted first once it had its time to
+//     answer (evictAfterNew, evictAfterPriority);
 //  4. a pool of MaxHandshakes handshakes in pion, a quarter of which only
 //     the priority classes (returning, retry) may take.
 //
@@ -93,6 +94,15 @@ const (
 	// evictScan bounds the queue entries one admission looks at for a
 	// victim: if all are shielded, the new hello is shed instead.
 	evictScan = 64
+	// evictAfterNew and evictAfterPriority are the youngest an embryonic
+	// handshake may be evicted at: a device gets that long to answer its
+	// cookie, and a full queue of younger ones sheds the new hello
+	// instead. An evicted device is worse off than a shed one: its answer
+	// finds no handshake (stale_hello) and only its own handshake timeout
+	// starts it over, while a shed hello is simply retransmitted.
+	// Priority classes are mostly real devices: they get longer.
+	evictAfterNew      = time.Second
+	evictAfterPriority = 3 * time.Second
 )
 
 func newAdmission(cfg *Config) *admission {
@@ -108,8 +118,11 @@ func newAdmission(cfg *Config) *admission {
 		recent:        newRecentAddrs(cfg.RecentHandshakeWindow, cfg.MaxRecentAddresses),
 		shed:          newShedHellos(),
 	}
-	// A quarter of the embryonic cap is kept for the priority classes.
-	priority := max(cfg.MaxEmbryonic/8, 1)
+	// Half of the embryonic cap is for new addresses, a quarter for each
+	// priority class: a flood of new sources holds at most half of the
+	// memory the cap allows (bench/BENCHMARKS.md: the heap it leaves behind
+	// in the runtime grows with that peak).
+	priority := max(cfg.MaxEmbryonic/4, 1)
 	a.queues[classNew].max = max(cfg.MaxEmbryonic-2*priority, 1)
 	a.queues[classRetry].max = priority
 	a.queues[classReturning].max = priority
@@ -164,7 +177,7 @@ func (a *admission) admit(c helloClass, key uint64, now time.Time, build func() 
 	var victim *handshake
 	switch {
 	case a.inPool >= a.maxHandshakes, c == classNew && a.inPoolNew >= a.maxHandshakes-a.reserved:
-	case q.n >= q.max && func() bool { victim = q.victim(now); return victim == nil }():
+	case q.n >= q.max && func() bool { victim = q.victim(now, c); return victim == nil }():
 	case !a.buckets[c].AllowN(now, 1):
 	default:
 		ok = true
@@ -187,7 +200,7 @@ func (a *admission) admit(c helloClass, key uint64, now time.Time, build func() 
 		victim = nil // it grew up meanwhile: verified counts it out
 	}
 	hs = build()
-	hs.class = c
+	hs.class, hs.born = c, now
 	q.q = append(q.q, hs)
 	q.n++
 	a.nEmbryo++
@@ -222,14 +235,19 @@ func (a *admission) logPressure(started bool) {
 	}
 }
 
-// victim returns the oldest embryonic handshake of the queue that no
-// answer to its cookie shields, looking at evictScan entries at most; nil
-// if there is none. Called with a.mu held.
-func (q *embryoQueue) victim(now time.Time) *handshake {
+// victim returns the oldest embryonic handshake of class c's queue that
+// is old enough to be evicted and that no answer to its cookie shields,
+// looking at evictScan entries at most; nil if there is none. Called with
+// a.mu held.
+func (q *embryoQueue) victim(now time.Time, c helloClass) *handshake {
+	minAge := evictAfterNew
+	if c != classNew {
+		minAge = evictAfterPriority
+	}
 	q.compact()
 	for i, hs := range q.q {
-		if i == evictScan {
-			break
+		if i == evictScan || now.Sub(hs.born) < minAge {
+			break // the queue is oldest first: the rest are younger
 		}
 		if hs.phase.Load() == phaseEmbryonic && !hs.shielded(now) {
 			return hs

@@ -33,9 +33,9 @@ func addr(i int) netip.AddrPort {
 func TestAdmissionCapsEmbryonicPerClass(t *testing.T) {
 	srv, build := newTestAdmission(t, Config{MaxEmbryonic: 16, MaxHandshakes: 32, NewHandshakeRate: -1})
 	a := srv.admission
-	newMax := a.queues[classNew].max // 16 - 2×2
-	if newMax != 12 || a.queues[classRetry].max != 2 || a.queues[classReturning].max != 2 {
-		t.Fatalf("class caps %d/%d/%d, want 12/2/2", newMax, a.queues[classRetry].max, a.queues[classReturning].max)
+	newMax := a.queues[classNew].max // 16 - 2×4
+	if newMax != 8 || a.queues[classRetry].max != 4 || a.queues[classReturning].max != 4 {
+		t.Fatalf("class caps %d/%d/%d, want 8/4/4", newMax, a.queues[classRetry].max, a.queues[classReturning].max)
 	}
 	now := time.Now()
 	var admitted []*handshake
@@ -46,6 +46,10 @@ func TestAdmissionCapsEmbryonicPerClass(t *testing.T) {
 		}
 		admitted = append(admitted, hs)
 	}
+	if _, _, ok := a.admit(classNew, 0, now, build(addr(99))); ok {
+		t.Fatal("hello past the cap admitted although every handshake is younger than evictAfterNew")
+	}
+	now = now.Add(evictAfterNew)
 	admitted[0].noteAnswer(now) // the oldest answered its cookie: shielded
 	hs, _, ok := a.admit(classNew, 0, now, build(addr(100)))
 	if !ok {
@@ -61,7 +65,7 @@ func TestAdmissionCapsEmbryonicPerClass(t *testing.T) {
 		t.Fatalf("%d embryonic, want the cap %d", got, newMax)
 	}
 	// After the grace the shielded one is the oldest again.
-	later := now.Add(answerGrace + time.Second)
+	later := now.Add(answerGrace)
 	if _, _, ok := a.admit(classNew, 0, later, build(addr(101))); !ok || admitted[0].phase.Load() != phaseDone {
 		t.Fatal("after the grace, the answered but unverified handshake should be evicted first")
 	}
@@ -329,4 +333,29 @@ func (t *bucketTable) used() int {
 		}
 	}
 	return n
+}
+
+// TestAdmissionPriorityEvictsLate: a full queue of returning devices'
+// handshakes sheds a new returning hello until its oldest had
+// evictAfterPriority to answer, then evicts it.
+func TestAdmissionPriorityEvictsLate(t *testing.T) {
+	srv, build := newTestAdmission(t, Config{MaxEmbryonic: 16, MaxHandshakes: 64, NewHandshakeRate: -1})
+	a := srv.admission
+	now := time.Now()
+	var first *handshake
+	for i := range a.queues[classReturning].max {
+		hs, _, ok := a.admit(classReturning, 0, now, build(addr(i)))
+		if !ok {
+			t.Fatalf("returning hello %d shed below the cap", i)
+		}
+		if first == nil {
+			first = hs
+		}
+	}
+	if _, _, ok := a.admit(classReturning, 0, now.Add(evictAfterPriority-time.Millisecond), build(addr(50))); ok {
+		t.Fatal("a returning device's handshake was evicted before it had evictAfterPriority to answer")
+	}
+	if _, _, ok := a.admit(classReturning, 0, now.Add(evictAfterPriority), build(addr(51))); !ok || first.phase.Load() != phaseDone {
+		t.Fatal("the oldest returning handshake was not evicted after evictAfterPriority")
+	}
 }

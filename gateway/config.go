@@ -157,9 +157,10 @@ type Config struct {
 	MaxSessions int
 	// MaxEmbryonic caps handshakes whose cookie has not been answered yet
 	// (a spoofed source never answers it), whatever number of datagrams
-	// they have seen; the oldest is evicted first. An eighth each is kept
-	// for hellos from recently seen addresses and for retransmissions of
-	// shed hellos (admission.go). Zero: 2048.
+	// they have seen; the oldest is evicted first. Half is for hellos from
+	// new addresses, a quarter each for hellos from recently seen
+	// addresses and for retransmissions of shed hellos (admission.go).
+	// Zero: 2048.
 	MaxEmbryonic int
 	// MaxHandshakes caps handshakes in progress in pion, embryonic or not:
 	// each costs a pion Conn and its goroutines. A ClientHello that finds

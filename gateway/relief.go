@@ -15,8 +15,12 @@ import (
 // returns them only slowly. So the first shed or evicted ClientHello
 // starts an episode (logged once), and once nothing has been shed or
 // evicted for quiet and the embryonic handshakes are down to lowWater,
-// relief runs a GC and returns the free pages (debug.FreeOSMemory), once
-// per episode, and logs the end. No goroutine waits meanwhile: a timer
+// relief drops the table of shed hellos and returns the free pages
+// (debug.FreeOSMemory, twice: what sync.Pools such as pion's read buffers
+// held goes at the second collection), once per episode, and logs the end.
+// What stays is what the Go runtime never gives back — a descriptor per
+// goroutine that ever ran at once, span and GC metadata for the peak heap —
+// which grows with the peak, hence the embryonic caps. No goroutine waits meanwhile: a timer
 // checks every period (after Close it ends within quiet, as nothing is
 // shed any more). The work happens once per flood, never per datagram. With a GOMEMLIMIT (deploy/kubernetes) the runtime also
 // collects harder while a flood lasts.
@@ -75,6 +79,7 @@ func (r *relief) check() {
 	lasted := r.last.Sub(r.since)
 	a.shed.forget()
 	a.mu.Unlock()
+	r.free()
 	r.free()
 	r.episodes.Add(1)
 	r.log.Info("ClientHello pressure over; memory returned to the OS", zap.Duration("lasted", lasted.Round(time.Second)))
