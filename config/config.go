@@ -119,10 +119,16 @@ type Limits struct {
 	// MaxSessions caps live sessions; further ClientHellos are dropped and
 	// counted. Default 200000; must be > 0.
 	MaxSessions int `yaml:"max_sessions"`
-	// MaxEmbryonic caps sessions that got one ClientHello and nothing since
-	// (a spoofed source never answers the cookie); oldest evicted first.
-	// Default 2048; must be > 0.
+	// MaxEmbryonic caps handshakes whose cookie has not been answered (a
+	// spoofed source never answers it), whatever number of datagrams they
+	// have seen; oldest evicted first. Half is for new addresses, a
+	// quarter each for returning devices and for retransmissions of shed
+	// ClientHellos. Default 2048; must be > 0.
 	MaxEmbryonic int `yaml:"max_embryonic"`
+	// MaxHandshakes caps handshakes in progress, embryonic or not (each
+	// costs a DTLS stack connection and its goroutines); a quarter is kept
+	// for returning devices and retransmissions. Default 4096; must be > 0.
+	MaxHandshakes int `yaml:"max_handshakes"`
 	// HandshakeRate is the sustained rate of new sessions per source IP, per
 	// second. Default 200 (a carrier-grade NAT puts many devices behind one
 	// address); 0 means unlimited.
@@ -130,6 +136,36 @@ type Limits struct {
 	// HandshakeBurst is the per-IP burst of new sessions. 0 (default) means
 	// twice HandshakeRate.
 	HandshakeBurst int `yaml:"handshake_burst"`
+	// PrefixHandshakeRate is the sustained rate of new sessions per source
+	// prefix (PrefixLengthIPv4, PrefixLengthIPv6), per second: a flood
+	// from one network cannot take every handshake. Default 500; 0 means
+	// unlimited.
+	PrefixHandshakeRate float64 `yaml:"prefix_handshake_rate"`
+	// PrefixHandshakeBurst is the per-prefix burst. 0 (default) means twice
+	// PrefixHandshakeRate.
+	PrefixHandshakeBurst int `yaml:"prefix_handshake_burst"`
+	// PrefixLengthIPv4 is the IPv4 prefix length PrefixHandshakeRate
+	// counts, 1..32. Default 24.
+	PrefixLengthIPv4 int `yaml:"prefix_length_ipv4"`
+	// PrefixLengthIPv6 is the IPv6 prefix length PrefixHandshakeRate
+	// counts, 1..128. Default 64.
+	PrefixLengthIPv6 int `yaml:"prefix_length_ipv6"`
+	// NewHandshakeRate is how many ClientHellos per second, over all
+	// sources, may start a handshake in each admission class: addresses
+	// never seen, retransmissions of shed hellos, and addresses that
+	// completed a handshake within RecentHandshakeWindow. Beyond it hellos
+	// are shed at random and counted: a spoofed flood costs at most this
+	// many DTLS connections a second per class. Default 1000; 0 means
+	// unlimited.
+	NewHandshakeRate float64 `yaml:"new_handshake_rate"`
+	// RecentHandshakeWindow is how long an address that completed a
+	// handshake keeps priority for new ones (reboots, re-handshakes).
+	// Default 24h; > 0.
+	RecentHandshakeWindow Duration `yaml:"recent_handshake_window"`
+	// MaxRecentAddresses bounds the addresses remembered for
+	// RecentHandshakeWindow; past it the oldest half is forgotten. Default
+	// 65536; > 0.
+	MaxRecentAddresses int `yaml:"max_recent_addresses"`
 	// RegisterInterval is the sustained rate of Register/Bootstrap-Request
 	// per session after a burst of 5; more get 4.29. Default 10s; > 0.
 	RegisterInterval Duration `yaml:"register_interval"`
@@ -357,6 +393,17 @@ const (
 	DefaultAdminAddress     = "127.0.0.1:9090"
 )
 
+// Defaults of the limits against ClientHello floods (issue 12).
+const (
+	DefaultMaxHandshakes    = 4096
+	DefaultPrefixRate       = 500
+	DefaultPrefixLengthIPv4 = 24
+	DefaultPrefixLengthIPv6 = 64
+	DefaultNewHandshakeRate = 1000
+	DefaultRecentWindow     = Duration(24 * time.Hour)
+	DefaultMaxRecent        = 65536
+)
+
 // Default returns a Config with every default filled in and no backends; it
 // does not validate until at least one backend is added. Each call returns a
 // fresh value the caller may modify.
@@ -382,11 +429,18 @@ func Default() *Config {
 		},
 		Cluster: Cluster{ReplicaID: -1, LinkAddress: DefaultLinkAddress, Lease: DefaultLease},
 		Limits: Limits{
-			MaxSessions:      DefaultMaxSessions,
-			MaxEmbryonic:     DefaultMaxEmbryonic,
-			HandshakeRate:    DefaultHandshakeRate,
-			RegisterInterval: DefaultRegisterInterval,
-			MaxDatagram:      DefaultMaxDatagram,
+			MaxSessions:           DefaultMaxSessions,
+			MaxEmbryonic:          DefaultMaxEmbryonic,
+			HandshakeRate:         DefaultHandshakeRate,
+			MaxHandshakes:         DefaultMaxHandshakes,
+			PrefixHandshakeRate:   DefaultPrefixRate,
+			PrefixLengthIPv4:      DefaultPrefixLengthIPv4,
+			PrefixLengthIPv6:      DefaultPrefixLengthIPv6,
+			NewHandshakeRate:      DefaultNewHandshakeRate,
+			RecentHandshakeWindow: DefaultRecentWindow,
+			MaxRecentAddresses:    DefaultMaxRecent,
+			RegisterInterval:      DefaultRegisterInterval,
+			MaxDatagram:           DefaultMaxDatagram,
 		},
 		Admin: Admin{Address: DefaultAdminAddress},
 		Log:   Log{Level: LevelInfo, Format: FormatJSON, Identities: IdentitiesTag},

@@ -284,6 +284,37 @@ func (c *Config) validateLimits(es *FieldErrors) {
 	if l.MaxDatagram < 1280 || l.MaxDatagram > 65535 {
 		es.add("limits.max_datagram", strconv.Itoa(l.MaxDatagram), "must be between 1280 and 65535 bytes")
 	}
+	c.validateFloodLimits(es)
+}
+
+// validateFloodLimits checks the limits that admit new handshakes under a
+// flood of ClientHellos.
+func (c *Config) validateFloodLimits(es *FieldErrors) {
+	l := c.Limits
+	if l.MaxHandshakes <= 0 {
+		es.add("limits.max_handshakes", strconv.Itoa(l.MaxHandshakes), "must be greater than 0")
+	}
+	if l.PrefixHandshakeRate < 0 {
+		es.add("limits.prefix_handshake_rate", strconv.FormatFloat(l.PrefixHandshakeRate, 'g', -1, 64), "must not be negative (0 means unlimited)")
+	}
+	if l.PrefixHandshakeBurst < 0 {
+		es.add("limits.prefix_handshake_burst", strconv.Itoa(l.PrefixHandshakeBurst), "must not be negative")
+	}
+	if l.PrefixLengthIPv4 < 1 || l.PrefixLengthIPv4 > 32 {
+		es.add("limits.prefix_length_ipv4", strconv.Itoa(l.PrefixLengthIPv4), "must be between 1 and 32 bits")
+	}
+	if l.PrefixLengthIPv6 < 1 || l.PrefixLengthIPv6 > 128 {
+		es.add("limits.prefix_length_ipv6", strconv.Itoa(l.PrefixLengthIPv6), "must be between 1 and 128 bits")
+	}
+	if l.NewHandshakeRate < 0 {
+		es.add("limits.new_handshake_rate", strconv.FormatFloat(l.NewHandshakeRate, 'g', -1, 64), "must not be negative (0 means unlimited)")
+	}
+	if l.RecentHandshakeWindow <= 0 {
+		es.add("limits.recent_handshake_window", l.RecentHandshakeWindow.String(), "must be greater than 0")
+	}
+	if l.MaxRecentAddresses <= 0 {
+		es.add("limits.max_recent_addresses", strconv.Itoa(l.MaxRecentAddresses), "must be greater than 0")
+	}
 }
 
 func (c *Config) validateLog(es *FieldErrors) {

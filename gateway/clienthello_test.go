@@ -120,11 +120,9 @@ func TestHelloRefusedWithoutPerPeerState(t *testing.T) {
 				t.Fatalf("log lines %q for the client: %v, want one at info; logs: %v", tc.log, lines, logs.All())
 			}
 			st := srv.Stats()
-			srv.admission.mu.Lock()
-			limiters := len(srv.admission.limiters)
-			srv.admission.mu.Unlock()
+			limiters := srv.admission.perIP.used() + srv.admission.perPrefix.used()
 			if st.Sessions != 0 || st.Embryonic != 0 || limiters != 0 {
-				t.Fatalf("per-peer state: %d sessions, %d embryonic, %d rate limiters", st.Sessions, st.Embryonic, limiters)
+				t.Fatalf("per-peer state: %d sessions, %d embryonic, %d rate-limit buckets charged", st.Sessions, st.Embryonic, limiters)
 			}
 		})
 	}

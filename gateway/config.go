@@ -157,12 +157,16 @@ type Config struct {
 	MaxSessions int
 	// MaxEmbryonic caps handshakes whose cookie has not been answered yet
 	// (a spoofed source never answers it), whatever number of datagrams
-	// they have seen; the oldest is evicted first. Zero: 2048.
+	// they have seen; the oldest is evicted first. Half is for hellos from
+	// new addresses, a quarter each for hellos from recently seen
+	// addresses and for retransmissions of shed hellos (admission.go).
+	// Zero: 2048.
 	MaxEmbryonic int
 	// MaxHandshakes caps handshakes in progress in pion, embryonic or not:
 	// each costs a pion Conn and its goroutines. A ClientHello that finds
-	// the pool full is shed (counted) and the device retransmits it.
-	// Zero: 4096.
+	// the pool full is shed (counted) and the device retransmits it; a
+	// quarter of the pool is kept for hellos from recently seen addresses
+	// and retransmissions of shed hellos. Zero: 4096.
 	MaxHandshakes int
 	// HandshakeRate is the sustained rate of new sessions per source IP, per
 	// second, after HandshakeBurst. Zero: 200 (generous: a carrier-grade NAT
@@ -170,6 +174,37 @@ type Config struct {
 	HandshakeRate float64
 	// HandshakeBurst is the per-IP burst of new sessions. Zero: 2 × HandshakeRate.
 	HandshakeBurst int
+	// PrefixHandshakeRate is the sustained rate of new sessions per source
+	// prefix (PrefixLengthIPv4, PrefixLengthIPv6), per second, after
+	// PrefixHandshakeBurst: a flood from one network cannot take every
+	// handshake the gateway admits. Zero: 500. Negative: unlimited.
+	PrefixHandshakeRate float64
+	// PrefixHandshakeBurst is the per-prefix burst of new sessions. Zero:
+	// 2 × PrefixHandshakeRate.
+	PrefixHandshakeBurst int
+	// PrefixLengthIPv4 is the length in bits of the IPv4 prefixes that
+	// PrefixHandshakeRate counts, 1..32. Zero: 24.
+	PrefixLengthIPv4 int
+	// PrefixLengthIPv6 is the length in bits of the IPv6 prefixes that
+	// PrefixHandshakeRate counts, 1..128. Zero: 64.
+	PrefixLengthIPv6 int
+	// NewHandshakeRate is, per second and over all sources, how many
+	// ClientHellos of each admission class may start a handshake in pion:
+	// hellos from addresses never seen, retransmissions of hellos shed
+	// before, and hellos from addresses that completed a handshake within
+	// RecentHandshakeWindow each have a bucket of this rate (burst: one
+	// second's worth). Beyond it hellos are shed at random (counted), so a
+	// spoofed flood costs at most this many pion Conns a second per class
+	// whatever its rate. Zero: 1000. Negative: unlimited.
+	NewHandshakeRate float64
+	// RecentHandshakeWindow is how long an address that completed a
+	// handshake keeps priority for new handshakes (a reboot, a
+	// re-handshake). Zero: 24 h.
+	RecentHandshakeWindow time.Duration
+	// MaxRecentAddresses bounds the addresses remembered for
+	// RecentHandshakeWindow; past it the oldest half is forgotten. Zero:
+	// 65,536.
+	MaxRecentAddresses int
 	// Registrations keeps each identity's LwM2M registration (endpoint,
 	// location, lifetime) across sessions and restarts, so a device that
 	// re-handshakes updates the registration it created (L2). Nil: kept in
@@ -363,6 +398,9 @@ func (c *Config) setDefaults() error {
 	if c.HandshakeBurst == 0 {
 		c.HandshakeBurst = int(min(2*c.HandshakeRate, 1<<20))
 	}
+	if err := c.setAdmissionDefaults(); err != nil {
+		return err
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -378,4 +416,46 @@ func keyHash(k pskstore.Key) crypto.Hash {
 		return crypto.SHA256
 	}
 	return k.Hash
+}
+
+// setAdmissionDefaults applies the defaults of the flood limits
+// (admission.go) and checks their ranges.
+func (c *Config) setAdmissionDefaults() error {
+	switch {
+	case c.PrefixHandshakeRate == 0:
+		c.PrefixHandshakeRate = 500
+	case c.PrefixHandshakeRate < 0:
+		c.PrefixHandshakeRate = float64(rate.Inf)
+	}
+	if c.PrefixHandshakeBurst == 0 {
+		c.PrefixHandshakeBurst = int(min(2*c.PrefixHandshakeRate, 1<<20))
+	}
+	if c.PrefixLengthIPv4 == 0 {
+		c.PrefixLengthIPv4 = 24
+	}
+	if c.PrefixLengthIPv6 == 0 {
+		c.PrefixLengthIPv6 = 64
+	}
+	if c.PrefixLengthIPv4 < 1 || c.PrefixLengthIPv4 > 32 {
+		return fmt.Errorf("gateway: config: PrefixLengthIPv4 %d not in 1..32", c.PrefixLengthIPv4)
+	}
+	if c.PrefixLengthIPv6 < 1 || c.PrefixLengthIPv6 > 128 {
+		return fmt.Errorf("gateway: config: PrefixLengthIPv6 %d not in 1..128", c.PrefixLengthIPv6)
+	}
+	switch {
+	case c.NewHandshakeRate == 0:
+		c.NewHandshakeRate = 1000
+	case c.NewHandshakeRate < 0:
+		c.NewHandshakeRate = float64(rate.Inf)
+	}
+	if c.RecentHandshakeWindow == 0 {
+		c.RecentHandshakeWindow = 24 * time.Hour
+	}
+	if c.MaxRecentAddresses == 0 {
+		c.MaxRecentAddresses = 1 << 16
+	}
+	if c.PrefixHandshakeBurst < 0 || c.RecentHandshakeWindow < 0 || c.MaxRecentAddresses < 0 {
+		return errors.New("gateway: config: PrefixHandshakeBurst, RecentHandshakeWindow and MaxRecentAddresses must not be negative")
+	}
+	return nil
 }

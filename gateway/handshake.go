@@ -37,7 +37,8 @@ type handshake struct {
 	conn  *hsConn
 	born  time.Time
 	phase atomic.Uint32
-	known bool // the address completed a handshake recently (admission priority)
+	class helloClass   // admission class (admission.go), set at admission
+	reply atomic.Int64 // UnixNano of the first hello that answered the cookie; 0: none yet
 
 	successor atomic.Pointer[session] // the session it became (lean plane)
 
@@ -324,6 +325,23 @@ func (hs *handshake) fail(err error) {
 }
 
 var errRefused = errors.New("gateway: handshake refused by policy")
+
+// noteAnswer records that a ClientHello answering the cookie arrived for
+// this handshake: for answerGrace it shields the handshake from eviction
+// (admission.go), so a device that answered is not evicted by the flood
+// while pion checks its cookie.
+func (hs *handshake) noteAnswer(now time.Time) {
+	if hs.phase.Load() == phaseEmbryonic {
+		hs.reply.CompareAndSwap(0, now.UnixNano())
+	}
+}
+
+// shielded reports whether an answer to the cookie shields the handshake
+// from eviction at now.
+func (hs *handshake) shielded(now time.Time) bool {
+	at := hs.reply.Load()
+	return at != 0 && now.UnixNano()-at < int64(answerGrace)
+}
 
 // evict stops an embryonic handshake to make room (admission.go).
 func (hs *handshake) evict() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -93,9 +94,10 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 }
 
 // startHandshake inspects a ClientHello and, if the gateway can serve it
-// and admission allows, starts a handshake for it. A hello the gateway can
-// never serve (no extensions block, no served suite) is answered with a
-// handshake_failure alert and no per-peer state.
+// and admission allows (admission.go), starts a handshake for it on its own
+// goroutine: the read loop builds no pion state and never waits. A hello
+// the gateway can never serve (no extensions block, no served suite) is
+// answered with a handshake_failure alert and no per-peer state.
 func (l *listener) startHandshake(p []byte, from netip.AddrPort) {
 	srv := l.srv
 	h, verdict := parseHello(p, srv.servesSuite)
@@ -122,22 +124,33 @@ func (l *listener) startHandshake(p []byte, from netip.AddrPort) {
 		srv.stats.drop(dropNoSession)
 		return
 	}
+	if helloMessageSeq(p) > 0 {
+		// It answers a cookie, but no handshake of this address is in
+		// progress (evicted, timed out, or the cookie is forged): pion
+		// starts a Conn at message_seq 0 and would never answer it
+		// (SECURITY.md). The device starts over with a fresh hello when
+		// its handshake times out.
+		srv.stats.drop(dropStaleHello)
+		return
+	}
 	established, handshaking := srv.table.counts()
 	if established+handshaking >= srv.cfg.MaxSessions {
 		srv.stats.drop(dropSessionLimit)
 		return
 	}
-	if !srv.admission.allowSource(from.Addr()) {
-		srv.stats.drop(dropRateLimited)
+	now := time.Now()
+	if reason, ok := srv.admission.allowSource(from.Addr(), now); !ok {
+		srv.stats.drop(reason)
 		return
 	}
-	hs := srv.newHandshake(l, from, h)
-	release, ok := srv.admission.admit(hs)
+	class, key := srv.admission.classify(from, p, now)
+	hs, release, ok := srv.admission.admit(class, key, now, func() *handshake { return srv.newHandshake(l, from, h) })
 	if !ok {
 		srv.stats.drop(dropShed)
 		return
 	}
 	if !srv.table.addPending(hs) {
+		srv.admission.handshakeDone(hs)
 		release()
 		srv.stats.drop(dropNoSession)
 		return

@@ -37,6 +37,9 @@ var (
 		"Device datagrams the gateway answered itself or dropped instead of forwarding, by rule (L1, L2, rate, CoAP, backend_down).", []string{"rule"}, nil)
 	descDropped = prometheus.NewDesc("gateway_dropped_datagrams_total",
 		"Datagrams dropped before reaching a session, by reason.", []string{"reason"}, nil)
+	descAdmitted = prometheus.NewDesc("gateway_handshakes_admitted_total",
+		"ClientHellos admitted into a new handshake, by admission class: new (an address never seen), retry (retransmission of a hello shed under pressure), returning (the address completed a handshake recently).",
+		[]string{"class"}, nil)
 	descUpstreamErrors = prometheus.NewDesc("gateway_upstream_errors_total",
 		"Errors writing to or reading from backend sockets.", nil, nil)
 )
@@ -71,7 +74,7 @@ func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
 type collector struct{ srv *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors, descReplica} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors, descReplica, descAdmitted} {
 		ch <- d
 	}
 	c.srv.lookup.Describe(ch)
@@ -111,6 +114,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(established), "established")
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(handshaking), "handshaking")
 	ch <- prometheus.MustNewConstMetric(descEmbryonic, prometheus.GaugeValue, float64(srv.admission.embryos()))
+	for c := range numHelloClasses {
+		counter(descAdmitted, srv.admission.admitted[c].Load(), c.String())
+	}
 	for _, name := range sortedKeys(st.backends) {
 		t := st.backends[name]
 		counter(descDatagrams, t.dgramsUp.Load(), "to_backend", name)

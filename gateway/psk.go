@@ -226,6 +226,9 @@ func isHelloRetryRequest(p []byte) bool {
 // deliver hands a datagram from the device to pion, noting a DTLS 1.2
 // client Finished (an epoch-1 handshake record) for the failure reason.
 func (hs *handshake) deliver(p []byte, from netip.AddrPort) bool {
+	if isClientHello(p) && helloMessageSeq(p) > 0 {
+		hs.noteAnswer(time.Now()) // the ClientHello that answers the cookie
+	}
 	if hasEpoch1Handshake(p, hs.srv.cfg.CIDLength) {
 		hs.mu.Lock()
 		hs.clientF = true

@@ -50,11 +50,14 @@ const (
 	dropReserve                         // a record above the session's persisted sequence reservation, or fenced (checkpoint.go)
 	dropTakingOver                      // a record of a dead replica's session, while it is taken over
 	dropBadLink                         // a replicas' link datagram that does not open, or is stale
+	dropPrefixLimited                   // the source prefix's PrefixHandshakeRate exceeded
+	dropStaleHello                      // a ClientHello answering a cookie with no handshake in progress
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{"oversize", "unknown_cid", "not_client_hello", "queue_full", "no_session",
-	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record", "reserve", "taking_over", "bad_link"}
+	"session_limit", "rate_limited", "evicted_embryonic", "no_common_suite", "no_extensions", "shed", "replay", "bad_record", "reserve", "taking_over", "bad_link",
+	"prefix_rate_limited", "stale_hello"}
 
 // traffic counts one backend's datagrams and bytes, both ways.
 type traffic struct {

@@ -7,7 +7,7 @@
 // coap-server-gnutls), drives it with cmd/devsim, prints one table and
 // writes the report (--md).
 //
-//	runner --bin DIR --work DIR [--smoke] [--md FILE]
+//	runner --bin DIR --work DIR [--smoke|--quick] [--only STEPS] [--md FILE]
 //
 // DIR holds the binaries gateway, pionecho and devsim (bench/run.sh builds
 // them). --smoke runs every measurement at a tiny size and exits 0 only if
@@ -21,6 +21,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -41,6 +43,13 @@ type sizes struct {
 	fleetDur    time.Duration
 	fleetRate   float64
 	perfSeconds int // 0: no profile
+	// The flood scenario (issue 12): spoofed ClientHellos per second for
+	// floodDur, the gateway watched for floodAfter after; established
+	// devices sending a request a second, returning and new devices
+	// handshaking in a loop.
+	floodRate                                    float64
+	floodDur, floodAfter                         time.Duration
+	floodEstablished, floodReturning, floodFresh int
 }
 
 var (
@@ -51,6 +60,8 @@ var (
 		memSessions: 10000, settle: 5 * time.Second,
 		fleet: 1000, fleetDur: 15 * time.Second, fleetRate: 300,
 		perfSeconds: 6,
+		floodRate:   10000, floodDur: 30 * time.Second, floodAfter: 60 * time.Second,
+		floodEstablished: 1000, floodReturning: 20, floodFresh: 20,
 	}
 	// quickSizes: indicative numbers in about two minutes (runner --quick).
 	quickSizes = sizes{
@@ -60,6 +71,8 @@ var (
 		memSessions: 2000, settle: 2 * time.Second,
 		fleet: 300, fleetDur: 5 * time.Second, fleetRate: 200,
 		perfSeconds: 3,
+		floodRate:   10000, floodDur: 10 * time.Second, floodAfter: 30 * time.Second,
+		floodEstablished: 300, floodReturning: 10, floodFresh: 10,
 	}
 	smokeSizes = sizes{
 		handshakes: 20, reps: 1,
@@ -67,6 +80,8 @@ var (
 		latSessions: 10, latMsgs: 100, latRate: 200,
 		memSessions: 50, settle: 300 * time.Millisecond,
 		fleet: 20, fleetDur: 2 * time.Second, fleetRate: 50,
+		floodRate: 300, floodDur: 3 * time.Second, floodAfter: 5 * time.Second,
+		floodEstablished: 20, floodReturning: 2, floodFresh: 2,
 	}
 )
 
@@ -78,6 +93,7 @@ type env struct {
 	sz        sizes
 	log       io.Writer
 	results   []*result
+	floods    []*floodRun
 	failed    []string
 	keys      map[string]string // generated key files by size and mix
 	started   time.Time
@@ -94,6 +110,7 @@ func main() {
 	quick := flag.Bool("quick", false, "medium sizes: indicative numbers in a few minutes")
 	md := flag.String("md", "", "write the report to this file")
 	commit := flag.String("commit", "", "version of the code measured, for the report")
+	only := flag.String("only", "", "run only these steps, comma-separated: handshake, forwarding, latency, memory, fleet, profile, flood")
 	flag.Parse()
 	if *bin == "" || *work == "" {
 		fmt.Fprintln(os.Stderr, "usage: runner --bin DIR --work DIR [--smoke] [--md FILE]")
@@ -110,17 +127,24 @@ func main() {
 	if p, err := exec.LookPath("coap-server-gnutls"); err == nil {
 		e.libcoap = p
 	}
-	e.handshakes()
-	e.forwarding()
-	e.latency()
-	e.memory()
-	e.fleet()
+	run := func(step string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), step) }
+	for _, s := range []struct {
+		name string
+		f    func()
+	}{{"handshake", e.handshakes}, {"forwarding", e.forwarding}, {"latency", e.latency}, {"memory", e.memory}, {"fleet", e.fleet}} {
+		if run(s.name) {
+			s.f()
+		}
+	}
 	switch {
-	case e.smoke:
+	case e.smoke || !run("profile"):
 	case time.Since(e.started) > 10*time.Minute:
 		e.logf("skip profile: over 10 minutes already (bench/run.sh must stay under 15)")
 	default:
 		e.profile()
+	}
+	if run("flood") {
+		e.flood()
 	}
 	t := e.table()
 	fmt.Println()
@@ -133,7 +157,7 @@ func main() {
 		}
 		fmt.Printf("\nreport written to %s\n", *md)
 	}
-	fmt.Printf("\n%d measurements in %s; %d failed\n", len(e.results), elapsed, len(e.failed))
+	fmt.Printf("\n%d measurements in %s; %d failed\n", len(e.results)+len(e.floods), elapsed, len(e.failed))
 	if len(e.failed) > 0 {
 		for _, f := range e.failed {
 			fmt.Fprintln(os.Stderr, "FAILED:", f)

@@ -73,7 +73,7 @@ func (e *env) markdown(t table, elapsed time.Duration) string {
 	p("")
 	p("## Results")
 	p("")
-	p("Targets are ratios from this same run: handshake CPU ≤ 1.1 × raw pion per mode; forwarding CPU per message ≤ 1.2 × raw pion echo; idle-session memory ≤ raw pion + 8 KB.")
+	p("Targets are ratios from this same run: handshake CPU ≤ 1.1 × raw pion per mode; forwarding CPU per message ≤ 1.2 × raw pion echo; idle-session memory ≤ raw pion + 8 KB. The flood rows have the absolute targets of issue 12.")
 	p("")
 	b.WriteString(t.markdown())
 	p("")
@@ -86,6 +86,7 @@ func (e *env) markdown(t table, elapsed time.Duration) string {
 		p("")
 	}
 	b.WriteString(method)
+	b.WriteString(floodMethod)
 	p("")
 	for _, r := range e.results {
 		if r.group != "profile" || r.extra["perf"] == "" {
@@ -106,6 +107,7 @@ func (e *env) markdown(t table, elapsed time.Duration) string {
 			p("")
 		}
 	}
+	b.WriteString(e.floodRaw())
 	p("## Commands")
 	p("")
 	p("As run (ports and PIDs of this run; `$WORK` is the scratch directory). Servers: `gateway serve --config` (config in the Method section), `pionecho --listen ADDR --keys FILE`, `coap-server-gnutls -A 127.0.0.1 -p PORT -k KEY -h \"\"` (DTLS on PORT+1).")

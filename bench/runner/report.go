@@ -154,6 +154,7 @@ func (e *env) table() table {
 				s.Requests.OK, s.Requests.OK+s.Requests.Failed, s.Requests.Latency.P50, s.Requests.Latency.P99, cpu),
 			pion: "—", ratio: "—", target: "—", met: "—", ref: "—"})
 	}
+	t.rows = append(t.rows, e.floodRows()...)
 	return t
 }
 

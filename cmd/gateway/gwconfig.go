@@ -58,14 +58,25 @@ func gatewayConfig(c *config.Config, ks *keyStore, log *zap.Logger) gateway.Conf
 		HandshakeRate:         c.Limits.HandshakeRate,
 		HandshakeBurst:        c.Limits.HandshakeBurst,
 		MaxDatagram:           c.Limits.MaxDatagram,
+		MaxHandshakes:         c.Limits.MaxHandshakes,
+		PrefixHandshakeRate:   c.Limits.PrefixHandshakeRate,
+		PrefixHandshakeBurst:  c.Limits.PrefixHandshakeBurst,
+		PrefixLengthIPv4:      c.Limits.PrefixLengthIPv4,
+		PrefixLengthIPv6:      c.Limits.PrefixLengthIPv6,
+		NewHandshakeRate:      c.Limits.NewHandshakeRate,
+		RecentHandshakeWindow: time.Duration(c.Limits.RecentHandshakeWindow),
+		MaxRecentAddresses:    c.Limits.MaxRecentAddresses,
 	}
 	if lt := time.Duration(c.Store.LookupTimeout); c.Store.Type == config.StorePostgres && lt+lookupMargin > 2*time.Second {
 		// The store bounds its lookups itself (store.lookup_timeout); the
 		// gateway's own bound (2s by default) must not cut them shorter.
 		gc.LookupTimeout = lt + lookupMargin
 	}
-	if gc.HandshakeRate == 0 {
-		gc.HandshakeRate = -1 // config: 0 means unlimited; gateway: 0 means the default
+	// config: a rate of 0 means unlimited; gateway: 0 means the default.
+	for _, r := range []*float64{&gc.HandshakeRate, &gc.PrefixHandshakeRate, &gc.NewHandshakeRate} {
+		if *r == 0 {
+			*r = -1
+		}
 	}
 	if gc.CIDLength == 0 {
 		gc.CIDLength = -1 // config: 0 disables; gateway: 0 means the default
