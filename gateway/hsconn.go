@@ -18,6 +18,10 @@ import (
 // DTLS retransmits.
 const hsQueue = 16
 
+// hsHeldQueue is how many datagrams wait for the session during a hand-over
+// (deliver).
+const hsHeldQueue = 256
+
 // datagram is one received UDP payload and its source.
 type datagram struct {
 	b    []byte
@@ -51,12 +55,13 @@ type hsConn struct {
 	holdOnce sync.Once
 	idle     atomic.Bool // pion waits in a held ReadFrom: it has processed all it read
 
-	mu       sync.Mutex
-	leftover []datagram // taken from the queue as hold raced with ReadFrom
-	muted    bool       // a refusal was sent in place of pion's flight
-	capture  bool       // keep pion's DTLS 1.2 final flight (during the handshake)
-	last     [][]byte   // pion's last DTLS 1.2 final flight (ChangeCipherSpec, Finished)
-	onWrite  func(to netip.AddrPort)
+	mu        sync.Mutex
+	leftover  []datagram // taken from the queue as hold raced with ReadFrom
+	muted     bool       // a refusal was sent in place of pion's flight
+	capture   bool       // keep pion's DTLS 1.2 final flight (during the handshake)
+	finalSent bool       // pion wrote its DTLS 1.2 final flight
+	last      [][]byte   // pion's last DTLS 1.2 final flight (ChangeCipherSpec, Finished)
+	onWrite   func(to netip.AddrPort)
 }
 
 // flightVerdict is what flight decides on one outgoing datagram.
@@ -84,8 +89,30 @@ func newHSConn(l *listener, keepApp bool, flight func([]byte) flightVerdict) *hs
 }
 
 // deliver queues a copy of a datagram for pion without blocking; it reports
-// false when the queue is full or the conn is closed.
+// false when the queue is full or the conn is closed. Once held (the
+// hand-over has begun) pion reads nothing more, so a datagram waits in
+// leftover for the session that takes over, up to hsHeldQueue of them: a
+// device may send a burst right behind its Finished, and the hand-over may
+// take longer than the burst needs to fill the queue. The shut check and the
+// append share c.mu with drain, so nothing is appended after drain took
+// the leftovers.
 func (c *hsConn) deliver(p []byte, from netip.AddrPort) bool {
+	select {
+	case <-c.holdCh:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		select {
+		case <-c.shutCh:
+			return false
+		default:
+		}
+		if len(c.leftover) >= hsHeldQueue {
+			return false
+		}
+		c.leftover = append(c.leftover, datagram{b: bytes.Clone(p), from: from})
+		return true
+	default:
+	}
 	select {
 	case <-c.shutCh:
 		return false
@@ -119,11 +146,18 @@ func (c *hsConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				held = true
 			default:
 			}
-			if held || (c.keepApp && isApplicationRecord(d.b)) {
+			c.mu.Lock()
+			finalSent := c.finalSent
+			c.mu.Unlock()
+			if held || (c.keepApp && (isApplicationRecord(d.b) || (finalSent && !isEpoch0(d.b)))) {
 				// The datagram belongs to the session that takes over:
 				// hold raced with this read, or it is application data,
 				// which pion must never consume on the lean plane (the
-				// device may send it right behind its Finished).
+				// device may send it right behind its Finished). Once pion
+				// wrote its DTLS 1.2 final flight it needs nothing more
+				// from the device, and a tls12_cid record, whose type is
+				// hidden, is application data or a retransmitted Finished:
+				// the record layer handles both.
 				c.mu.Lock()
 				c.leftover = append(c.leftover, d)
 				c.mu.Unlock()
@@ -188,6 +222,7 @@ func (c *hsConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		switch {
 		case record.IsFinalFlight(p):
 			c.last = [][]byte{bytes.Clone(p)}
+			c.finalSent = true
 		case len(c.last) > 0:
 			c.last = append(c.last, bytes.Clone(p))
 		}

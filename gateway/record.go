@@ -83,6 +83,12 @@ func isApplicationRecord(p []byte) bool {
 	return p[0] == contentTypeAppData
 }
 
+// isEpoch0 reports whether the first record of a datagram is a plaintext
+// epoch-0 record (a DTLS 1.2/1.3 record header with epoch 0).
+func isEpoch0(p []byte) bool {
+	return len(p) >= recordHeaderLen && !isUnifiedHeader(p[0]) && p[3] == 0 && p[4] == 0
+}
+
 // isHandshakeRecord reports whether the first record of a datagram from an
 // address that has both an established session and a handshake in progress
 // belongs to the handshake: a plaintext epoch-0 record, a DTLS 1.2
