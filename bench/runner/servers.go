@@ -17,17 +17,25 @@ import (
 
 // Server kinds.
 const (
-	kindGateway = "gateway"
-	kindPion    = "pion"
-	kindLibcoap = "libcoap"
+	kindGateway     = "gateway"      // the gateway, lean data plane (the default)
+	kindGatewayPion = "gateway-pion" // the gateway with sessions.data_plane: pion
+	kindPion        = "pion"         // bench/pionecho
+	kindLibcoap     = "libcoap"      // coap-server-gnutls
+	kindFloor       = "floor"        // bench/floor: plain UDP relay + AES-GCM
 )
+
+// forwards reports whether a server of kind forwards to a backend (devsim
+// then runs its echo backend there).
+func forwards(kind string) bool {
+	return kind == kindGateway || kind == kindGatewayPion || kind == kindFloor
+}
 
 // server is one server process under measurement.
 type server struct {
 	kind    string
 	cmd     *exec.Cmd
 	addr    string // DTLS address, host:port
-	pprof   string // pionecho's pprof address
+	pprof   string // base URL of net/http/pprof (…/debug/pprof), if served
 	metrics string // the gateway's admin /metrics URL, if it has one
 	logPath string
 	exited  chan struct{}
@@ -68,18 +76,22 @@ func (e *env) startServer(kind, keys string, backendPort int, name string) (*ser
 	s := &server{kind: kind, addr: fmt.Sprintf("127.0.0.1:%d", port), logPath: filepath.Join(dir, kind+".log"), exited: make(chan struct{})}
 	var cmd *exec.Cmd
 	switch kind {
-	case kindGateway:
+	case kindGateway, kindGatewayPion:
 		cfg := filepath.Join(dir, "gateway.yaml")
 		// The defaults of deploy/examples/gateway.yaml, on loopback.
 		conf := fmt.Sprintf("listeners: [{address: %q}]\nbackends: {dm: {address: \"127.0.0.1:%d\"}}\nstore: {path: %q}\nlog: {level: info}\n",
 			s.addr, backendPort, keys)
+		if kind == kindGatewayPion {
+			conf += "sessions: {data_plane: pion}\n"
+		}
 		if e.gatewayAdmin(keys) {
 			ap, err := freeTCPPort()
 			if err != nil {
 				return nil, err
 			}
-			conf += fmt.Sprintf("admin: {address: \"127.0.0.1:%d\"}\n", ap)
+			conf += fmt.Sprintf("admin: {address: \"127.0.0.1:%d\", pprof: true}\n", ap)
 			s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ap)
+			s.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", ap)
 		}
 		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 			return nil, err
@@ -90,8 +102,10 @@ func (e *env) startServer(kind, keys string, backendPort int, name string) (*ser
 		if err != nil {
 			return nil, err
 		}
-		s.pprof = fmt.Sprintf("127.0.0.1:%d", pp)
-		cmd = exec.Command(filepath.Join(e.bin, "pionecho"), "--listen", s.addr, "--keys", keys, "--pprof", s.pprof)
+		s.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pp)
+		cmd = exec.Command(filepath.Join(e.bin, "pionecho"), "--listen", s.addr, "--keys", keys, "--pprof", fmt.Sprintf("127.0.0.1:%d", pp))
+	case kindFloor:
+		cmd = exec.Command(filepath.Join(e.bin, "floor"), "--listen", s.addr, "--backend", fmt.Sprintf("127.0.0.1:%d", backendPort))
 	case kindLibcoap:
 		// -p P serves CoAP on P and DTLS on P+1; -h "" sends no identity
 		// hint; -k is the key for every identity.
@@ -194,13 +208,15 @@ func csvKeys(path string, n int, key string) error {
 }
 
 // gatewayAdmin reports, once, whether the gateway's configuration has an
-// admin section (an HTTP listener with /metrics): the runner then gives it
-// a free port, rather than a fixed default another program may hold, and
-// reads the gateway's goroutine count from it.
+// admin section with pprof (an HTTP listener with /metrics and
+// /debug/pprof): the runner then gives it a free port, rather than a fixed
+// default another program may hold, and reads the gateway's heap,
+// goroutines and profiles from it. An older binary (GATEWAY_BIN) may have
+// none.
 func (e *env) gatewayAdmin(keys string) bool {
 	e.adminOnce.Do(func() {
 		cfg := filepath.Join(e.work, "admin-probe.yaml")
-		conf := fmt.Sprintf("listeners: [{address: \"127.0.0.1:0\"}]\nbackends: {dm: {address: \"127.0.0.1:9\"}}\nstore: {path: %q}\nadmin: {address: \"127.0.0.1:0\"}\n", keys)
+		conf := fmt.Sprintf("listeners: [{address: \"127.0.0.1:0\"}]\nbackends: {dm: {address: \"127.0.0.1:9\"}}\nstore: {path: %q}\nadmin: {address: \"127.0.0.1:0\", pprof: true}\n", keys)
 		if os.WriteFile(cfg, []byte(conf), 0o600) != nil {
 			return
 		}
