@@ -52,7 +52,9 @@ type sizes struct {
 	scalePerProc  int
 	scaleIdle     time.Duration // idle time before the settled sample
 
-	profileSeconds int // CPU profiles (pprof); 0: none
+	// CPU profiles (pprof, 100 samples per second of CPU): of a forwarding
+	// run's steady phase; the handshake runs' are half as long. 0: none.
+	profileSeconds int
 }
 
 // releaseIdle is the idle time after which the gateway drops an idle
@@ -75,7 +77,7 @@ var (
 		memSessions: 10000, settle: 5 * time.Second,
 		fleet: 1000, fleetDur: 15 * time.Second, fleetRate: 300,
 		scaleSessions: 100000, scaleActive: 15000, scalePerProc: 16000, scaleIdle: lateHandshakeKeep,
-		profileSeconds: 6,
+		profileSeconds: 20,
 	}
 	// quickSizes: indicative numbers in about ten minutes (runner --quick).
 	quickSizes = sizes{
@@ -85,7 +87,7 @@ var (
 		memSessions: 2000, settle: 2 * time.Second,
 		fleet: 300, fleetDur: 5 * time.Second, fleetRate: 200,
 		scaleSessions: 20000, scaleActive: 5000, scalePerProc: 16000, scaleIdle: 30 * time.Second,
-		profileSeconds: 3,
+		profileSeconds: 6,
 	}
 	smokeSizes = sizes{
 		handshakes: 20, reps: 1,
@@ -94,7 +96,7 @@ var (
 		memSessions: 50, settle: 300 * time.Millisecond,
 		fleet: 20, fleetDur: time.Second, fleetRate: 50,
 		scaleSessions: 60, scaleActive: 20, scalePerProc: 20, scaleIdle: 300 * time.Millisecond,
-		profileSeconds: 1,
+		profileSeconds: 2,
 	}
 )
 

@@ -20,13 +20,14 @@ type profileReport struct {
 	resultID int
 }
 
-// profile: CPU profiles (pprof, profileSeconds long) of the gateway's lean
-// plane and of raw pion during the connect phase of a DTLS 1.3 handshake
-// run and the steady phase of a forwarding run; separate runs, not counted
-// in the figures (profiling costs a little). The heap profiles come from
-// the scale step.
+// profile: CPU profiles (pprof) of the gateway's lean plane and of raw
+// pion during the connect phase of a DTLS 1.3 handshake run and the steady
+// phase of a forwarding run; separate runs, not counted in the figures
+// (profiling costs a little). The scale step profiles its own forwarding
+// and wake phases; its heap profiles come from its samples.
 func (e *env) profile() {
-	if e.sz.profileSeconds <= 0 {
+	secs := e.sz.profileSeconds
+	if secs <= 0 {
 		return
 	}
 	s := e.sz.fwdSessions
@@ -37,16 +38,19 @@ func (e *env) profile() {
 	}
 	// The steady phase outlasts the profile (by half a second in the smoke
 	// run, by half the profile in the others).
-	msgs := int(e.sz.fwdRate * (float64(e.sz.profileSeconds) * 1.5))
+	msgs := int(e.sz.fwdRate * (float64(secs) * 1.5))
 	if e.smoke {
-		msgs = int(e.sz.fwdRate * (float64(e.sz.profileSeconds) + 0.5))
+		msgs = int(e.sz.fwdRate * (float64(secs) + 0.5))
 	}
 	for _, kind := range []string{kindGateway, kindPion} {
 		if e.smoke && kind != kindGateway {
 			continue // the smoke run covers the profile path once
 		}
 		if !e.smoke {
-			n := max(e.sz.handshakes, e.sz.profileSeconds*300)
+			// Enough handshakes to outlast the profile at 800 per
+			// second: the close phase (close_notify) stays out of it.
+			hsSecs := max(1, secs/2)
+			n := max(e.sz.handshakes, hsSecs*800)
 			hsKeys, err := e.keyFile(n, "1.3-dhe")
 			if err != nil {
 				e.fail("profile keys", err)
@@ -54,58 +58,85 @@ func (e *env) profile() {
 			}
 			hs := load{name: "profile handshakes " + kind, args: []string{"--raw", "--devices", fmt.Sprint(n), "--mix", "1.3-dhe",
 				"--duration", "0", "--concurrency", "16", "--source-ips", sourceIPs}}
-			e.cpuProfile(kind, hs, hsKeys, "devsim: phase connect start", int64(n), 0,
+			e.cpuProfile(kind, hs, hsKeys, "devsim: phase connect start", hsSecs, int64(n), 0,
 				tags{group: "profile", mode: "handshake 1.3-dhe", sessions: n})
 		}
 		fwd := load{name: "profile forwarding " + kind, args: e.forwardArgs(s, msgs)}
-		e.cpuProfile(kind, fwd, fwdKeys, "devsim: phase steady start", int64(s), int64(msgs),
+		e.cpuProfile(kind, fwd, fwdKeys, "devsim: phase steady start", secs, int64(s), int64(msgs),
 			tags{group: "profile", mode: "forwarding", sessions: s})
 	}
 }
 
-// cpuProfile measures l against a server of kind while fetching a CPU
-// profile of profileSeconds from its pprof endpoint, starting at the
-// devsim line starting with marker.
-func (e *env) cpuProfile(kind string, l load, keys, marker string, wantHS, wantReq int64, t tags) {
-	path := filepath.Join(e.work, sanitize(l.name)+".cpu.pb.gz")
-	var wg sync.WaitGroup
-	var once sync.Once
-	var ferr error
-	started := false
-	t.onLine = func(line string, srv *server, _ map[string]string) {
-		if !strings.HasPrefix(line, marker) {
-			return
-		}
-		once.Do(func() {
-			started = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ferr = fetch(fmt.Sprintf("%s/profile?seconds=%d", srv.pprof, e.sz.profileSeconds), path)
-			}()
-		})
+// profiler fetches CPU profiles from a server when devsim prints given
+// phase lines; wait waits for the fetches.
+type profiler struct {
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	taken map[string]*profileReport // by marker
+}
+
+// onLine starts fetching a profile of secs seconds into path when line
+// starts with marker (once per marker).
+func (p *profiler) onLine(line, marker, base string, secs int, path string, rep *profileReport) {
+	if !strings.HasPrefix(line, marker) {
+		return
 	}
-	t.before = func(*server, map[string]string) { wg.Wait() }
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.taken == nil {
+		p.taken = map[string]*profileReport{}
+	}
+	if p.taken[marker] != nil {
+		return
+	}
+	p.taken[marker] = rep
+	rep.path = path
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		rep.err = fetch(fmt.Sprintf("%s/profile?seconds=%d", base, secs), path)
+	}()
+}
+
+// summarise waits for the fetches and summarises each profile taken; a
+// marker never seen is an error of its report.
+func (p *profiler) summarise(reps ...*profileReport) {
+	p.wg.Wait()
+	for _, r := range reps {
+		if r.path == "" {
+			r.err = fmt.Errorf("not taken: its phase did not start")
+			continue
+		}
+		if r.err == nil {
+			r.top, r.err = pprofTop(r.path, "-nodecount=25")
+		}
+		if r.err == nil {
+			r.buckets, r.err = cpuBuckets(r.path)
+		}
+	}
+}
+
+// cpuProfile measures l against a server of kind while fetching a CPU
+// profile of secs seconds from its pprof endpoint, starting at the devsim
+// line starting with marker.
+func (e *env) cpuProfile(kind string, l load, keys, marker string, secs int, wantHS, wantReq int64, t tags) {
+	path := filepath.Join(e.work, sanitize(l.name)+".cpu.pb.gz")
+	var pr profiler
+	rep := &profileReport{title: fmt.Sprintf("%s, %s (%d sessions), CPU", kind, t.mode, t.sessions)}
+	t.onLine = func(line string, srv *server, _ map[string]string) {
+		pr.onLine(line, marker, srv.pprof, secs, path, rep)
+	}
+	t.before = func(*server, map[string]string) { pr.wg.Wait() }
 	res := e.measure(kind, l, keys, "", wantHS, wantReq, t)
 	if res == nil {
 		return
 	}
-	p := profileReport{title: fmt.Sprintf("%s, %s (%d sessions), CPU", kind, t.mode, t.sessions), path: path, resultID: res.id}
-	switch {
-	case !started:
-		p.err = fmt.Errorf("no %q line", marker)
-	case ferr != nil:
-		p.err = ferr
-	default:
-		p.top, p.err = pprofTop(path, "-nodecount=25")
-		if p.err == nil {
-			p.buckets, p.err = cpuBuckets(path)
-		}
+	rep.resultID = res.id
+	pr.summarise(rep)
+	if rep.err != nil {
+		e.fail(l.name+" profile", rep.err)
 	}
-	if p.err != nil {
-		e.fail(l.name+" profile", p.err)
-	}
-	e.profiles = append(e.profiles, p)
+	e.profiles = append(e.profiles, *rep)
 }
 
 // heapProfiles summarises the scale step's heap profiles: every session
@@ -160,7 +191,7 @@ func bucketOf(fn string) string {
 		return "system calls"
 	case has("crypto/", "golang.org/x/crypto/", "vendor/golang.org/x/crypto/", "github.com/pion/dtls/v4/pkg/crypto/"):
 		return "crypto"
-	case has("runtime.gc", "runtime.scan", "runtime.mark", "runtime.greyobject", "runtime.findObject", "runtime.heapBits",
+	case has("internal/runtime/gc/", "runtime.gc", "runtime.scan", "runtime.mark", "runtime.greyobject", "runtime.findObject", "runtime.heapBits",
 		"runtime.sweep", "runtime.bgsweep", "runtime.bgscavenge", "runtime.(*gcWork)", "runtime.(*gcBits)", "runtime.wbBuf",
 		"runtime.tryDeferToSpanScan", "runtime.typePointers", "runtime.(*mspan)", "runtime.(*mheap)", "runtime.(*mcache)",
 		"runtime.(*mcentral)", "runtime.(*pageAlloc)", "runtime.(*scavenger", "runtime.mallocgc", "runtime.memclr",
@@ -177,11 +208,13 @@ func bucketOf(fn string) string {
 		"runtime.pidle", "runtime.globrunq", "runtime.netpollblock", "runtime.(*waitq)", "runtime.semacquire", "runtime.semrelease",
 		"runtime.procyield", "sync.", "internal/sync."):
 		return "scheduler and locks"
+	case has("encoding/gob."):
+		return "encoding/gob (pion's state export)"
 	case has("github.com/lwm2m-gateway/gateway/"):
 		return "gateway code"
 	case has("github.com/pion/"):
 		return "pion (other than crypto)"
-	case has("runtime."):
+	case has("runtime.", "internal/runtime/", "aeshashbody", "memeqbody", "indexbytebody", "cmpbody", "gcWriteBarrier"):
 		return "other runtime"
 	}
 	return "other"

@@ -121,7 +121,22 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 		"--wait-signal", "--warmup", "--settle", e.sz.settle.String(), "--msg-rate", fmt.Sprint(e.sz.fwdRate), "--messages", fmt.Sprint(e.sz.fwdMsgs),
 		"--duration", fwdBound.String(), "--size", "100", "--inflight", "64", "--wake-after", e.sz.wakeAfter.String(),
 		"--server-pid", fmt.Sprint(srv.pid()), "--backend", fmt.Sprintf("127.0.0.1:%d", backendPort))
-	act := e.startLoad(load{name: fmt.Sprintf("scale forward %d of %d sessions gateway", active, n), args: args,
+	// CPU profiles of the forwarding and wake phases, each a second
+	// shorter than its phase (none if that is under a second).
+	var prof profiler
+	steadyProf := &profileReport{title: fmt.Sprintf("gateway, forwarding at %d sessions (%d forwarding), CPU", n, active)}
+	wakeProf := &profileReport{title: fmt.Sprintf("gateway, first request of %d sessions after %s idle (wake), CPU", active, e.sz.wakeAfter)}
+	steadySecs := min(e.sz.profileSeconds, int(float64(e.sz.fwdMsgs)/e.sz.fwdRate)-1)
+	wakeSecs := min(e.sz.profileSeconds, int(float64(active)/e.sz.fwdRate)-1)
+	onLine := func(line string) {
+		if steadySecs >= 1 {
+			prof.onLine(line, "devsim: phase steady start", srv.pprof, steadySecs, filepath.Join(dir, "steady.cpu.pb.gz"), steadyProf)
+		}
+		if wakeSecs >= 1 {
+			prof.onLine(line, "devsim: phase wake start", srv.pprof, wakeSecs, filepath.Join(dir, "wake.cpu.pb.gz"), wakeProf)
+		}
+	}
+	act := e.startLoad(load{name: fmt.Sprintf("scale forward %d of %d sessions gateway", active, n), args: args, onLine: onLine,
 		timeout: bound + e.sz.scaleIdle + e.sz.wakeAfter + fwdBound + 5*time.Minute})
 	rep.procs = len(holders) + 1
 	finish := func(err error) error {
@@ -162,6 +177,21 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 		return finish(err)
 	}
 	rep.activeRun = e.record(act.wait(), kindGateway, n)
+	var taken []*profileReport
+	if steadySecs >= 1 {
+		taken = append(taken, steadyProf)
+	}
+	if wakeSecs >= 1 {
+		taken = append(taken, wakeProf)
+	}
+	prof.summarise(taken...)
+	for _, p := range taken {
+		p.resultID = rep.activeRun.id
+		e.profiles = append(e.profiles, *p)
+		if p.err != nil {
+			e.fail(p.title, p.err)
+		}
+	}
 	if err := rep.activeRun.check(int64(active), int64(e.sz.fwdMsgs)); err != nil {
 		rep.activeRun.err = err
 		return err
