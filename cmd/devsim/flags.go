@@ -86,6 +86,7 @@ type options struct {
 	backendKind string
 	serverPID   int
 	sourceIPs   int
+	sourcePort  int // --source-port-base: 0, the kernel chooses
 	lifetime    time.Duration
 	deregister  bool
 	json        bool
@@ -153,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.backendKind, "backend-kind", "", "embedded backend: lwm2m (default) or echo (default with --raw)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "server process to sample in /proc: CPU per handshake and request, RSS per session")
 	fs.IntVar(&o.sourceIPs, "source-ips", 1, "against an IPv4 loopback server: spread devices over this many source addresses 127.1.x.y (per-IP limits, ephemeral ports), 1..65000")
+	fs.IntVar(&o.sourcePort, "source-port-base", 0, "with --source-ips: device N (counted from --key-offset) binds port `P` + N / --source-ips instead of an ephemeral port: the server's own sockets on this machine keep the whole ephemeral range (a socket connected without a bind takes a port no other socket uses on any address)")
 	fs.DurationVar(&o.lifetime, "lifetime", time.Hour, "LwM2M registration lifetime")
 	fs.BoolVar(&o.deregister, "deregister", false, "LwM2M: De-register before closing")
 	fs.BoolVar(&o.json, "json", false, "print the summary as JSON")
@@ -265,6 +267,8 @@ func (o *options) validate(patternSpec, msgRate string) error {
 		return bad("--keys FILE is required (see --gen-keys)")
 	case o.keyOffset < 0:
 		return bad("--key-offset must be >= 0")
+	case o.sourcePort != 0 && (o.sourceIPs < 2 || o.sourcePort < 1024 || o.sourcePort+(o.keyOffset+o.devices-1)/o.sourceIPs > 65535):
+		return bad("--source-port-base needs --source-ips > 1 and ports within 1024..65535 (port = base + (--key-offset + device) / --source-ips)")
 	case o.wakeAfter < 0 || o.wakeAfter > time.Hour:
 		return bad("--wake-after must be 0..1h")
 	case (o.warmup || o.wakeAfter > 0) && !o.raw:

@@ -146,6 +146,9 @@ func TestFlagValidation(t *testing.T) {
 		{"hold without dtls", []string{"--raw", "--no-dtls", "--hold", "--msg-rate", "0"}},
 		{"warmup without raw", []string{"--keys", "k.yaml", "--warmup"}},
 		{"wake-after negative", []string{"--keys", "k.yaml", "--raw", "--wake-after", "-1s"}},
+		{"port base without source-ips", []string{"--keys", "k.yaml", "--raw", "--source-port-base", "20000"}},
+		{"port base too low", []string{"--keys", "k.yaml", "--raw", "--source-ips", "4", "--source-port-base", "80"}},
+		{"ports past 65535", []string{"--keys", "k.yaml", "--raw", "--source-ips", "2", "--source-port-base", "65000", "--devices", "5000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

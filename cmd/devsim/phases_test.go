@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -32,7 +33,8 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 }
 
 // The benchmark phases through a real gateway: devices take their keys
-// from --key-offset on (the gateway holds no other keys), wait at both
+// from --key-offset on (the gateway holds no other keys) and bind the
+// ports of --source-port-base, wait at both
 // --wait-signal gates, send one --warmup request each, the steady
 // phase's --messages, and after --wake-after one wake request each; the
 // server's CPU of the wake phase is reported apart.
@@ -40,8 +42,17 @@ func TestEndToEndBenchPhases(t *testing.T) {
 	const devices, offset, messages = 3, 2, 30
 	keys, path := writeTestKeys(t, offset+devices, "1.3-dhe")
 	addr, backend := startGateway(t, keys[offset:], backendEcho)
+	// A port the kernel just gave out on the first address is free there
+	// and, most likely, on the next two: the devices bind it explicitly.
+	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 1, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
 	w := &signalWriter{t: t}
 	o, err := parseFlags([]string{"--raw", "--server", addr, "--keys", path, "--key-offset", strconv.Itoa(offset),
+		"--source-ips", "3", "--source-port-base", strconv.Itoa(base),
 		"--devices", strconv.Itoa(devices), "--wait-signal", "--warmup", "--wake-after", "1s",
 		"--msg-rate", "200", "--messages", strconv.Itoa(messages), "--duration", "20s",
 		"--server-pid", strconv.Itoa(os.Getpid()), "--progress", "-1s"}, w)
@@ -131,5 +142,21 @@ func TestCPUBetween(t *testing.T) {
 	s, err := readProc(os.Getpid())
 	if err != nil || s.tasks == nil || len(s.tasks) != s.Threads {
 		t.Errorf("readProc: %d threads, tasks %v, %v", s.Threads, s.tasks, err)
+	}
+}
+
+// With --source-port-base, device N (counted from --key-offset) binds port
+// base + N / --source-ips on address N % --source-ips, so processes that
+// share a key file at different offsets never share a port.
+func TestLocalAddrPorts(t *testing.T) {
+	r := &runner{o: &options{keyOffset: 5, sourceIPs: 4, sourcePort: 20000}, loopback4: true}
+	for i, want := range map[int]string{0: "127.1.0.2:20001", 3: "127.1.0.1:20002", 7: "127.1.0.1:20003"} {
+		if got := r.localAddr(i); got != want {
+			t.Errorf("localAddr(%d) = %s, want %s", i, got, want)
+		}
+	}
+	r.o.sourcePort = 0
+	if got := r.localAddr(0); got != "127.1.0.2:0" {
+		t.Errorf("without a port base: %s", got)
 	}
 }
