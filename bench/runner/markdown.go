@@ -55,7 +55,10 @@ const method = `## Method
   server CPU per request of that wave is compared with the steady phase's.
 - **Scale**: one gateway holds 100,000 DTLS 1.3 (psk_dhe_ke) sessions from
   several devsim processes (the open-file limit is 20,000 per process here), each
-  of at most 16,000 devices over 256 loopback source addresses; all but the forwarding
+  of at most 16,000 devices over 256 loopback source addresses, on fixed ports below
+  the ephemeral range (` + "`--source-port-base`" + `: a socket connected without a bind, as the
+  gateway's upstream sockets are, takes a port that no socket uses on any address, so
+  100,000 devices on ephemeral ports would leave the gateway none); all but the forwarding
   ones are ` + "`--hold`" + ` devices (after the handshake a device keeps only its socket,
   sends nothing, and sends no close_notify: the gateway holds an idle session). The
   forwarding devices' process waits at ` + "`--wait-signal`" + ` gates while the runner samples

@@ -56,10 +56,19 @@ func (e *env) scaleStep() {
 		return
 	}
 	for _, kind := range []string{kindFloor, kindPion} {
-		e.measure(kind, load{name: fmt.Sprintf("scale forward %d sessions %s", active, kind), args: e.forwardArgs(active, e.sz.fwdMsgs), timeout: e.connectBound(active)},
+		args := append(e.forwardArgs(active, e.sz.fwdMsgs), "--source-port-base", devicePortBase)
+		e.measure(kind, load{name: fmt.Sprintf("scale forward %d sessions %s", active, kind), args: args, timeout: e.connectBound(active)},
 			keys, "", int64(active), int64(e.sz.fwdMsgs), tags{group: "scale", mode: "1.3-dhe", sessions: active})
 	}
 }
+
+// devicePortBase is the first port the scale step's devices bind (devsim
+// --source-port-base; ports 20000..20390 over 256 addresses for 100,000
+// devices), below the ephemeral range. A socket connected without a bind,
+// as the gateway's and the floor's upstream sockets are, takes a port no
+// other socket uses on any address: 100,000 devices on ephemeral ports
+// would leave the gateway none (connect fails with EAGAIN).
+const devicePortBase = "20000"
 
 // connectBound bounds a run that handshakes n devices (at 100 per second
 // at worst on a loaded machine) and then forwards.
@@ -101,8 +110,8 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 	}
 
 	bound := e.connectBound(n)
-	common := []string{"--raw", "--mix", "1.3-dhe", "--concurrency", "16", "--source-ips", sourceIPs, "--timeout", "30s",
-		"--server", srv.addr, "--keys", keys}
+	common := []string{"--raw", "--mix", "1.3-dhe", "--concurrency", "16", "--source-ips", sourceIPs, "--source-port-base", devicePortBase,
+		"--timeout", "30s", "--server", srv.addr, "--keys", keys}
 	var holders []*running
 	defer func() { // on any error: end every devsim still running
 		for _, h := range holders {
