@@ -56,10 +56,14 @@ func (e *env) scaleRows() []row {
 		if caches != nil {
 			k = fmt.Sprintf("%.2f KB", kernel/1024)
 		}
+		note := ""
+		if strings.Contains(strings.Join(caches, " "), "proc_inode_cache") {
+			note = "; proc_inode_cache and one of the dentries are /proc/PID/fd entries, made when something lists the open files (the process collector of /metrics does at every scrape) and reclaimable"
+		}
 		rows = append(rows, row{label: "Kernel memory per upstream UDP socket (slab objects)",
 			gw: k, other: "—", ratio: "—", target: "—", met: "—",
-			ref: fmt.Sprintf("%d sockets opened (machine-wide UDP sockets %+d, socket buffers %+d pages); %s",
-				opened, sc.fwd.udpInUse-i.udpInUse, sc.fwd.udpMemPages-i.udpMemPages, strings.Join(caches, ", ")), runs: ids})
+			ref: fmt.Sprintf("%d sockets opened; slab caches that grew by half an object per socket or more, machine-wide: %s%s (UDP receive-memory accounting, both ends of loopback: %+d pages)",
+				opened, strings.Join(caches, ", "), note, sc.fwd.udpMemPages-i.udpMemPages), runs: ids})
 		rows = append(rows, row{label: "Open files per forwarding session",
 			gw: fmt.Sprintf("%.2f", per(sc.fwd.openFDs, i.openFDs, a)), other: "—", ratio: "—", target: "—", met: "—",
 			ref: fmt.Sprintf("%.0f open files with %d idle sessions", i.openFDs, n), runs: ids})
