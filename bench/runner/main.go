@@ -51,6 +51,7 @@ type sizes struct {
 	scaleActive   int
 	scalePerProc  int
 	scaleIdle     time.Duration // idle time before the settled sample
+	scaleMsgs     int           // requests of its forwarding phase (and of the floor's and raw pion's)
 
 	// CPU profiles (pprof, 100 samples per second of CPU): of a forwarding
 	// run's steady phase; the handshake runs' are half as long. 0: none.
@@ -76,7 +77,7 @@ var (
 		latSessions: 100, latMsgs: 3200, latRate: 400,
 		memSessions: 10000, settle: 5 * time.Second,
 		fleet: 1000, fleetDur: 15 * time.Second, fleetRate: 300,
-		scaleSessions: 100000, scaleActive: 15000, scalePerProc: 16000, scaleIdle: lateHandshakeKeep,
+		scaleSessions: 100000, scaleActive: 15000, scalePerProc: 16000, scaleIdle: lateHandshakeKeep, scaleMsgs: 60000,
 		profileSeconds: 20,
 	}
 	// quickSizes: indicative numbers in about ten minutes (runner --quick).
@@ -86,7 +87,7 @@ var (
 		latSessions: 100, latMsgs: 1200, latRate: 400,
 		memSessions: 2000, settle: 2 * time.Second,
 		fleet: 300, fleetDur: 5 * time.Second, fleetRate: 200,
-		scaleSessions: 20000, scaleActive: 5000, scalePerProc: 16000, scaleIdle: 30 * time.Second,
+		scaleSessions: 20000, scaleActive: 5000, scalePerProc: 16000, scaleIdle: 30 * time.Second, scaleMsgs: 20000,
 		profileSeconds: 6,
 	}
 	smokeSizes = sizes{
@@ -95,7 +96,7 @@ var (
 		latSessions: 10, latMsgs: 50, latRate: 200,
 		memSessions: 50, settle: 300 * time.Millisecond,
 		fleet: 20, fleetDur: time.Second, fleetRate: 50,
-		scaleSessions: 60, scaleActive: 20, scalePerProc: 20, scaleIdle: 300 * time.Millisecond,
+		scaleSessions: 60, scaleActive: 20, scalePerProc: 20, scaleIdle: 300 * time.Millisecond, scaleMsgs: 200,
 		profileSeconds: 2,
 	}
 )

@@ -145,6 +145,14 @@ func (e *env) markdown(t table, elapsed time.Duration) string {
 		p("%s", pr.top)
 		p("```")
 		p("")
+		if pr.own != "" {
+			p("The gateway's own functions (and gob, zap), by time including callees:")
+			p("")
+			p("```")
+			p("%s", pr.own)
+			p("```")
+			p("")
+		}
 	}
 	runs := slices.Clone(e.results)
 	slices.SortFunc(runs, func(a, b *result) int { return cmp.Compare(a.id, b.id) })

@@ -15,9 +15,11 @@ type profileReport struct {
 	title    string
 	path     string
 	top      string // go tool pprof -top, trimmed
+	own      string // the gateway's own functions (and gob) by cumulative time
 	buckets  string // CPU by kind of work, one line
 	err      error
 	resultID int
+	gateway  bool // a profile of the gateway: also list its own functions
 }
 
 // profile: CPU profiles (pprof) of the gateway's lean plane and of raw
@@ -110,6 +112,9 @@ func (p *profiler) summarise(reps ...*profileReport) {
 		if r.err == nil {
 			r.top, r.err = pprofTop(r.path, "-nodecount=25")
 		}
+		if r.err == nil && r.gateway {
+			r.own, r.err = pprofTop(r.path, "-cum", "-show=lwm2m-gateway|encoding/gob|go.uber.org/zap", "-nodecount=25")
+		}
 		if r.err == nil {
 			r.buckets, r.err = cpuBuckets(r.path)
 		}
@@ -122,7 +127,7 @@ func (p *profiler) summarise(reps ...*profileReport) {
 func (e *env) cpuProfile(kind string, l load, keys, marker string, secs int, wantHS, wantReq int64, t tags) {
 	path := filepath.Join(e.work, sanitize(l.name)+".cpu.pb.gz")
 	var pr profiler
-	rep := &profileReport{title: fmt.Sprintf("%s, %s (%d sessions), CPU", kind, t.mode, t.sessions)}
+	rep := &profileReport{title: fmt.Sprintf("%s, %s (%d sessions), CPU", kind, t.mode, t.sessions), gateway: kind == kindGateway}
 	t.onLine = func(line string, srv *server, _ map[string]string) {
 		pr.onLine(line, marker, srv.pprof, secs, path, rep)
 	}

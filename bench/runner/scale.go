@@ -56,9 +56,9 @@ func (e *env) scaleStep() {
 		return
 	}
 	for _, kind := range []string{kindFloor, kindPion} {
-		args := append(e.forwardArgs(active, e.sz.fwdMsgs), "--source-port-base", devicePortBase)
+		args := append(e.forwardArgs(active, e.sz.scaleMsgs), "--source-port-base", devicePortBase)
 		e.measure(kind, load{name: fmt.Sprintf("scale forward %d sessions %s", active, kind), args: args, timeout: e.connectBound(active)},
-			keys, "", int64(active), int64(e.sz.fwdMsgs), tags{group: "scale", mode: "1.3-dhe", sessions: active})
+			keys, "", int64(active), int64(e.sz.scaleMsgs), tags{group: "scale", mode: "1.3-dhe", sessions: active})
 	}
 }
 
@@ -125,17 +125,17 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 			"--msg-rate", "0", "--duration", "1h")
 		holders = append(holders, e.startLoad(load{name: fmt.Sprintf("scale hold %d+%d", off, count), args: args, timeout: bound + time.Hour}))
 	}
-	fwdBound := time.Duration(float64(e.sz.fwdMsgs)/e.sz.fwdRate*float64(time.Second)) + time.Minute
+	fwdBound := time.Duration(float64(e.sz.scaleMsgs)/e.sz.fwdRate*float64(time.Second)) + time.Minute
 	args := append(append([]string{}, common...), "--devices", fmt.Sprint(active), "--key-offset", "0",
-		"--wait-signal", "--warmup", "--settle", e.sz.settle.String(), "--msg-rate", fmt.Sprint(e.sz.fwdRate), "--messages", fmt.Sprint(e.sz.fwdMsgs),
+		"--wait-signal", "--warmup", "--settle", e.sz.settle.String(), "--msg-rate", fmt.Sprint(e.sz.fwdRate), "--messages", fmt.Sprint(e.sz.scaleMsgs),
 		"--duration", fwdBound.String(), "--size", "100", "--inflight", "64", "--wake-after", e.sz.wakeAfter.String(),
 		"--server-pid", fmt.Sprint(srv.pid()), "--backend", fmt.Sprintf("127.0.0.1:%d", backendPort))
 	// CPU profiles of the forwarding and wake phases, each a second
 	// shorter than its phase (none if that is under a second).
 	var prof profiler
-	steadyProf := &profileReport{title: fmt.Sprintf("gateway, forwarding at %d sessions (%d forwarding), CPU", n, active)}
-	wakeProf := &profileReport{title: fmt.Sprintf("gateway, first request of %d sessions after %s idle (wake), CPU", active, e.sz.wakeAfter)}
-	steadySecs := min(e.sz.profileSeconds, int(float64(e.sz.fwdMsgs)/e.sz.fwdRate)-1)
+	steadyProf := &profileReport{title: fmt.Sprintf("gateway, forwarding at %d sessions (%d forwarding), CPU", n, active), gateway: true}
+	wakeProf := &profileReport{title: fmt.Sprintf("gateway, first request of %d sessions after %s idle (wake), CPU", active, e.sz.wakeAfter), gateway: true}
+	steadySecs := min(e.sz.profileSeconds, int(float64(e.sz.scaleMsgs)/e.sz.fwdRate)-1)
 	wakeSecs := min(e.sz.profileSeconds, int(float64(active)/e.sz.fwdRate)-1)
 	onLine := func(line string) {
 		if steadySecs >= 1 {
@@ -201,7 +201,7 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 			e.fail(p.title, p.err)
 		}
 	}
-	if err := rep.activeRun.check(int64(active), int64(e.sz.fwdMsgs)); err != nil {
+	if err := rep.activeRun.check(int64(active), int64(e.sz.scaleMsgs)); err != nil {
 		rep.activeRun.err = err
 		return err
 	}

@@ -64,6 +64,14 @@ func (e *env) scaleRows() []row {
 			gw: k, other: "—", ratio: "—", target: "—", met: "—",
 			ref: fmt.Sprintf("%d sockets opened; slab caches that grew by half an object per socket or more, machine-wide: %s%s (UDP receive-memory accounting, both ends of loopback: %+d pages)",
 				opened, strings.Join(caches, ", "), note, sc.fwd.udpMemPages-i.udpMemPages), runs: ids})
+		if caches != nil {
+			// What deploy/ sizes memory limits by (deploy/sizing_test.go
+			// reads this row): a session once it has forwarded, with its
+			// upstream socket's kernel memory, and the gateway's own RSS.
+			rows = append(rows, row{label: fmt.Sprintf("Sizing: memory per session that forwards (RSS and the kernel memory of its upstream socket), %d sessions", n),
+				gw: fmt.Sprintf("%.1f KB", rssIdle+dRSS+kernel/1024), other: "—", ratio: "—", target: "—", met: "—",
+				ref: fmt.Sprintf("gateway before any session %.1f MB (%d keys loaded); an idle session %.1f KB", float64(b.rss)/(1<<20), sc.sessions, rssIdle), runs: ids})
+		}
 		rows = append(rows, row{label: "Open files per forwarding session",
 			gw: fmt.Sprintf("%.2f", per(sc.fwd.openFDs, i.openFDs, a)), other: "—", ratio: "—", target: "—", met: "—",
 			ref: fmt.Sprintf("%.0f open files with %d idle sessions", i.openFDs, n), runs: ids})
