@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"net"
+	"os"
 	"strings"
 	"testing"
 )
@@ -52,5 +55,22 @@ func TestParseMetrics(t *testing.T) {
 	m, err := parseMetrics(strings.NewReader("# HELP x\ngo_goroutines 18\ngateway_sessions{state=\"established\"} 100000\nbad\n"))
 	if err != nil || m["go_goroutines"] != 18 || m[`gateway_sessions{state="established"}`] != 100000 || len(m) != 2 {
 		t.Errorf("parseMetrics: %v, %v", m, err)
+	}
+}
+
+// owns finds a UDP socket of this process by its port, and not a port it
+// does not hold.
+func TestOwns(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	if !owns(os.Getpid(), fmt.Sprintf(":%04X", port)) {
+		t.Errorf("owns: our socket on port %d not found", port)
+	}
+	c.Close()
+	if owns(os.Getpid(), fmt.Sprintf(":%04X", port)) {
+		t.Errorf("owns: port %d still ours after Close", port)
 	}
 }

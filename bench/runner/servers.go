@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/rand"
 	"fmt"
 	"math/big"
@@ -51,6 +50,25 @@ func freePort() (int, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+// freePortPair returns a UDP port P such that P and P+1 were free a moment
+// ago on loopback (libcoap serves CoAP on P and DTLS on P+1).
+func freePortPair() (int, error) {
+	for range 100 {
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return 0, err
+		}
+		p := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p + 1})
+		a.Close()
+		if err == nil {
+			b.Close()
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no two adjacent free UDP ports on loopback")
 }
 
 func freeTCPPort() (int, error) {
@@ -109,14 +127,9 @@ func (e *env) startServer(kind, keys string, backendPort int, name string) (*ser
 	case kindLibcoap:
 		// -p P serves CoAP on P and DTLS on P+1; -h "" sends no identity
 		// hint; -k is the key for every identity.
-		plain, err := freePort()
+		plain, err := freePortPair()
 		if err != nil {
 			return nil, err
-		}
-		for plain == port-1 || plain+1 == port {
-			if plain, err = freePort(); err != nil {
-				return nil, err
-			}
 		}
 		s.addr = fmt.Sprintf("127.0.0.1:%d", plain+1)
 		cmd = exec.Command(e.libcoap, "-A", "127.0.0.1", "-p", strconv.Itoa(plain), "-k", keys, "-h", "", "-v", "3")
@@ -142,12 +155,14 @@ func (e *env) startServer(kind, keys string, backendPort int, name string) (*ser
 	return s, nil
 }
 
-// waitReady waits until the process has bound its DTLS port (a UDP socket
-// on the port in /proc/PID/net/udp).
+// waitReady waits until the process has bound its DTLS port: a UDP socket
+// on the port in /proc/PID/net/udp that is one of the process's own open
+// files (the table lists every socket of the network namespace, and other
+// programs on the machine may hold the port).
 func (s *server) waitReady(limit time.Duration) error {
 	_, port, _ := net.SplitHostPort(s.addr)
 	p, _ := strconv.Atoi(port)
-	want := fmt.Sprintf(":%04X ", p)
+	want := fmt.Sprintf(":%04X", p)
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		select {
@@ -155,20 +170,42 @@ func (s *server) waitReady(limit time.Duration) error {
 			return fmt.Errorf("exited during start-up")
 		default:
 		}
-		if f, err := os.Open(fmt.Sprintf("/proc/%d/net/udp", s.pid())); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				fields := strings.Fields(sc.Text())
-				if len(fields) > 2 && strings.HasSuffix(fields[1]+" ", want) {
-					f.Close()
-					return nil
-				}
-			}
-			f.Close()
+		if owns(s.pid(), want) {
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("not listening on %s after %s", s.addr, limit)
+}
+
+// owns reports whether process pid has a UDP socket bound to local
+// address suffix port (":%04X" as /proc/net/udp writes it).
+func owns(pid int, port string) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", pid))
+	if err != nil {
+		return false
+	}
+	inodes := map[string]bool{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 9 && strings.HasSuffix(f[1], port) {
+			inodes["socket:["+f[9]+"]"] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return false
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil && inodes[target] {
+			return true
+		}
+	}
+	return false
 }
 
 // stop sends SIGTERM and waits (SIGKILL after 10 s).
