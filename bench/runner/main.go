@@ -97,7 +97,7 @@ var (
 		memSessions: 50, settle: 300 * time.Millisecond,
 		fleet: 20, fleetDur: time.Second, fleetRate: 50,
 		scaleSessions: 60, scaleActive: 20, scalePerProc: 20, scaleIdle: 300 * time.Millisecond, scaleMsgs: 200,
-		profileSeconds: 2,
+		profileSeconds: 1,
 	}
 )
 
