@@ -221,6 +221,8 @@ type tags struct {
 	// before, when set, runs after devsim ended and before the server is
 	// stopped (a profile being fetched is waited for).
 	before func(srv *server, extra map[string]string)
+	// prepare, when set, runs once the server is up, before devsim starts.
+	prepare func(srv *server)
 }
 
 // measure starts a server of kind, runs l against it with --server and
@@ -246,6 +248,9 @@ func (e *env) measure(kind string, l load, keys, libcoapKey string, wantHS, want
 	if err != nil {
 		e.fail(l.name, err)
 		return nil
+	}
+	if t.prepare != nil {
+		t.prepare(srv)
 	}
 	l.args = append(l.args, "--server", srv.addr, "--server-pid", fmt.Sprint(srv.pid()))
 	if kind == kindFloor {

@@ -74,7 +74,11 @@ const method = `## Method
   least half an object per UDP socket opened, divided by the sockets opened. The
   floor and raw pion forward the same traffic with the forwarding devices only.
 - **Memory (10,000 sessions)**: VmRSS of the server after the connect phase and an
-  idle settle time, minus VmRSS before it, divided by the sessions open. Threads from
+  idle settle time (5 s: right after the handshakes, see the scale step for a settled
+  figure), minus VmRSS before it, divided by the sessions open; the Go servers (the
+  gateway, pion echo) first collect their start-up garbage (` + "`/debug/pprof/heap?gc=1`" + `)
+  and their RSS is left to settle, so that the baseline holds no memory the runtime
+  gives back while the sessions connect. Threads from
   /proc/PID/status; goroutines from pion echo's pprof listener and from the
   gateway's admin /metrics (` + "`go_goroutines`" + `).
 - **Latency**: client-side, from the write of a request to the read of its
