@@ -13,7 +13,7 @@ func (e *env) floodRows() []row {
 	for _, r := range e.floods {
 		head := fmt.Sprintf("Flood %.0f spoofed ClientHellos/s × %s, %s:", r.rate, r.dur, r.label)
 		if r.returning == nil {
-			rows = append(rows, row{label: head + " failed", gw: fmt.Sprint(r.err), pion: "—", ratio: "—", target: "—", met: "n/a", ref: "—"})
+			rows = append(rows, row{label: head + " failed", gw: fmt.Sprint(r.err), other: "—", ratio: "—", target: "—", met: "n/a", ref: "—"})
 			continue
 		}
 		pct := func(n, total int) (string, float64) {
@@ -31,12 +31,12 @@ func (e *env) floodRows() []row {
 		}
 		n, total := r.returning.within(3 * time.Second)
 		s, p := pct(n, total)
-		rows = append(rows, row{label: head + " returning devices' handshakes within 3 s", gw: s, pion: "—", ratio: "—",
+		rows = append(rows, row{label: head + " returning devices' handshakes within 3 s", gw: s, other: "—", ratio: "—",
 			target: "≥ 95%", met: yesNo(total > 0 && p >= 95),
 			ref: fmt.Sprintf("p50 %s, p95 %s, %d failed %v", ms(r.returning.quantile(.5)), ms(r.returning.quantile(.95)), r.returning.failed, r.returning.errs)})
 		n, total = r.fresh.within(10 * time.Second)
 		s, p = pct(n, total)
-		rows = append(rows, row{label: head + " new devices' handshakes within 10 s", gw: s, pion: "—", ratio: "—",
+		rows = append(rows, row{label: head + " new devices' handshakes within 10 s", gw: s, other: "—", ratio: "—",
 			target: "≥ 90%", met: yesNo(total > 0 && p >= 90),
 			ref: fmt.Sprintf("p50 %s, p90 %s, %d failed %v", ms(r.fresh.quantile(.5)), ms(r.fresh.quantile(.9)), r.fresh.failed, r.fresh.errs)})
 		est, met := "n/a", "n/a"
@@ -45,18 +45,18 @@ func (e *env) floodRows() []row {
 			met = yesNo(s.Requests.Failed == 0 && s.Requests.OK > 0)
 		}
 		rows = append(rows, row{label: head + fmt.Sprintf(" %d established devices, a request/s each (CoAP retransmission)", e.sz.floodEstablished),
-			gw: est, pion: "—", ratio: "—", target: "0 lost", met: met, ref: "—"})
+			gw: est, other: "—", ratio: "—", target: "0 lost", met: met, ref: "—"})
 		rec := "not within " + r.after.String()
 		if r.recovered >= 0 {
 			rec = "in " + r.recovered.Round(time.Second).String()
 		}
 		rows = append(rows, row{label: head + " gateway RSS before → peak → " + r.after.String() + " after",
-			gw: fmt.Sprintf("%.0f → %.0f → %.0f MB", mb(r.rssPre), mb(r.rssPeak), mb(r.rssAfter)), pion: "—", ratio: "—",
+			gw: fmt.Sprintf("%.0f → %.0f → %.0f MB", mb(r.rssPre), mb(r.rssPeak), mb(r.rssAfter)), other: "—", ratio: "—",
 			target: "peak ≤ 512 MB; ≤ 1.2 × before within 60 s", met: yesNo(r.rssPeak <= 512<<20 && r.recovered >= 0 && r.recovered <= 60*time.Second),
 			ref: "back ≤ 1.2 × before " + rec})
 		bound := r.gorPre + 4*float64(r.maxHandshakes)
 		rows = append(rows, row{label: head + " gateway goroutines before → peak",
-			gw: fmt.Sprintf("%.0f → %.0f", r.gorPre, r.gorPeak), pion: "—", ratio: "—",
+			gw: fmt.Sprintf("%.0f → %.0f", r.gorPre, r.gorPeak), other: "—", ratio: "—",
 			target: "≤ before + 4 × max_handshakes", met: yesNo(r.gorPeak > 0 && r.gorPeak <= bound),
 			ref: fmt.Sprintf("bound %.0f (max_handshakes %d)", bound, r.maxHandshakes)})
 		perHello := "n/a"
@@ -64,7 +64,7 @@ func (e *env) floodRows() []row {
 			perHello = fmt.Sprintf("%.1f µs", float64(r.cpu.Microseconds())/float64(r.flood.Hellos))
 		}
 		rows = append(rows, row{label: head + " gateway CPU per spoofed ClientHello (all work during the flood)",
-			gw: perHello, pion: "—", ratio: "—", target: "—", met: "—",
+			gw: perHello, other: "—", ratio: "—", target: "—", met: "—",
 			ref: fmt.Sprintf("%.0f%% of one core; %.0f hellos/s sent (%s socket)", 100*r.cpu.Seconds()/r.dur.Seconds(), r.flood.HellosPerS, r.flood.Socket)})
 	}
 	return rows

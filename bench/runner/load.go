@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,8 +30,12 @@ type summary struct {
 		Failed     int64   `json:"failed"`
 		PerSecond  float64 `json:"per_second"`
 		SteadyDone int64   `json:"steady_phase_done"`
-		Late       int64   `json:"late_inflight_full"`
-		Latency    latency `json:"latency"`
+		ByOp       map[string]struct {
+			OK     int64 `json:"ok"`
+			Failed int64 `json:"failed"`
+		} `json:"by_op"`
+		Late    int64   `json:"late_inflight_full"`
+		Latency latency `json:"latency"`
 	} `json:"requests"`
 	Reconnects int64            `json:"reconnects"`
 	Errors     map[string]int64 `json:"errors"`
@@ -39,6 +44,9 @@ type summary struct {
 		CPUPerHandshakeUS float64 `json:"cpu_us_per_handshake"`
 		SteadyCPUms       float64 `json:"steady_cpu_ms"`
 		CPUPerRequestUS   float64 `json:"cpu_us_per_request"`
+		WakeCPUms         float64 `json:"wake_cpu_ms"`
+		CPUPerWakeUS      float64 `json:"cpu_us_per_wake_request"`
+		WakeRequests      int64   `json:"wake_requests"`
 		RSSBefore         int64   `json:"rss_before_bytes"`
 		RSSConnected      int64   `json:"rss_connected_bytes"`
 		SessionsAtRSS     int64   `json:"sessions_at_rss"`
@@ -68,6 +76,7 @@ type load struct {
 
 // result is one measurement: a devsim run against one server.
 type result struct {
+	id     int // position in the report's list of commands
 	name   string
 	server string // kind
 	cmd    string
@@ -80,54 +89,137 @@ type result struct {
 	rep         int
 }
 
+// running is a devsim process started by startLoad.
+type running struct {
+	res    *result
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	logf   *os.File
+	cancel context.CancelFunc
+	read   sync.WaitGroup // the stderr reader
+
+	mu      sync.Mutex
+	lines   []string      // phase lines seen ("devsim: phase ...")
+	changed chan struct{} // closed and replaced when lines grows
+	exited  chan struct{} // closed when the stderr reader is done
+}
+
 // runLoad runs devsim with --json and returns its summary. The command
 // line is recorded (with the scratch directory shortened) for the report.
 func (e *env) runLoad(l load) *result {
+	r := e.startLoad(l)
+	return r.wait()
+}
+
+// startLoad starts devsim with --json in the background; wait returns its
+// result. Phase lines can be waited for (waitPhase) and the process
+// signalled (--wait-signal gates, SIGINT to end --hold devices).
+func (e *env) startLoad(l load) *running {
 	args := append([]string{"--json", "--progress", "-1s"}, l.args...)
 	res := &result{name: l.name, cmd: "devsim " + strings.ReplaceAll(strings.Join(args, " "), e.work, "$WORK"), extra: map[string]string{}}
-	e.logf("run  %-38s %s", l.name, res.cmd)
+	e.nextID++
+	res.id = e.nextID
+	e.logf("run  #%d %-38s %s", res.id, l.name, res.cmd)
+	r := &running{res: res, changed: make(chan struct{}), exited: make(chan struct{})}
 	timeout := l.timeout
 	if timeout == 0 {
 		timeout = 3 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "devsim"), args...)
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
+	r.cancel = cancel
+	r.cmd = exec.CommandContext(ctx, filepath.Join(e.bin, "devsim"), args...)
+	r.cmd.Stdout = &r.stdout
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	fail := func(err error) *running {
+		res.err = err
+		close(r.exited)
+		return r
+	}
+	stderr, err := r.cmd.StderrPipe()
 	if err != nil {
-		res.err = err
-		return res
+		return fail(err)
 	}
-	logf, err := os.Create(filepath.Join(e.work, sanitize(l.name)+".devsim.log"))
-	if err != nil {
-		res.err = err
-		return res
+	if r.logf, err = os.Create(filepath.Join(e.work, sanitize(l.name)+".devsim.log")); err != nil {
+		return fail(err)
 	}
-	defer logf.Close()
-	if err := cmd.Start(); err != nil {
-		res.err = err
-		return res
+	if err := r.cmd.Start(); err != nil {
+		return fail(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
+	r.read.Add(1)
 	go func() {
-		defer wg.Done()
-		sc := bufio.NewScanner(io.TeeReader(stderr, logf))
+		defer r.read.Done()
+		defer close(r.exited)
+		sc := bufio.NewScanner(io.TeeReader(stderr, r.logf))
 		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "devsim: phase ") {
+				r.mu.Lock()
+				r.lines = append(r.lines, line)
+				close(r.changed)
+				r.changed = make(chan struct{})
+				r.mu.Unlock()
+			}
 			if l.onLine != nil {
-				l.onLine(sc.Text())
+				l.onLine(line)
 			}
 		}
 	}()
-	wg.Wait()
-	if err := cmd.Wait(); err != nil {
-		res.err = fmt.Errorf("devsim: %w (log %s)", err, logf.Name())
+	return r
+}
+
+// waitPhase waits until devsim has printed its nth phase line starting
+// with prefix (n from 1), the process ended, or limit passed.
+func (r *running) waitPhase(prefix string, n int, limit time.Duration) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		seen := 0
+		for _, l := range r.lines {
+			if strings.HasPrefix(l, prefix) {
+				seen++
+			}
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		if seen >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-r.exited:
+			return fmt.Errorf("%s: devsim ended before %q", r.res.name, prefix)
+		case <-deadline.C:
+			return fmt.Errorf("%s: no %q after %s", r.res.name, prefix, limit)
+		}
+	}
+}
+
+// signal sends sig to the devsim process.
+func (r *running) signal(sig os.Signal) error {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return fmt.Errorf("%s: not running", r.res.name)
+	}
+	return r.cmd.Process.Signal(sig)
+}
+
+// wait waits for the process and parses its summary.
+func (r *running) wait() *result {
+	res := r.res
+	defer r.cancel()
+	if res.err != nil {
+		return res
+	}
+	r.read.Wait()
+	if r.logf != nil {
+		defer r.logf.Close()
+	}
+	if err := r.cmd.Wait(); err != nil {
+		res.err = fmt.Errorf("devsim: %w (log %s)", err, r.logf.Name())
 		return res
 	}
 	var s summary
-	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+	if err := json.Unmarshal(r.stdout.Bytes(), &s); err != nil {
 		res.err = fmt.Errorf("devsim output: %w", err)
 		return res
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -23,9 +22,10 @@ var handshakeModes = []struct{ mix, label string }{
 	{"1.2-ccm8", "DTLS 1.2 PSK AES-128-CCM_8"},
 }
 
-// handshakes: server CPU per handshake, every mode, gateway and pion
-// interleaved, libcoap for DTLS 1.2. Sessions are held (not closed) until
-// the end of the connect phase, so close costs are not counted.
+// handshakes: server CPU per handshake, every mode, the gateway (lean and
+// pion plane) and raw pion interleaved, libcoap for DTLS 1.2. Sessions are
+// held (not closed) until the end of the connect phase, so close costs are
+// not counted.
 func (e *env) handshakes() {
 	n := e.sz.handshakes
 	for rep := 1; rep <= e.sz.reps; rep++ {
@@ -36,7 +36,7 @@ func (e *env) handshakes() {
 				continue
 			}
 			args := []string{"--raw", "--devices", fmt.Sprint(n), "--mix", m.mix, "--duration", "0", "--concurrency", "16", "--source-ips", sourceIPs}
-			for _, kind := range []string{kindGateway, kindPion} {
+			for _, kind := range []string{kindGateway, kindPion, kindGatewayPion} {
 				e.measure(kind, load{name: fmt.Sprintf("handshake %s %s #%d", m.mix, kind, rep), args: args},
 					keys, "", int64(n), 0, tags{group: "handshake", mode: m.mix, rep: rep})
 			}
@@ -54,29 +54,37 @@ func (e *env) handshakes() {
 	}
 }
 
-// forwardArgs are the devsim flags of a forwarding run: a fixed request
-// rate, the same for every server, 100-byte CoAP requests.
+// forwardArgs are the devsim flags of a forwarding run: after the
+// handshakes, one warm-up request per device (a forwarding server opens its
+// upstream socket on a session's first datagram), then a fixed request rate,
+// the same for every server, 100-byte CoAP requests.
 func (e *env) forwardArgs(sessions, msgs int) []string {
 	bound := time.Duration(float64(msgs)/e.sz.fwdRate*float64(time.Second)) + 30*time.Second
-	return []string{"--raw", "--source-ips", sourceIPs, "--devices", fmt.Sprint(sessions), "--mix", "1.3-dhe", "--msg-rate", fmt.Sprint(e.sz.fwdRate),
-		"--messages", fmt.Sprint(msgs), "--duration", bound.String(), "--size", "100", "--inflight", "64"}
+	return []string{"--raw", "--source-ips", sourceIPs, "--devices", fmt.Sprint(sessions), "--mix", "1.3-dhe", "--warmup",
+		"--msg-rate", fmt.Sprint(e.sz.fwdRate), "--messages", fmt.Sprint(msgs), "--duration", bound.String(),
+		"--size", "100", "--inflight", "64", "--timeout", "30s"}
 }
 
 // forwarding: server CPU per 100-byte request and response over
-// established DTLS 1.3 sessions, gateway (to a UDP echo backend) vs pion
-// echo.
+// established DTLS 1.3 sessions: the gateway (to a UDP echo backend) on
+// both planes, raw pion echo, and the floor (plain UDP through a relay
+// with AES-GCM, same devices and backend). The gateway's lean runs then
+// idle past the cipher release and send one request per session (wake).
 func (e *env) forwarding() {
+	s := e.sz.fwdSessions
+	keys, err := e.keyFile(s, "1.3-dhe")
+	if err != nil {
+		e.fail("forwarding keys", err)
+		return
+	}
 	for rep := 1; rep <= e.sz.reps; rep++ {
-		for _, s := range e.sz.fwdSessions {
-			keys, err := e.keyFile(s, "1.3-dhe")
-			if err != nil {
-				e.fail("forwarding keys", err)
-				continue
+		for _, kind := range []string{kindGateway, kindFloor, kindPion, kindGatewayPion} {
+			args := e.forwardArgs(s, e.sz.fwdMsgs)
+			if kind == kindGateway {
+				args = append(args, "--wake-after", e.sz.wakeAfter.String())
 			}
-			for _, kind := range []string{kindGateway, kindPion} {
-				e.measure(kind, load{name: fmt.Sprintf("forward %d sessions %s #%d", s, kind, rep), args: e.forwardArgs(s, e.sz.fwdMsgs)},
-					keys, "", int64(s), int64(e.sz.fwdMsgs), tags{group: "forwarding", mode: "1.3-dhe", sessions: s, rep: rep})
-			}
+			e.measure(kind, load{name: fmt.Sprintf("forward %d sessions %s #%d", s, kind, rep), args: args},
+				keys, "", int64(s), int64(e.sz.fwdMsgs), tags{group: "forwarding", mode: "1.3-dhe", sessions: s, rep: rep})
 		}
 	}
 }
@@ -113,8 +121,9 @@ func (e *env) latency() {
 	e.results = append(e.results, res)
 }
 
-// memory: RSS per idle established session, DTLS 1.3 and 1.2; goroutines
-// of pion echo from its pprof listener.
+// memory: RSS per idle established session, DTLS 1.3 and 1.2, the
+// gateway on both planes, raw pion and (1.2) libcoap; goroutines of the
+// Go servers from pprof and /metrics.
 func (e *env) memory() {
 	n := e.sz.memSessions
 	for _, mix := range []string{"1.3-dhe", "1.2-ccm8"} {
@@ -125,7 +134,7 @@ func (e *env) memory() {
 		}
 		args := []string{"--raw", "--source-ips", sourceIPs, "--devices", fmt.Sprint(n), "--mix", mix, "--duration", "0",
 			"--settle", e.sz.settle.String(), "--concurrency", "32", "--timeout", "20s"}
-		kinds := []string{kindGateway, kindPion}
+		kinds := []string{kindGateway, kindPion, kindGatewayPion}
 		if mix == "1.2-ccm8" {
 			kinds = append(kinds, kindLibcoap)
 		}
@@ -141,8 +150,27 @@ func (e *env) memory() {
 				k = csv
 			}
 			e.measure(kind, load{name: fmt.Sprintf("memory %s %d %s", mix, n, kind), args: args, timeout: 5 * time.Minute},
-				k, key, int64(n), 0, tags{group: "memory", mode: mix, sessions: n, onLine: e.goroutines})
+				k, key, int64(n), 0, tags{group: "memory", mode: mix, sessions: n, onLine: e.goroutines, prepare: e.settleRSS})
 		}
+	}
+}
+
+// settleRSS lets a Go server return the garbage of its start-up (the key
+// file's parse) before devsim reads its RSS "before": a collection through
+// its pprof heap endpoint, then RSS steady for five seconds (not in the
+// smoke run). Without it the baseline holds memory the runtime gives back
+// while the sessions connect, and a gateway session of a few kilobytes
+// measures near zero.
+func (e *env) settleRSS(srv *server) {
+	if srv.pprof == "" {
+		return
+	}
+	if err := fetch(srv.pprof+"/heap?gc=1", filepath.Join(e.work, fmt.Sprintf("settle-%d.heap.pb.gz", srv.pid()))); err != nil {
+		e.logf("%s: no collection before the baseline: %v", srv.kind, err)
+		return
+	}
+	if !e.smoke {
+		waitRSSSettled(srv.pid(), 30*time.Second)
 	}
 }
 
@@ -155,8 +183,8 @@ func (e *env) goroutines(line string, srv *server, extra map[string]string) {
 	}
 	time.Sleep(e.sz.settle / 2)
 	url, prefix := srv.metrics, "go_goroutines "
-	if srv.pprof != "" {
-		url, prefix = "http://"+srv.pprof+"/debug/pprof/goroutine?debug=1", "goroutine profile: total "
+	if url == "" {
+		url, prefix = srv.pprof+"/goroutine?debug=1", "goroutine profile: total "
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(url)
@@ -190,74 +218,4 @@ func (e *env) fleet() {
 		"--churn", "0.01", "--duration", e.sz.fleetDur.String()}
 	e.measure(kindGateway, load{name: "lwm2m fleet", args: args}, keys, "", int64(n), 1,
 		tags{group: "fleet", mode: mix, sessions: n})
-}
-
-// profile: perf samples of the gateway and of pion echo during the
-// connect phase of a DTLS 1.3 psk_dhe_ke handshake run and the steady
-// phase of a forwarding run (separate runs, not counted in the figures:
-// perf itself costs time).
-func (e *env) profile() {
-	if _, err := exec.LookPath("perf"); err != nil {
-		e.logf("skip profile: perf not installed")
-		return
-	}
-	n := e.sz.handshakes
-	hsKeys, err := e.keyFile(n, "1.3-dhe")
-	if err != nil {
-		e.fail("profile keys", err)
-		return
-	}
-	s := e.sz.fwdSessions[len(e.sz.fwdSessions)-1]
-	fwdKeys, err := e.keyFile(s, "1.3-dhe")
-	if err != nil {
-		e.fail("profile keys", err)
-		return
-	}
-	msgs := int(e.sz.fwdRate) * (e.sz.perfSeconds + 4)
-	for _, kind := range []string{kindGateway, kindPion} {
-		hs := load{name: "profile handshakes " + kind, args: []string{"--raw", "--devices", fmt.Sprint(n), "--mix", "1.3-dhe",
-			"--duration", "0", "--concurrency", "16", "--source-ips", sourceIPs}}
-		e.perfRun(kind, hs, hsKeys, "devsim: phase connect start", int64(n), 0, tags{group: "profile", mode: "handshake 1.3-dhe", sessions: n})
-		fwd := load{name: "profile forwarding " + kind, args: e.forwardArgs(s, msgs)}
-		e.perfRun(kind, fwd, fwdKeys, "devsim: phase steady start", int64(s), int64(msgs), tags{group: "profile", mode: "forwarding", sessions: s})
-	}
-}
-
-// perfRun measures l against a server of kind with perf recording the
-// server for perfSeconds from the devsim line starting with marker, and
-// keeps perf's top symbols in the result.
-func (e *env) perfRun(kind string, l load, keys, marker string, wantHS, wantReq int64, t tags) {
-	data := filepath.Join(e.work, sanitize(l.name)+".perf.data")
-	var perf *exec.Cmd
-	t.onLine = func(line string, srv *server, _ map[string]string) {
-		if perf != nil || !strings.HasPrefix(line, marker) {
-			return
-		}
-		perf = exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(srv.pid()), "-o", data,
-			"--", "sleep", fmt.Sprint(e.sz.perfSeconds))
-		if err := perf.Start(); err != nil {
-			perf = nil
-		}
-	}
-	res := e.measure(kind, l, keys, "", wantHS, wantReq, t)
-	if perf == nil || res == nil {
-		return
-	}
-	_ = perf.Wait()
-	report := func(args ...string) string {
-		out, err := exec.Command("perf", append([]string{"report", "-i", data, "--stdio", "--sort", "symbol", "-g", "none"}, args...)...).Output()
-		if err != nil {
-			return ""
-		}
-		var top []string
-		for line := range strings.SplitSeq(string(out), "\n") {
-			// perf pads the symbol column and ends rows with "-  -".
-			if t := strings.TrimRight(strings.TrimSpace(line), " -"); t != "" && !strings.HasPrefix(t, "#") && len(top) < 30 {
-				top = append(top, t)
-			}
-		}
-		return strings.Join(top, "\n")
-	}
-	res.extra["perf"] = report("--no-children", "--percent-limit", "1")
-	res.extra["perf_children"] = report("--children", "--percent-limit", "5")
 }

@@ -17,6 +17,13 @@ import (
 // the tool's own backend of kind behind it.
 func startGateway(t *testing.T, keys []pskstore.Key, kind string) (string, *embeddedBackend) {
 	t.Helper()
+	_, addr, backend := startGatewayServer(t, keys, kind)
+	return addr, backend
+}
+
+// startGatewayServer is startGateway that also returns the gateway.
+func startGatewayServer(t *testing.T, keys []pskstore.Key, kind string) (*gateway.Server, string, *embeddedBackend) {
+	t.Helper()
 	backend, err := startBackend(kind, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +52,7 @@ func startGateway(t *testing.T, keys []pskstore.Key, kind string) (string, *embe
 		_ = srv.Close()
 		<-done
 	})
-	return srv.Addrs()[0].String(), backend
+	return srv, srv.Addrs()[0].String(), backend
 }
 
 // writeTestKeys generates keys for mix and writes them where --keys reads.

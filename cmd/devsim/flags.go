@@ -86,6 +86,7 @@ type options struct {
 	backendKind string
 	serverPID   int
 	sourceIPs   int
+	sourcePort  int // --source-port-base: 0, the kernel chooses
 	lifetime    time.Duration
 	deregister  bool
 	json        bool
@@ -105,6 +106,13 @@ type options struct {
 	freshIPs        bool          // --fresh-ips
 	ackTimeout      time.Duration // --ack-timeout (CoAP ACK_TIMEOUT)
 	maxRetransmit   int           // --max-retransmit (CoAP MAX_RETRANSMIT)
+
+	// Benchmark phases (bench/runner; raw mode).
+	keyOffset  int           // --key-offset: devices take keys from this index on
+	hold       bool          // --hold: keep only the socket after the handshake
+	waitSignal bool          // --wait-signal: SIGUSR1 gates the warm-up and the steady phase
+	warmup     bool          // --warmup: one request per device before --settle
+	wakeAfter  time.Duration // --wake-after: idle this long after the steady phase, then one request per device
 
 	flood floodOptions // --flood
 
@@ -146,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.backendKind, "backend-kind", "", "embedded backend: lwm2m (default) or echo (default with --raw)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "server process to sample in /proc: CPU per handshake and request, RSS per session")
 	fs.IntVar(&o.sourceIPs, "source-ips", 1, "against an IPv4 loopback server: spread devices over this many source addresses 127.1.x.y (per-IP limits, ephemeral ports), 1..65000")
+	fs.IntVar(&o.sourcePort, "source-port-base", 0, "with --source-ips: device N (counted from --key-offset) binds port `P` + N / --source-ips instead of an ephemeral port: the server's own sockets on this machine keep the whole ephemeral range (a socket connected without a bind takes a port no other socket uses on any address)")
 	fs.DurationVar(&o.lifetime, "lifetime", time.Hour, "LwM2M registration lifetime")
 	fs.BoolVar(&o.deregister, "deregister", false, "LwM2M: De-register before closing")
 	fs.BoolVar(&o.json, "json", false, "print the summary as JSON")
@@ -162,6 +171,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.freshIPs, "fresh-ips", false, "against an IPv4 loopback server: every new connection (connect phase, churn) binds a loopback address never used before in the run (127.64.0.0/10), a device the gateway has not seen")
 	fs.DurationVar(&o.ackTimeout, "ack-timeout", 2*time.Second, "LwM2M: CoAP ACK_TIMEOUT of the devices (RFC 7252 §4.8)")
 	fs.IntVar(&o.maxRetransmit, "max-retransmit", 4, "LwM2M: CoAP MAX_RETRANSMIT of the devices, 0..20")
+	fs.IntVar(&o.keyOffset, "key-offset", 0, "use the key file from this key on (0-based): several devsim processes share one key file without sharing identities")
+	fs.BoolVar(&o.hold, "hold", false, "raw DTLS: after its handshake each device drops its DTLS state without close_notify and keeps only its UDP socket (a device asleep, radio off): the server holds an idle session for a socket here; such devices send nothing")
+	fs.BoolVar(&o.waitSignal, "wait-signal", false, "wait for SIGUSR1 after the connect phase and again before the steady phase (\"devsim: phase wait start\" lines), so a script can measure the server in between")
+	fs.BoolVar(&o.warmup, "warmup", false, "raw mode: after the connect phase every connected device sends one request (operation \"warmup\"), before --settle and outside the server CPU figures (a gateway opens its upstream socket on a session's first datagram)")
+	fs.DurationVar(&o.wakeAfter, "wake-after", 0, "raw mode: after the steady phase, stay idle this long, then every connected device sends one request (operation \"wake\", at --msg-rate); the server's CPU per wake request is reported apart")
 	o.flood.register(fs)
 	fs.IntVar(&o.genKeys, "gen-keys", 0, "write N fresh keys to --out and exit")
 	fs.StringVar(&o.out, "out", "", "output `file` of --gen-keys (YAML key file, or CSV if it ends in .csv)")
@@ -251,6 +265,18 @@ func (o *options) validate(patternSpec, msgRate string) error {
 		return bad("--no-dtls needs --raw")
 	case o.keysPath == "" && !o.noDTLS:
 		return bad("--keys FILE is required (see --gen-keys)")
+	case o.keyOffset < 0:
+		return bad("--key-offset must be >= 0")
+	case o.sourcePort != 0 && (o.sourceIPs < 2 || o.sourcePort < 1024 || o.sourcePort+(o.keyOffset+o.devices-1)/o.sourceIPs > 65535):
+		return bad("--source-port-base needs --source-ips > 1 and ports within 1024..65535 (port = base + (--key-offset + device) / --source-ips)")
+	case o.wakeAfter < 0 || o.wakeAfter > time.Hour:
+		return bad("--wake-after must be 0..1h")
+	case (o.warmup || o.wakeAfter > 0) && !o.raw:
+		return bad("--warmup and --wake-after need --raw")
+	case o.hold && (!o.raw || o.noDTLS):
+		return bad("--hold needs --raw and DTLS (no --no-dtls)")
+	case o.hold && (o.warmup || o.wakeAfter > 0 || o.churn > 0 || o.loss != nil):
+		return bad("--hold devices send nothing: no --warmup, --wake-after, --churn or --loss")
 	}
 	if msgRate == "max" {
 		o.msgMax = true
@@ -282,6 +308,9 @@ func (o *options) validate(patternSpec, msgRate string) error {
 		return usageError{err.Error()}
 	}
 	o.pattern = p
+	if o.hold && o.duration > 0 && (o.msgMax || o.msgRate > 0) {
+		return bad("--hold devices send nothing: use --msg-rate 0 (or --duration 0)")
+	}
 	for _, op := range p.ops {
 		if needsBackend(op) && (o.backendAddr == "" || o.backendKind != backendLwM2M) {
 			return bad("--pattern %s needs the tool's own LwM2M backend: --backend ADDR (and the gateway's backend pointing there)", op)

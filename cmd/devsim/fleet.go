@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,15 +100,20 @@ func newRunner(o *options, keys []pskstore.Key, picked []int, profs []*profile, 
 
 // localAddr is the address device i binds for a new connection: with
 // --fresh-ips one never used before, with --source-ips one of that many
-// 127.1.x.y, else the default ("").
+// 127.1.x.y (by the device's number counted from --key-offset, so that
+// processes sharing a key file share out the addresses and, with
+// --source-port-base, the ports), else the default ("").
 func (r *runner) localAddr(i int) string {
+	g := r.o.keyOffset + i
 	switch {
 	case !r.loopback4:
 		return "" // the spreads are loopback addresses: for a loopback server only
 	case r.o.freshIPs:
 		return r.fresh.addr()
+	case r.o.sourceIPs > 1 && r.o.sourcePort > 0:
+		return net.JoinHostPort(spreadAddr(g, r.o.sourceIPs).String(), strconv.Itoa(r.o.sourcePort+g/r.o.sourceIPs))
 	case r.o.sourceIPs > 1:
-		return net.JoinHostPort(spreadAddr(i, r.o.sourceIPs).String(), "0")
+		return net.JoinHostPort(spreadAddr(g, r.o.sourceIPs).String(), "0")
 	}
 	return ""
 }

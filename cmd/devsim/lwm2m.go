@@ -23,8 +23,9 @@ const (
 	opSend     = "send"     // device: LwM2M Send, POST /dp with SenML JSON
 	opObserve  = "observe"  // backend: GET Observe=0 /3/0/9 (setup only)
 	opEcho     = "echo"     // raw mode: one request of --size bytes
+	opWarmup   = "warmup"   // raw mode: --warmup, one request per device
 	opReboot   = "reboot"   // --reboot-every: a new handshake from the same port and Register
-	opWake     = "wake"     // --sleep: the Update a device sends when it wakes up
+	opWake     = "wake"     // --sleep: the Update a device sends when it wakes up; raw --wake-after: one request per device after the idle time
 )
 
 // lwm2mOps are the operations --pattern accepts in LwM2M mode.

@@ -48,6 +48,31 @@
 // retransmitted: on loopback an unanswered request is an error of its own
 // kind (echo_timeout).
 //
+// # Benchmark phases (raw mode)
+//
+// bench/runner measures a server between phases and over many processes:
+//
+//   - --warmup: after the connect phase every connected device sends one
+//     request ("warmup"), before --settle: a gateway opens a session's
+//     upstream socket on its first datagram, which the steady phase's CPU
+//     per request then leaves out.
+//   - --wake-after D: after the steady phase the fleet stays silent for D,
+//     then every connected device sends one request ("wake"); the
+//     server's CPU for that wave is reported per request apart
+//     (cpu_us_per_wake_request), to compare with the steady phase's.
+//   - --wait-signal: the run waits for SIGUSR1 after the connect phase and
+//     again before the steady phase ("devsim: phase wait start" lines).
+//   - --key-offset N: devices take keys from the Nth on, so processes share
+//     one key file without sharing identities.
+//   - --hold: after its handshake a device drops its DTLS state without
+//     close_notify and keeps only its UDP socket, a device asleep for
+//     good: the server holds an idle session and the tool about 3 KB per
+//     device instead of a pion Conn's 80 KB. Held devices send nothing.
+//
+// The server's CPU time is the sum of its threads' run times
+// (/proc/PID/task/TID/schedstat, nanoseconds), or utime+stime in clock
+// ticks when a thread ended between two samples.
+//
 // # Device lifecycles
 //
 // LwM2M devices can behave the way real ones do (issue 9); each device owns

@@ -139,6 +139,16 @@ func TestFlagValidation(t *testing.T) {
 		{"gen-keys without out", []string{"--gen-keys", "5"}},
 		{"bad mix", []string{"--keys", "k.yaml", "--mix", "1.4-dhe"}},
 		{"stray argument", []string{"--keys", "k.yaml", "extra"}},
+		{"negative key offset", []string{"--keys", "k.yaml", "--key-offset", "-1"}},
+		{"hold without raw", []string{"--keys", "k.yaml", "--hold", "--duration", "0"}},
+		{"hold sending", []string{"--keys", "k.yaml", "--raw", "--hold"}},
+		{"hold with warmup", []string{"--keys", "k.yaml", "--raw", "--hold", "--msg-rate", "0", "--warmup"}},
+		{"hold without dtls", []string{"--raw", "--no-dtls", "--hold", "--msg-rate", "0"}},
+		{"warmup without raw", []string{"--keys", "k.yaml", "--warmup"}},
+		{"wake-after negative", []string{"--keys", "k.yaml", "--raw", "--wake-after", "-1s"}},
+		{"port base without source-ips", []string{"--keys", "k.yaml", "--raw", "--source-port-base", "20000"}},
+		{"port base too low", []string{"--keys", "k.yaml", "--raw", "--source-ips", "4", "--source-port-base", "80"}},
+		{"ports past 65535", []string{"--keys", "k.yaml", "--raw", "--source-ips", "2", "--source-port-base", "65000", "--devices", "5000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,67 @@ type procSample struct {
 	CPU     time.Duration // user + system time so far, all threads
 	RSS     int64         // resident set size, bytes (VmRSS)
 	Threads int
+	// tasks is each live thread's run time in nanoseconds
+	// (/proc/PID/task/TID/schedstat), nil when unreadable: exact where
+	// CPU is counted in clock ticks.
+	tasks map[int]uint64
+}
+
+// cpuBetween is the CPU time the process used from a to b: the sum of its
+// threads' run times when every thread of a is still there in b (threads
+// that end take their time with them), else the clock-tick figure.
+func cpuBetween(a, b procSample) time.Duration {
+	if a.tasks == nil || b.tasks == nil {
+		return b.CPU - a.CPU
+	}
+	var ns uint64
+	for tid, t := range b.tasks {
+		before, ok := a.tasks[tid]
+		if t < before {
+			return b.CPU - a.CPU
+		}
+		if ok {
+			t -= before
+		}
+		ns += t
+	}
+	for tid := range a.tasks {
+		if _, ok := b.tasks[tid]; !ok {
+			return b.CPU - a.CPU
+		}
+	}
+	return time.Duration(ns)
+}
+
+// readTasks reads the run time of every thread of pid; nil if any is
+// unreadable (a kernel without schedstat, a thread ending meanwhile).
+func readTasks(pid int) map[int]uint64 {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	out := make(map[int]uint64, len(ents))
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			return nil
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return nil
+		}
+		ns, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return nil
+		}
+		out[tid] = ns
+	}
+	return out
 }
 
 // readProc samples process pid from /proc (Linux only).
@@ -44,6 +105,7 @@ func readProc(pid int) (procSample, error) {
 		return s, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	s.CPU = time.Duration(utime+stime) * clockTick
+	s.tasks = readTasks(pid)
 
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -256,7 +256,7 @@ func (c *rawClient) close(context.Context) {
 // --fresh-ips), else to the server's address, so that a server's
 // per-source-IP limits see many devices, not one, and the ephemeral ports of
 // one address do not run out. loss (--loss) impairs the DTLS socket's path.
-func dialRaw(ctx context.Context, o *options, laddrStr string, loss *devsim.Loss, p *profile, k pskstore.Key, tmpl []byte, onRefused func(error)) (*rawClient, error) {
+func dialRaw(ctx context.Context, o *options, laddrStr string, loss *devsim.Loss, p *profile, k pskstore.Key, tmpl []byte, onRefused func(error)) (client, error) {
 	raddr, err := net.ResolveUDPAddr("udp", o.server)
 	if err != nil {
 		return nil, err
@@ -282,6 +282,11 @@ func dialRaw(ctx context.Context, o *options, laddrStr string, loss *devsim.Loss
 		return nil, err
 	}
 	var pc net.PacketConn = sock
+	var held *holdConn
+	if o.hold {
+		held = &holdConn{UDPConn: sock}
+		pc = held
+	}
 	var lossy *devsim.LossyConn
 	if loss != nil {
 		if lossy, err = devsim.NewLossyConn(sock, *loss); err != nil {
@@ -303,6 +308,12 @@ func dialRaw(ctx context.Context, o *options, laddrStr string, loss *devsim.Loss
 	if err := conn.HandshakeContext(ctx); err != nil {
 		_ = conn.Close() // also closes pc
 		return nil, err
+	}
+	if held != nil {
+		// Drop pion's state without a word to the server; keep the socket.
+		held.muted.Store(true)
+		_ = conn.Close()
+		return &heldClient{sock: sock}, nil
 	}
 	return newRawClient(conn, tmpl, lossy, alertOf, onRefused), nil
 }

@@ -103,6 +103,10 @@ type serverSummary struct {
 	// --churn, it includes the reconnections' handshakes).
 	SteadyCPUms     float64 `json:"steady_cpu_ms"`
 	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
+	// CPU of the wake phase (--wake-after), and per request in it.
+	WakeCPUms    float64 `json:"wake_cpu_ms,omitempty"`
+	CPUPerWakeUS float64 `json:"cpu_us_per_wake_request,omitempty"`
+	WakeRequests int64   `json:"wake_requests,omitempty"`
 	// RSS before the connect phase, after it and --settle, after the run.
 	RSSBefore     int64 `json:"rss_before_bytes"`
 	RSSConnected  int64 `json:"rss_connected_bytes"`
@@ -192,6 +196,9 @@ func (s *summary) writeText(w io.Writer) {
 		}
 		p("server      pid %d: connect phase %.0f ms CPU = %.1f µs/handshake; steady phase %.0f ms CPU = %.1f µs/request",
 			sv.PID, sv.ConnectCPUms, sv.CPUPerHandshakeUS, sv.SteadyCPUms, sv.CPUPerRequestUS)
+		if sv.WakeRequests > 0 {
+			p("            wake phase %.1f ms CPU = %.1f µs/request (%d requests after --wake-after)", sv.WakeCPUms, sv.CPUPerWakeUS, sv.WakeRequests)
+		}
 		p("            RSS %.1f MB before, %.1f MB with %d sessions (%.1f KB/session), %.1f MB at the end; threads %d -> %d",
 			mb(sv.RSSBefore), mb(sv.RSSConnected), sv.SessionsAtRSS, sv.RSSPerSession/1024, mb(sv.RSSAfter), sv.ThreadsBefore, sv.ThreadsAfter)
 	}

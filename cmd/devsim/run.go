@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -65,6 +68,10 @@ func runFleet(ctx context.Context, o *options, stderr io.Writer) (*summary, erro
 		if keys, err = loadKeys(o.keysPath); err != nil {
 			return nil, err
 		}
+		if o.keyOffset >= len(keys) {
+			return nil, usageError{fmt.Sprintf("--key-offset %d: the key file has %d keys", o.keyOffset, len(keys))}
+		}
+		keys = keys[o.keyOffset:]
 		if picked, shared, err = pickKeys(keys, profs); err != nil {
 			return nil, err
 		}
@@ -114,6 +121,11 @@ func runFleet(ctx context.Context, o *options, stderr io.Writer) (*summary, erro
 	// opCtx, which only a signal ends; each is bounded by --timeout.
 	opCtx := ctx
 
+	// Registered before anything else: SIGUSR1 would otherwise end the
+	// process.
+	gate := newSignalGate(o.waitSignal)
+	defer gate.stop()
+
 	p0, _ := watch.sample()
 	note("devsim: phase connect start: %d devices\n", o.devices)
 	t0 := time.Now()
@@ -124,11 +136,19 @@ func runFleet(ctx context.Context, o *options, stderr io.Writer) (*summary, erro
 	note("devsim: phase connect done: %d/%d devices up, %d handshakes failed, %.2fs\n",
 		r.st.up.Load(), o.devices, r.st.hsFail.Load(), connectDur.Seconds())
 
+	gate.wait(ctx, note, "warm-up")
+	if o.warmup && ctx.Err() == nil {
+		note("devsim: phase warmup start: %d devices\n", r.st.up.Load())
+		n := r.wave(ctx, opCtx, opWarmup)
+		note("devsim: phase warmup done: %d requests\n", n)
+	}
 	if o.settle > 0 {
 		sleepUntil(ctx, time.Now().Add(o.settle))
 	}
 	p2, _ := watch.sample()
 	sessionsAtRSS := r.st.up.Load()
+	gate.wait(ctx, note, "steady phase")
+	p2cpu, _ := watch.sample()
 	hsBefore, opsBefore := r.st.hsOK.Load(), r.st.opsOK.Load()+r.st.opsFail.Load()
 
 	t2 := time.Now()
@@ -176,6 +196,19 @@ func runFleet(ctx context.Context, o *options, stderr io.Writer) (*summary, erro
 	}
 	steadyOps := r.st.opsOK.Load() + r.st.opsFail.Load() - opsBefore
 	steadyHS := r.st.hsOK.Load() - hsBefore
+
+	var p4, p5 procSample
+	var wakeOps int64
+	ok5 := true
+	if o.wakeAfter > 0 && ctx.Err() == nil {
+		note("devsim: phase idle start: %s\n", o.wakeAfter)
+		sleepUntil(ctx, time.Now().Add(o.wakeAfter))
+		p4, _ = watch.sample()
+		note("devsim: phase wake start: %d devices\n", r.st.up.Load())
+		wakeOps = r.wave(ctx, opCtx, opWake)
+		p5, ok5 = watch.sample()
+		note("devsim: phase wake done: %d requests\n", wakeOps)
+	}
 	upAtEnd := r.st.up.Load()
 
 	cctx, cancel := context.WithTimeout(context.Background(), o.timeout+5*time.Second)
@@ -196,16 +229,23 @@ func runFleet(ctx context.Context, o *options, stderr io.Writer) (*summary, erro
 	s.Requests.PerSecond = perSecond(steadyOps, steadyDur)
 	if o.serverPID != 0 {
 		sv := &serverSummary{PID: o.serverPID}
-		if watch.err != nil || !ok3 {
+		if watch.err != nil || !ok3 || !ok5 {
 			sv.Error = fmt.Sprint("cannot read /proc: ", watch.err)
 		} else {
-			sv.ConnectCPUms = round(float64(p1.CPU-p0.CPU)/1e6, 1)
-			sv.SteadyCPUms = round(float64(p3.CPU-p2.CPU)/1e6, 1)
+			connectCPU, steadyCPU := cpuBetween(p0, p1), cpuBetween(p2cpu, p3)
+			sv.ConnectCPUms = round(float64(connectCPU)/1e6, 1)
+			sv.SteadyCPUms = round(float64(steadyCPU)/1e6, 1)
 			if connectOK > 0 {
-				sv.CPUPerHandshakeUS = round(float64(p1.CPU-p0.CPU)/1e3/float64(connectOK), 1)
+				sv.CPUPerHandshakeUS = round(float64(connectCPU)/1e3/float64(connectOK), 1)
 			}
 			if steadyOps > 0 {
-				sv.CPUPerRequestUS = round(float64(p3.CPU-p2.CPU)/1e3/float64(steadyOps), 2)
+				sv.CPUPerRequestUS = round(float64(steadyCPU)/1e3/float64(steadyOps), 2)
+			}
+			if wakeOps > 0 {
+				wakeCPU := cpuBetween(p4, p5)
+				sv.WakeCPUms = round(float64(wakeCPU)/1e6, 2)
+				sv.CPUPerWakeUS = round(float64(wakeCPU)/1e3/float64(wakeOps), 2)
+				sv.WakeRequests = wakeOps
 			}
 			sv.RSSBefore, sv.RSSConnected, sv.RSSAfter = p0.RSS, p2.RSS, p3.RSS
 			sv.SessionsAtRSS = sessionsAtRSS
@@ -282,4 +322,37 @@ func (r *runner) step(op string, f func() error) error {
 	err := f()
 	r.st.op(op, time.Since(t), err)
 	return err
+}
+
+// signalGate holds a run at --wait-signal's gates until SIGUSR1, so that a
+// script driving several devsim processes (bench/runner) can measure the
+// server between phases: every process's devices connected, nothing sent.
+type signalGate struct{ ch chan os.Signal }
+
+func newSignalGate(on bool) *signalGate {
+	if !on {
+		return &signalGate{}
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	return &signalGate{ch: ch}
+}
+
+// wait prints the gate's line and waits for SIGUSR1 or the end of ctx.
+func (g *signalGate) wait(ctx context.Context, note func(string, ...any), next string) {
+	if g.ch == nil || ctx.Err() != nil {
+		return
+	}
+	note("devsim: phase wait start: SIGUSR1 to pid %d starts the %s\n", os.Getpid(), next)
+	select {
+	case <-g.ch:
+	case <-ctx.Done():
+	}
+	note("devsim: phase wait done\n")
+}
+
+func (g *signalGate) stop() {
+	if g.ch != nil {
+		signal.Stop(g.ch)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
@@ -64,20 +65,67 @@ func (r *runner) doOp(ctx context.Context, s *slot, c client, op string) {
 // dropped. Requests in flight when it stops are waited for (each is bounded
 // by --timeout).
 func (r *runner) messages(ctx, opCtx context.Context) {
-	o := r.o
+	rate := r.o.msgRate
+	if r.o.msgMax {
+		rate = 0
+	}
+	r.paced(ctx, int64(r.o.messages), rate, func() {
+		s, c := r.pick()
+		if s == nil {
+			r.st.noDevice.Add(1)
+			return
+		}
+		r.doOp(opCtx, s, c, r.nextOp())
+	})
+}
+
+// wave sends one request of operation op from every device connected when
+// it starts, in order, at --msg-rate (as fast as --inflight allows when
+// --msg-rate is 0 or max): the warm-up and wake phases.
+func (r *runner) wave(ctx, opCtx context.Context, op string) int64 {
+	var up []*slot
+	for _, s := range r.slots {
+		s.mu.Lock()
+		if s.state == stateUp {
+			up = append(up, s)
+		}
+		s.mu.Unlock()
+	}
+	var next, sent atomic.Int64
+	r.paced(ctx, int64(len(up)), r.o.msgRate, func() {
+		i := next.Add(1) - 1
+		if i >= int64(len(up)) {
+			return
+		}
+		s := up[i]
+		s.mu.Lock()
+		if s.state != stateUp {
+			s.mu.Unlock()
+			r.st.noDevice.Add(1)
+			return
+		}
+		s.inflight++
+		c := s.c
+		s.mu.Unlock()
+		sent.Add(1)
+		r.doOp(opCtx, s, c, op)
+	})
+	return sent.Load()
+}
+
+// paced calls work limit times (0: until ctx ends), rate times per second
+// (0: as fast as --inflight workers allow), on at most --inflight workers.
+// When every worker is busy the next call waits (and counts as late)
+// rather than being dropped; calls in progress when it stops are waited for.
+func (r *runner) paced(ctx context.Context, limit int64, rate float64, work func()) {
 	tokens := make(chan struct{}) // unbuffered: a send succeeds only if a worker is idle
 	var wg sync.WaitGroup
-	for range o.inflight {
+	for range r.o.inflight {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range tokens {
-				s, c := r.pick()
-				if s == nil {
-					r.st.noDevice.Add(1)
-					continue
-				}
-				r.doOp(opCtx, s, c, r.nextOp())
+				work()
 			}
 		}()
 	}
@@ -90,9 +138,8 @@ func (r *runner) messages(ctx, opCtx context.Context) {
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	issued := int64(0)
-	limit := int64(o.messages)
 	for limit == 0 || issued < limit {
-		if o.msgMax {
+		if rate <= 0 {
 			select {
 			case tokens <- struct{}{}:
 				issued++
@@ -101,7 +148,7 @@ func (r *runner) messages(ctx, opCtx context.Context) {
 			}
 			continue
 		}
-		due := int64(o.msgRate*time.Since(start).Seconds()) - issued
+		due := int64(rate*time.Since(start).Seconds()) - issued
 		if limit > 0 {
 			due = min(due, limit-issued)
 		}
