@@ -164,7 +164,8 @@ func (s setup) handshake(t testing.TB) (*session, <-chan error) {
 	for _, o := range s.options(false) {
 		copts = append(copts, o)
 	}
-	srv, err := dtls.Server(detach(p.server), p.server.raddr, sopts...)
+	sconn := detach(p.server)
+	srv, err := dtls.Server(sconn, p.server.raddr, sopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,6 +194,7 @@ func (s setup) handshake(t testing.TB) (*session, <-chan error) {
 	if err != nil {
 		t.Fatalf("export: %v", err)
 	}
+	sconn.waitUnread(t)
 	b, err := st.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -186,11 +188,37 @@ type detached struct {
 	*endpoint
 	closed    chan struct{}
 	closeOnce sync.Once
+	reading   atomic.Int32 // ReadFrom calls in progress
 }
 
 func detach(e *endpoint) *detached { return &detached{endpoint: e, closed: make(chan struct{})} }
 
-func (d *detached) ReadFrom(b []byte) (int, net.Addr, error) { return d.readFrom(b, d.closed) }
+func (d *detached) ReadFrom(b []byte) (int, net.Addr, error) {
+	d.reading.Add(1)
+	defer d.reading.Add(-1)
+	select {
+	case <-d.closed: // never race a datagram against the close
+		return 0, nil, net.ErrClosed
+	default:
+	}
+	return d.readFrom(b, d.closed)
+}
+
+// waitUnread waits until no read of pion's is in progress any more. With
+// Connection IDs pion reads each path's socket on a goroutine of its own
+// (connection_id.go, pathSocket.read) that ExportState does not wait for;
+// on a loaded machine it may run only once the test has sent its next
+// datagram, and then take that datagram half of the time (both cases of
+// readFrom's select ready). After the export, waiting for it to return
+// keeps every later datagram for the test.
+func (d *detached) waitUnread(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); d.reading.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("pion still reads from the pipe after its Conn was exported")
+		}
+	}
+}
 
 func (d *detached) Close() error {
 	d.closeOnce.Do(func() { close(d.closed) })
