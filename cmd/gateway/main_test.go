@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -18,7 +16,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/lwm2m-gateway/gateway/config"
-	"github.com/lwm2m-gateway/gateway/gateway"
 	"github.com/lwm2m-gateway/gateway/internal/cli"
 	"github.com/lwm2m-gateway/gateway/pskstore"
 	"github.com/lwm2m-gateway/gateway/pskstore/file"
@@ -269,19 +266,4 @@ func gather(t *testing.T, c prometheus.Collector) (map[string]float64, error) {
 		}
 	}
 	return out, err
-}
-
-// TestRegistrationsJSON: /registrations has the documented snake_case
-// keys, durations in seconds, and [] when nothing is registered.
-func TestRegistrationsJSON(t *testing.T) {
-	empty, _ := json.Marshal(registrationsView(nil))
-	if string(empty) != `{"count":0,"registrations":[]}` {
-		t.Errorf("empty view %s", empty)
-	}
-	b, _ := json.Marshal(registrationsView([]gateway.Registration{{IdentityTag: "id:00", Endpoint: "urn:dev:1", Location: "/rd/1",
-		Lifetime: 300 * time.Second, Remote: "127.0.0.1:5000", IdleFor: 1500 * time.Millisecond}}))
-	want := `{"count":1,"registrations":[{"identity_tag":"id:00","endpoint":"urn:dev:1","location":"/rd/1","lifetime":300,"remote":"127.0.0.1:5000","idle_for":1.5}]}`
-	if string(b) != want {
-		t.Errorf("view %s\nwant %s", b, want)
-	}
 }

@@ -9,10 +9,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/lwm2m-gateway/gateway/config"
 	"github.com/lwm2m-gateway/gateway/gateway"
+	"github.com/lwm2m-gateway/gateway/internal/admin"
 	"github.com/lwm2m-gateway/gateway/internal/cli"
 )
 
@@ -100,11 +102,16 @@ func serveCmd(c cli.IO, args []string) error {
 	}
 	r := newReloader(*path, cfg, ks.Store, level, log)
 	if cfg.Admin.Address != "" {
-		h, err := adminHandler(srv, ks.Store, cfg, b.collector(), r)
+		backends := map[string]string{}
+		for name, b := range cfg.Backends {
+			backends[name] = b.Address
+		}
+		h, err := admin.Handler(admin.Config{Server: srv, Store: ks.Store, Backends: backends, Resolve: resolve,
+			Pprof: cfg.Admin.Pprof, Collectors: []prometheus.Collector{b.collector(), r}})
 		if err != nil {
 			return err
 		}
-		if _, err := serveAdmin(ctx, cfg.Admin.Address, h, log); err != nil {
+		if _, err := admin.Serve(ctx, cfg.Admin.Address, h, log); err != nil {
 			return err
 		}
 	}

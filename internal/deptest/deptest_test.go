@@ -42,6 +42,8 @@ var rules = []rule{
 	// a configuration; it is handed how to open them and never reaches the
 	// data path.
 	{"internal/pskcli", []string{"config", "pskstore", "internal/cli"}},
+	// The admin endpoint shows a running gateway; it reads no configuration.
+	{"internal/admin", []string{"gateway", "pskstore"}},
 }
 
 // upward are the packages no library package may import, in code or tests:
