@@ -65,12 +65,12 @@ func TestReplicasRollingUpdateBinary(t *testing.T) {
 
 	// Replica 1 is updated first (highest ordinal), then replica 0.
 	pods := []*pod{site.start(0), site.start(1)}
-	lbs := []*udpBalancer{newUDPBalancer(t, pods[1].dtlsAddr()), newUDPBalancer(t, pods[0].dtlsAddr())}
+	lbs := []*devsim.Balancer{newUDPBalancer(t, pods[1].dtlsAddr()), newUDPBalancer(t, pods[0].dtlsAddr())}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	devs := make([]*devsim.Device, len(devices))
 	for i, k := range devices {
-		d, err := devsim.Dial(ctx, devsim.DeviceConfig{Server: lbs[i].addr().String(), Identity: k.Identity, Key: k.Secret, Endpoint: k.Endpoint})
+		d, err := devsim.Dial(ctx, devsim.DeviceConfig{Server: lbs[i].Addr().String(), Identity: k.Identity, Key: k.Secret, Endpoint: k.Endpoint})
 		if err != nil {
 			t.Fatalf("device %d: %v", i, err)
 		}
@@ -93,7 +93,7 @@ func TestReplicasRollingUpdateBinary(t *testing.T) {
 		// The Service: every device the balancer sent to this pod now goes
 		// to the other replica.
 		for _, lb := range lbs {
-			lb.retarget(other.dtlsAddr())
+			lb.Retarget(other.dtlsAddr())
 		}
 		// The devices send while the pod is away; CoAP retransmits.
 		updates := make(chan error, len(devs))
@@ -376,77 +376,12 @@ func (l *procLog) String() string {
 	return l.raw.String()
 }
 
-// udpBalancer is one device's view of a UDP load balancer: it forwards the
-// device's datagrams from a socket of its own to the current target replica
-// and the answers back, like kube-proxy's NAT; retargeting opens a new flow
-// (the replica sees a new source address).
-type udpBalancer struct {
-	pc *net.UDPConn
-
-	mu     sync.Mutex
-	target *net.UDPAddr
-	flows  map[string]*net.UDPConn // device address > target
-}
-
-func newUDPBalancer(t *testing.T, target *net.UDPAddr) *udpBalancer {
+func newUDPBalancer(t *testing.T, target *net.UDPAddr) *devsim.Balancer {
 	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	b, err := devsim.NewBalancer(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &udpBalancer{pc: pc, target: target, flows: map[string]*net.UDPConn{}}
-	t.Cleanup(func() {
-		_ = pc.Close()
-		b.mu.Lock()
-		for _, c := range b.flows {
-			_ = c.Close()
-		}
-		b.mu.Unlock()
-	})
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if up := b.flow(from); up != nil {
-				_, _ = up.Write(buf[:n])
-			}
-		}
-	}()
+	t.Cleanup(func() { _ = b.Close() })
 	return b
-}
-
-func (b *udpBalancer) addr() *net.UDPAddr { return b.pc.LocalAddr().(*net.UDPAddr) }
-
-func (b *udpBalancer) retarget(to *net.UDPAddr) {
-	b.mu.Lock()
-	b.target = to
-	b.mu.Unlock()
-}
-
-func (b *udpBalancer) flow(device *net.UDPAddr) *net.UDPConn {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	key := device.String() + ">" + b.target.String()
-	if c := b.flows[key]; c != nil {
-		return c
-	}
-	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, b.target)
-	if err != nil {
-		return nil
-	}
-	b.flows[key] = c
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			_, _ = b.pc.WriteToUDP(buf[:n], device)
-		}
-	}()
-	return c
 }

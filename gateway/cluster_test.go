@@ -6,10 +6,10 @@ import (
 	"crypto/rand"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/lwm2m-gateway/gateway/internal/devsim"
 	"github.com/lwm2m-gateway/gateway/internal/pgtest"
 	"github.com/lwm2m-gateway/gateway/pskstore/sealed"
 	"github.com/lwm2m-gateway/gateway/statestore/postgres"
@@ -20,79 +20,14 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// balancer is a test L4 UDP load balancer: devices send to its address; it
-// forwards each device's flow from a socket of its own to the current
-// target replica and the replies back, like kube-proxy's NAT. Changing the
-// target rehashes every flow (the replica sees a new source address).
-type balancer struct {
-	pc *net.UDPConn
-
-	mu     sync.Mutex
-	target *net.UDPAddr
-	flows  map[string]*net.UDPConn // device address + target -> upstream socket
-}
-
-func newBalancer(t *testing.T, target *net.UDPAddr) *balancer {
+func newBalancer(t *testing.T, target *net.UDPAddr) *devsim.Balancer {
 	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	b, err := devsim.NewBalancer(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &balancer{pc: pc, target: target, flows: map[string]*net.UDPConn{}}
-	t.Cleanup(func() {
-		_ = pc.Close()
-		b.mu.Lock()
-		for _, c := range b.flows {
-			_ = c.Close()
-		}
-		b.mu.Unlock()
-	})
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if up := b.flow(from); up != nil {
-				_, _ = up.Write(buf[:n])
-			}
-		}
-	}()
+	t.Cleanup(func() { _ = b.Close() })
 	return b
-}
-
-func (b *balancer) addr() *net.UDPAddr { return b.pc.LocalAddr().(*net.UDPAddr) }
-
-func (b *balancer) retarget(to *net.UDPAddr) {
-	b.mu.Lock()
-	b.target = to
-	b.mu.Unlock()
-}
-
-func (b *balancer) flow(device *net.UDPAddr) *net.UDPConn {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	key := device.String() + ">" + b.target.String()
-	if c := b.flows[key]; c != nil {
-		return c
-	}
-	c, err := net.DialUDP("udp", nil, b.target)
-	if err != nil {
-		return nil
-	}
-	b.flows[key] = c
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			_, _ = b.pc.WriteToUDP(buf[:n], device)
-		}
-	}()
-	return c
 }
 
 // roundTripRetry is roundTrip with the device retransmitting, as CoAP does,
@@ -158,9 +93,9 @@ func TestReplicasRelayAndTakeOver(t *testing.T) {
 	addrOf := func(s *Server) *net.UDPAddr { return s.Addrs()[0].(*net.UDPAddr) }
 	lb := newBalancer(t, addrOf(a))
 	devs := []*dtls.Conn{
-		(client{id: k13.Identity, key: k13.Secret, version: protocol.Version1_3}).mustDial(t, lb.addr()),
+		(client{id: k13.Identity, key: k13.Secret, version: protocol.Version1_3}).mustDial(t, lb.Addr()),
 		(client{id: k12.Identity, key: k12.Secret, version: protocol.Version1_2,
-			suites: []ciphersuite.ID{ciphersuite.TLS_PSK_WITH_AES_128_CCM_8}}).mustDial(t, lb.addr()),
+			suites: []ciphersuite.ID{ciphersuite.TLS_PSK_WITH_AES_128_CCM_8}}).mustDial(t, lb.Addr()),
 	}
 	waitFor(t, func() bool { return a.Stats().Established == 2 }, "sessions on A")
 	for _, d := range devs {
@@ -168,7 +103,7 @@ func TestReplicasRelayAndTakeOver(t *testing.T) {
 	}
 
 	// The balancer rehashes the devices to B while A lives: relayed.
-	lb.retarget(addrOf(b))
+	lb.Retarget(addrOf(b))
 	for _, d := range devs {
 		roundTripRetry(t, d, []byte("through B to A"), 10*time.Second)
 	}
@@ -195,7 +130,7 @@ func TestReplicasRelayAndTakeOver(t *testing.T) {
 	// the devices to it: their CIDs still name A, but B owns the sessions
 	// now, so A relays to B.
 	a2 := replica(1)
-	lb.retarget(addrOf(a2))
+	lb.Retarget(addrOf(a2))
 	for _, d := range devs {
 		roundTripRetry(t, d, []byte("to A, owned by B"), 20*time.Second)
 	}
