@@ -33,6 +33,13 @@ func TestBuildStaticBinary(t *testing.T) {
 
 	t.Run("static ELF", func(t *testing.T) { checkStaticELF(t, bin) })
 
+	t.Run("version stamped by the build arguments", func(t *testing.T) {
+		stdout, stderr, err := run(t, exec.Command(bin, "version"))
+		if want := "gateway " + stampVersion + ", commit " + stampCommit + ","; err != nil || !strings.HasPrefix(stdout, want) {
+			t.Fatalf("gateway version: %q, %v (stderr %q), want it to start with %q", stdout, err, stderr, want)
+		}
+	})
+
 	// The ConfigMap's configuration, its backend on loopback: check-config
 	// and serve resolve backend hosts, and tests query no DNS server.
 	cfg := bytes.ReplaceAll(gatewayConfig(t, loadManifests(t)), []byte("lwm2m-dm.lwm2m.svc.cluster.local"), []byte("127.0.0.1"))
@@ -121,6 +128,10 @@ var built struct {
 	err  error
 }
 
+// stampVersion and stampCommit are what the test build passes as the
+// Dockerfile's VERSION and COMMIT build arguments.
+const stampVersion, stampCommit = "v0.0.0-deploytest", "0123abc"
+
 // staticBinary builds the gateway with build-static.sh (the image's exact
 // build command) on first use and returns its path; it skips t in -short
 // mode.
@@ -135,7 +146,9 @@ func staticBinary(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		if msg, err := exec.CommandContext(ctx, "bash", "build-static.sh", built.dir).CombinedOutput(); err != nil {
+		cmd := exec.CommandContext(ctx, "bash", "build-static.sh", built.dir)
+		cmd.Env = append(os.Environ(), "VERSION="+stampVersion, "COMMIT="+stampCommit)
+		if msg, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("build-static.sh: %v\n%s", err, msg)
 			return
 		}

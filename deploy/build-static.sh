@@ -27,7 +27,11 @@ cd "$root"
 export GOTOOLCHAIN=local
 # The same line as the builder stage of deploy/Dockerfile, with /out replaced
 # by the output directory; TestDockerfileMatchesBuildScript compares them.
-CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$out/gateway" ./cmd/gateway
+# VERSION and COMMIT stamp the binary as the Dockerfile's build arguments do
+# (unset: the module version, "(devel)" for a checkout).
+VERSION=${VERSION:-}
+COMMIT=${COMMIT:-}
+CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o "$out/gateway" ./cmd/gateway
 
 bin="$out/gateway"
 desc=$(file -b "$bin")

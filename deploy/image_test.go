@@ -128,10 +128,16 @@ func TestDockerfile(t *testing.T) {
 	if want := []string{"/gateway", "serve", "--config", "/etc/gateway/gateway.yaml"}; !slices.Equal(img.entrypoint, want) {
 		t.Errorf("ENTRYPOINT %q, want %q", img.entrypoint, want)
 	}
-	for _, flag := range []string{"-trimpath", "-s -w", "./cmd/gateway"} {
+	for _, flag := range []string{"-trimpath", "./cmd/gateway"} {
 		if !slices.Contains(img.build, flag) {
 			t.Errorf("go build %q lacks %q", img.build, flag)
 		}
+	}
+	// Stripped, and stamped with the VERSION and COMMIT build arguments.
+	if i := slices.Index(img.build, "-ldflags"); i < 0 || i+1 >= len(img.build) ||
+		!strings.HasPrefix(img.build[i+1], "-s -w ") || !strings.Contains(img.build[i+1], "-X main.version=${VERSION}") ||
+		!strings.Contains(img.build[i+1], "-X main.commit=${COMMIT}") {
+		t.Errorf("go build %q: want -ldflags \"-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}\"", img.build)
 	}
 }
 
