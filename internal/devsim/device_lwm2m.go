@@ -160,6 +160,14 @@ func (d *Device) roundTrip(ctx context.Context, op string, m message.Message) (m
 		return message.Message{}, err
 	}
 	resp, err := d.ex.roundTrip(ctx, "", d.send, m)
+	if errors.Is(err, errSessionReplaced) && ctx.Err() == nil {
+		// Another exchange of this device re-handshook under this one
+		// (devsim runs several at once per device; a LwM2M client runs
+		// one): wait for that handshake and send on its session.
+		d.hsMu.Lock()
+		d.hsMu.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+		resp, err = d.ex.roundTrip(ctx, "", d.send, m)
+	}
 	if err == nil || !d.cfg.AutoReconnect || !sessionGone(err) || ctx.Err() != nil {
 		return resp, err
 	}

@@ -25,7 +25,7 @@ func (d *Device) rehandshake(ctx context.Context, reason HandshakeReason) error 
 	if _, err := d.current(); errors.Is(err, ErrClosed) {
 		return err
 	}
-	d.drop(fmt.Errorf("%w: re-handshaking", ErrSessionLost))
+	d.drop(errSessionReplaced)
 	return d.handshake(ctx, reason)
 }
 
@@ -107,6 +107,6 @@ func (d *Device) maybeRehandshake(ctx context.Context) error {
 	if _, err := d.current(); errors.Is(err, ErrClosed) {
 		return err
 	}
-	d.drop(fmt.Errorf("%w: re-handshaking", ErrSessionLost))
+	d.drop(errSessionReplaced)
 	return d.handshake(ctx, HandshakeIdle)
 }

@@ -2,6 +2,7 @@ package devsim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -237,6 +238,18 @@ func (d *Device) drop(why error) {
 	<-s.readerDone
 }
 
+// errSessionReplaced: the device itself dropped the session to handshake
+// again (Reconnect, an idle re-handshake) while an exchange was using it.
+var errSessionReplaced = fmt.Errorf("%w: re-handshaking", ErrSessionLost)
+
+// replaced reports whether s is no longer the device's session because the
+// device dropped it itself.
+func (d *Device) replaced(s *session) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.closed && d.sess != s && errors.Is(d.sessErr, errSessionReplaced)
+}
+
 // current returns the session, or why there is none.
 func (d *Device) current() (*session, error) {
 	d.mu.Lock()
@@ -299,6 +312,10 @@ func (d *Device) sendOn(s *session, raw []byte, wait bool) error {
 			case <-grace.C:
 			}
 			grace.Stop()
+		}
+		if d.replaced(s) {
+			// Closed under the write by the device's own re-handshake.
+			return fmt.Errorf("devsim: write: %w", errSessionReplaced)
 		}
 		return fmt.Errorf("devsim: write: %w", err)
 	}
