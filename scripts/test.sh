@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/gateway-test.XXXXXX")
+# The PostgreSQL server runs as the postgres user (as root) and must reach
+# its data directory below this one: traversal only, no listing.
+chmod 0711 "$run_dir"
 export GATEWAY_PG_DIR=$run_dir/pg
 export GATEWAY_REQUIRE_PG=1
 cleanup() {
@@ -47,7 +50,8 @@ scripts/wolfssl/build.sh >/dev/null
 # A throwaway PostgreSQL cluster for pskstore/postgres (and the replica
 # tests): started here, stopped on exit.
 echo "== starting PostgreSQL"
-eval "$(scripts/pg.sh start)"
+pg_env=$(scripts/pg.sh start) # a failed start ends the run here (set -e)
+eval "$pg_env"
 
 # The independent LwM2M server (Telefonica's lwm2m-node-lib) that
 # integration/lwm2m_interop_test.go puts behind the gateway, installed
