@@ -65,7 +65,7 @@ type pionCIDSend struct {
 // decodePionState decodes the bytes of dtls.State.MarshalBinary.
 func decodePionState(b []byte) (*pionState, error) {
 	var s pionState
-	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&s); err != nil {
+	if err := pionStates.decode(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: pion state: %v", ErrParams, err)
 	}
 	return &s, nil
