@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,8 +19,8 @@ import (
 // KEK and one older than its session's idle limit are each refused with
 // their reason and deleted; the gateway starts anyway and serves new
 // handshakes. A key store that is down at restore time delays the restore
-// instead: the session comes back once the store answers, without a
-// handshake.
+// instead, and so does a snapshot store that is down: the session comes
+// back once the store answers, without a handshake.
 func TestBadSnapshotsRefused(t *testing.T) {
 	backend := newEchoBackend(t)
 	k, other := testKey("dev-snap", 1), testKey("dev-new", 2)
@@ -148,6 +149,39 @@ func TestBadSnapshotsRefused(t *testing.T) {
 		_ = srv.Close()
 	})
 
+	t.Run("snapshot store down at restore", func(t *testing.T) {
+		p := copyGood(t, "snapdown.snap")
+		down := &flakySessions{SessionStore: mustOpenSnapshots(t, p)}
+		down.down.Store(true)
+		srv := start(t, addr.String(), p, func(c *Config) {
+			c.Sessions, c.CheckpointInterval = down, 200*time.Millisecond
+		})
+		waitFor(t, func() bool { return down.loads.Load() >= 2 }, "a second load attempt while the store is down")
+		if n := srv.Stats().SnapshotsRestored; n != 0 {
+			t.Fatalf("restored %d sessions from a store that is down", n)
+		}
+		newDeviceWorks(t, srv) // served meanwhile
+		down.down.Store(false)
+		waitFor(t, func() bool { return srv.Stats().SnapshotsRestored == 1 }, "restore once the store is back; refused %v", srv.Stats().RestoreRefused)
+		// A session restored while the gateway serves seals nothing until
+		// the checkpoint after it reserved record numbers: an answer in
+		// between is dropped, and the device retransmits, as CoAP does.
+		roundTripRetry(t, dev.conn, []byte("after the snapshot store came back"), 20*time.Second)
+		if n := srv.Stats().HandshakesOK; n != 1 { // the new device's only
+			t.Fatalf("%d handshakes: the device should continue its session", n)
+		}
+		// Hand the session on: the next case restores this newer snapshot
+		// (an older one would seal record numbers this server used).
+		if err := srv.Handoff(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		latest, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		good = latest
+	})
+
 	t.Run("key store down at restore", func(t *testing.T) {
 		p := copyGood(t, "storedown.snap")
 		store.mu.Lock()
@@ -162,7 +196,7 @@ func TestBadSnapshotsRefused(t *testing.T) {
 		store.err = nil
 		store.mu.Unlock()
 		waitFor(t, func() bool { return srv.Stats().SnapshotsRestored == 1 }, "restore once the store is back; refused %v", srv.Stats().RestoreRefused)
-		roundTrip(t, dev.conn, []byte("after the store came back"))
+		roundTripRetry(t, dev.conn, []byte("after the store came back"), 20*time.Second)
 		if n := srv.Stats().HandshakesOK; n != 0 {
 			t.Fatalf("%d handshakes: the device should continue its session", n)
 		}
@@ -177,4 +211,27 @@ func mustOpenSnapshots(t *testing.T, path string) *statestore.SnapshotFile {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// flakySessions is a snapshot store that fails while down, as a database
+// that cannot be reached does.
+type flakySessions struct {
+	SessionStore
+	down  atomic.Bool
+	loads atomic.Int32
+}
+
+func (f *flakySessions) LoadSnapshots(ctx context.Context) ([]statestore.Snapshot, error) {
+	f.loads.Add(1)
+	if f.down.Load() {
+		return nil, errors.New("snapshot store down")
+	}
+	return f.SessionStore.LoadSnapshots(ctx)
+}
+
+func (f *flakySessions) SaveSnapshots(ctx context.Context, put []statestore.Snapshot, del [][]byte) error {
+	if f.down.Load() {
+		return errors.New("snapshot store down")
+	}
+	return f.SessionStore.SaveSnapshots(ctx, put, del)
 }

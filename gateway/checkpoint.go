@@ -194,6 +194,11 @@ func (srv *Server) checkpointer(stop <-chan struct{}) {
 		}
 		cancel()
 		srv.retryRestores()
+		if srv.restoreLoadFailed.Load() {
+			rctx, rcancel := context.WithTimeout(context.Background(), restoreTimeout)
+			srv.restore(rctx)
+			rcancel()
+		}
 	}
 }
 
@@ -298,14 +303,28 @@ func (srv *Server) Handoff(ctx context.Context) error {
 func (srv *Server) restore(ctx context.Context) {
 	snaps, err := srv.cfg.Sessions.LoadSnapshots(ctx)
 	if err != nil {
-		srv.log.Error("cannot load session snapshots; devices will handshake again", zap.Error(err))
+		if !srv.restoreLoadFailed.Swap(true) {
+			srv.log.Error("cannot load session snapshots (the store is down?): retrying at each checkpoint; devices that come first handshake again", zap.Error(err))
+		}
 		return
+	}
+	if srv.restoreLoadFailed.Swap(false) {
+		srv.log.Info("session snapshots loaded after an earlier failure")
+	}
+	// A late load (the store was down at start) also returns the snapshots
+	// this process wrote since: those sessions are live here.
+	live := map[string]bool{}
+	for _, s := range srv.table.snapshot() {
+		live[string(s.id[:])] = true
 	}
 	// The newest session of an identity wins (one session per identity).
 	sort.Slice(snaps, func(i, j int) bool { return snaps[i].Saved.After(snaps[j].Saved) })
 	var del [][]byte
 	restored := 0
 	for _, snap := range snaps {
+		if live[string(snap.ID)] {
+			continue
+		}
 		switch err := srv.restoreOne(snap); {
 		case err == nil:
 			restored++

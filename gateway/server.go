@@ -57,11 +57,14 @@ type Server struct {
 	stop      chan struct{} // ends the sweeper and the registration writer
 
 	// Snapshots (checkpoint.go).
-	snapMu          sync.Mutex
-	closedIDs       [][]byte              // snapshots to delete at the next checkpoint
-	pendingRestores []statestore.Snapshot // waiting for the key store
-	urge            chan struct{}
-	handingOff      atomic.Bool
+	snapMu sync.Mutex
+	// restoreLoadFailed: the snapshots could not be loaded at start; the
+	// checkpointer tries again (checkpoint.go restore).
+	restoreLoadFailed atomic.Bool
+	closedIDs         [][]byte              // snapshots to delete at the next checkpoint
+	pendingRestores   []statestore.Snapshot // waiting for the key store
+	urge              chan struct{}
+	handingOff        atomic.Bool
 
 	closing atomic.Bool
 	ready   atomic.Bool    // Serve has started (Ready)
