@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -45,5 +46,55 @@ func TestDeviceClosingAtOnceIsAccounted(t *testing.T) {
 	}, "every handshake counted, ok or closed")
 	if errs := logs.FilterLevelExact(zap.ErrorLevel); errs.Len() != 0 {
 		t.Fatalf("error log lines: %v", errs.All())
+	}
+}
+
+// TestHandOverKeepsABurst: a device may send a burst right behind its
+// Finished, more datagrams than the handshake's queue holds, while the
+// hand-over holds pion. Every one of them reaches the session that takes
+// over, in order, up to hsHeldQueue; once the handshake is shut, deliveries
+// fail and fall through to the session (listener.route). Before the fix the
+// datagrams beyond the queue were dropped (queue_full) and the device's
+// requests went unanswered (cmd/devsim TestEndToEndRaw, 1 run in 3).
+func TestHandOverKeepsABurst(t *testing.T) {
+	c := newHSConn(nil, true, nil)
+	from := netip.MustParseAddrPort("127.0.0.1:5000")
+	sent := 0
+	send := func() bool {
+		ok := c.deliver([]byte{contentTypeAppData, byte(sent >> 8), byte(sent)}, from)
+		if ok {
+			sent++
+		}
+		return ok
+	}
+	for range hsQueue {
+		if !send() {
+			t.Fatalf("the handshake queue took only %d datagrams", sent)
+		}
+	}
+	if send() {
+		t.Fatal("a full handshake queue took one more before the hand-over")
+	}
+	_ = c.hold()
+	for range hsHeldQueue {
+		if !send() {
+			t.Fatalf("during the hand-over only %d datagrams were kept", sent)
+		}
+	}
+	if send() {
+		t.Fatalf("more than hsQueue + hsHeldQueue (%d) datagrams kept", sent)
+	}
+	c.shut()
+	got := c.drain()
+	if len(got) != sent {
+		t.Fatalf("drain returned %d datagrams, %d were delivered", len(got), sent)
+	}
+	for i, d := range got {
+		if n := int(d.b[1])<<8 | int(d.b[2]); n != i {
+			t.Fatalf("datagram %d is the %d-th sent: out of order", i, n)
+		}
+	}
+	if c.deliver([]byte{contentTypeAppData}, from) {
+		t.Fatal("a shut handshake took a datagram: it would be lost, not passed to the session")
 	}
 }

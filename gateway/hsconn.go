@@ -54,14 +54,17 @@ type hsConn struct {
 	holdCh   chan struct{} // closed by hold
 	holdOnce sync.Once
 	idle     atomic.Bool // pion waits in a held ReadFrom: it has processed all it read
+	// finalSent: pion wrote its DTLS 1.2 final flight (read by ReadFrom
+	// without c.mu, on every datagram of the handshake).
+	finalSent atomic.Bool
 
-	mu        sync.Mutex
-	leftover  []datagram // taken from the queue as hold raced with ReadFrom
-	muted     bool       // a refusal was sent in place of pion's flight
-	capture   bool       // keep pion's DTLS 1.2 final flight (during the handshake)
-	finalSent bool       // pion wrote its DTLS 1.2 final flight
-	last      [][]byte   // pion's last DTLS 1.2 final flight (ChangeCipherSpec, Finished)
-	onWrite   func(to netip.AddrPort)
+	mu       sync.Mutex
+	leftover []datagram // taken from the queue as hold raced with ReadFrom
+	held     []datagram // delivered after hold, behind the queue (deliver)
+	muted    bool       // a refusal was sent in place of pion's flight
+	capture  bool       // keep pion's DTLS 1.2 final flight (during the handshake)
+	last     [][]byte   // pion's last DTLS 1.2 final flight (ChangeCipherSpec, Finished)
+	onWrite  func(to netip.AddrPort)
 }
 
 // flightVerdict is what flight decides on one outgoing datagram.
@@ -91,11 +94,11 @@ func newHSConn(l *listener, keepApp bool, flight func([]byte) flightVerdict) *hs
 // deliver queues a copy of a datagram for pion without blocking; it reports
 // false when the queue is full or the conn is closed. Once held (the
 // hand-over has begun) pion reads nothing more, so a datagram waits in
-// leftover for the session that takes over, up to hsHeldQueue of them: a
+// held for the session that takes over, up to hsHeldQueue of them: a
 // device may send a burst right behind its Finished, and the hand-over may
 // take longer than the burst needs to fill the queue. The shut check and the
 // append share c.mu with drain, so nothing is appended after drain took
-// the leftovers.
+// them.
 func (c *hsConn) deliver(p []byte, from netip.AddrPort) bool {
 	select {
 	case <-c.holdCh:
@@ -106,10 +109,10 @@ func (c *hsConn) deliver(p []byte, from netip.AddrPort) bool {
 			return false
 		default:
 		}
-		if len(c.leftover) >= hsHeldQueue {
+		if len(c.held) >= hsHeldQueue {
 			return false
 		}
-		c.leftover = append(c.leftover, datagram{b: bytes.Clone(p), from: from})
+		c.held = append(c.held, datagram{b: bytes.Clone(p), from: from})
 		return true
 	default:
 	}
@@ -146,10 +149,7 @@ func (c *hsConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				held = true
 			default:
 			}
-			c.mu.Lock()
-			finalSent := c.finalSent
-			c.mu.Unlock()
-			if held || (c.keepApp && (isApplicationRecord(d.b) || (finalSent && !isEpoch0(d.b)))) {
+			if held || (c.keepApp && (isApplicationRecord(d.b) || (c.finalSent.Load() && !isEpoch0(d.b)))) {
 				// The datagram belongs to the session that takes over:
 				// hold raced with this read, or it is application data,
 				// which pion must never consume on the lean plane (the
@@ -222,7 +222,7 @@ func (c *hsConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		switch {
 		case record.IsFinalFlight(p):
 			c.last = [][]byte{bytes.Clone(p)}
-			c.finalSent = true
+			c.finalSent.Store(true)
 		case len(c.last) > 0:
 			c.last = append(c.last, bytes.Clone(p))
 		}
@@ -257,14 +257,15 @@ func (c *hsConn) pionIdle() bool { return c.idle.Load() }
 // drain returns the datagrams queued and not read by pion, in order.
 func (c *hsConn) drain() []datagram {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := c.leftover
-	c.leftover = nil
-	c.mu.Unlock()
 	for {
 		select {
 		case d := <-c.in:
 			out = append(out, d)
 		default:
+			out = append(out, c.held...)
+			c.leftover, c.held = nil, nil
 			return out
 		}
 	}

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"github.com/lwm2m-gateway/gateway/internal/tcpproxy"
 	"net"
@@ -11,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lwm2m-gateway/gateway/internal/devsim"
@@ -29,32 +26,10 @@ func pgBaseDSN(t *testing.T) string {
 }
 
 // pgSchema creates a schema of the test's own, dropped at cleanup, and
-// returns its name.
+// returns its name (internal/pgtest).
 func pgSchema(t *testing.T) string {
 	t.Helper()
-	base := pgBaseDSN(t)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "t_" + hex.EncodeToString(b[:])
-	exec := func(sql string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer c.Close(ctx)
-		_, err = c.Exec(ctx, sql)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("creating a schema in the test database: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
+	schema, _ := pgtest.Schema(t)
 	return schema
 }
 

@@ -53,6 +53,7 @@ type session struct {
 	pc         *portConn
 	readerDone chan struct{}
 	stopping   atomic.Bool                  // the device ends it: no close_notify, not "lost"
+	replaced   atomic.Bool                  // ... to handshake again (errSessionReplaced)
 	confirmed  atomic.Bool                  // application data came back: the gateway kept it
 	alert      *atomic.Pointer[alert.Alert] // the last alert received, if any
 	err        error                        // why the gateway ended it; set before readerDone closes
@@ -232,6 +233,7 @@ func (d *Device) drop(why error) {
 	if s == nil {
 		return
 	}
+	s.replaced.Store(errors.Is(why, errSessionReplaced))
 	s.stopping.Store(true)
 	_ = s.pc.Close() // detach first: the close_notify of conn.Close cannot get out
 	_ = s.conn.Close()
@@ -241,14 +243,6 @@ func (d *Device) drop(why error) {
 // errSessionReplaced: the device itself dropped the session to handshake
 // again (Reconnect, an idle re-handshake) while an exchange was using it.
 var errSessionReplaced = fmt.Errorf("%w: re-handshaking", ErrSessionLost)
-
-// replaced reports whether s is no longer the device's session because the
-// device dropped it itself.
-func (d *Device) replaced(s *session) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return !d.closed && d.sess != s && errors.Is(d.sessErr, errSessionReplaced)
-}
 
 // current returns the session, or why there is none.
 func (d *Device) current() (*session, error) {
@@ -313,7 +307,7 @@ func (d *Device) sendOn(s *session, raw []byte, wait bool) error {
 			}
 			grace.Stop()
 		}
-		if d.replaced(s) {
+		if s.replaced.Load() {
 			// Closed under the write by the device's own re-handshake.
 			return fmt.Errorf("devsim: write: %w", errSessionReplaced)
 		}
