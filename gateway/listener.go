@@ -1,46 +1,23 @@
 package gateway
 
 import (
-	"errors"
-	"net"
 	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// listener is one bound UDP socket and the read loop that routes its
-// datagrams. On the lean data plane the read loop does the whole
-// device→backend path itself — route, open the record, apply the LwM2M
+// listener is one bound UDP socket, read by the poller's event loop
+// (poller_linux.go), which routes its datagrams. On the lean data plane the
+// loop does the whole device→backend path itself — route, open the record, apply the LwM2M
 // checks, write upstream — and never waits on a handshake: handshakes run
 // on their own goroutines from a bounded pool (admission.go).
 type listener struct {
 	srv        *Server
 	index      int // in Config.Listeners: the same listener on every replica
-	pc         *net.UDPConn
+	pc         listenerConn
 	missingSNI SNIPolicy
 	backend    string
-}
-
-// serve reads datagrams until the socket is closed.
-func (l *listener) serve() error {
-	// One byte more than the limit tells an oversized datagram from a full one.
-	buf := make([]byte, l.srv.cfg.MaxDatagram+1)
-	for {
-		n, from, err := l.pc.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			l.srv.sampled.Warn("read from listener", zap.Error(err))
-			continue
-		}
-		if n > l.srv.cfg.MaxDatagram || n == 0 {
-			l.srv.stats.drop(dropOversize)
-			continue
-		}
-		l.route(buf[:n], unmapped(from))
-	}
 }
 
 // unmapped turns an IPv4-mapped IPv6 source into plain IPv4, so one device

@@ -14,9 +14,10 @@ import (
 
 // leanPlane protects a session's records with the gateway's own record
 // layer (internal/record), taken over from pion's exported state at the
-// end of the handshake. It has no goroutine: the listener's read loop calls
-// open, the upstream poller and the gateway's own replies call send, the
-// sweeper calls tick. Every method runs under the session's mu.
+// end of the handshake. It has no goroutine: the poller's event loop calls
+// open (a device's datagram) and send (a backend's answer), the gateway's
+// own replies call send too, the sweeper calls tick. Every method runs
+// under the session's mu.
 type leanPlane struct {
 	rec      *record.Conn
 	in       record.Datagram // reused across open calls (under s.mu)

@@ -6,28 +6,39 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
-// poller reads every upstream socket from one goroutine with epoll, instead
-// of one goroutine (and one read buffer) per socket and device: a sleeping
-// device's upstream costs a file descriptor and a map entry. The sockets
-// are non-blocking; epoll is level-triggered and each ready socket is
-// drained a few datagrams at a time so one busy backend cannot starve the
-// others. golang.org/x/sys/unix is used because the net package has no
-// readiness API for many sockets at once.
+// poller is the gateway's data-plane event loop: one goroutine and one
+// epoll instance read the listeners' sockets and every upstream socket.
+// Instead of one goroutine (and one read buffer) per socket and device, a
+// sleeping device's upstream costs a file descriptor and a map entry; and a
+// request and its answer are both handled on the loop's thread, without the
+// wake-ups and hand-offs between a listener goroutine and an upstream one
+// (bench/BENCHMARKS.md measures the difference against bench/floor, the
+// same loop without DTLS). The sockets are non-blocking and epoll is
+// level-triggered: each ready upstream socket gives one datagram per turn
+// (a socket with more stays ready), so one busy backend cannot starve the
+// others and no read ends in EAGAIN; a listener gives a batch (recvmmsg).
+// golang.org/x/sys/unix is used because the net package has no readiness
+// API for many sockets at once.
 type poller struct {
 	srv  *Server
 	epfd int
-	wake int // eventfd: Close wakes the loop
+	wait syscall.RawConn // epfd in the runtime's poller: the loop parks there
+	file *os.File        // owns epfd
+	wake int             // eventfd: Close wakes the loop
 
-	mu   sync.RWMutex
-	ups  map[uint64]*upstream
-	next uint64
-	done chan struct{}
+	mu        sync.RWMutex
+	ups       map[uint64]*upstream
+	listeners map[uint64]*listener // by listenKey
+	next      uint64
+	done      chan struct{}
 
 	stopOnce, relOnce sync.Once
 }
@@ -41,9 +52,14 @@ type upstreamSocket struct {
 // wakeID is the epoll key of the eventfd; upstream ids start above it.
 const wakeID = 0
 
-// maxReadsPerWake bounds how many datagrams one ready socket delivers
-// before the loop serves the others.
-const maxReadsPerWake = 16
+// listenKey marks a listener's epoll key (the listener's index in the low
+// bits); upstream ids count up from 1 and never reach it.
+const listenKey = 1 << 63
+
+// listenBatch is how many datagrams one recvmmsg takes from a listener:
+// more than a turn of the loop usually brings, few enough that the
+// upstream sockets are served between batches.
+const listenBatch = 16
 
 func newPoller(srv *Server) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -55,12 +71,33 @@ func newPoller(srv *Server) (*poller, error) {
 		_ = unix.Close(epfd)
 		return nil, fmt.Errorf("gateway: eventfd: %w", err)
 	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeID}); err != nil {
+	fail := func(what string, err error) (*poller, error) {
 		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, fmt.Errorf("gateway: %s: %w", what, err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeID}); err != nil {
+		return fail("epoll", err)
+	}
+	// The epoll instance is itself pollable: handed to the runtime's
+	// poller (os.NewFile registers a non-blocking descriptor), the loop
+	// waits for it as a goroutine parked on a socket would, instead of
+	// blocking a thread in epoll_wait. A thread blocked in a system call
+	// keeps the runtime's monitor (sysmon) waking every 20 µs to take its
+	// processor back: measured, half the gateway's context switches while
+	// forwarding.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return fail("epoll", err)
+	}
+	file := os.NewFile(uintptr(epfd), "epoll")
+	wait, err := file.SyscallConn()
+	if err != nil {
+		_ = file.Close()
 		_ = unix.Close(wake)
 		return nil, fmt.Errorf("gateway: epoll: %w", err)
 	}
-	return &poller{srv: srv, epfd: epfd, wake: wake, ups: make(map[uint64]*upstream), next: wakeID + 1, done: make(chan struct{})}, nil
+	return &poller{srv: srv, epfd: epfd, wait: wait, file: file, wake: wake, ups: make(map[uint64]*upstream),
+		listeners: make(map[uint64]*listener), next: wakeID + 1, done: make(chan struct{})}, nil
 }
 
 // dial opens a connected UDP socket to dst, bound to src (and port, when
@@ -132,12 +169,20 @@ func (p *poller) run() {
 	events := make([]unix.EpollEvent, 128)
 	buf := make([]byte, p.srv.cfg.MaxDatagram+1)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		var n int
+		var err error
+		werr := p.wait.Read(func(uintptr) bool {
+			n, err = unix.EpollWait(p.epfd, events, 0)
+			return n > 0 || err != nil // nothing ready: park until the epoll fd is
+		})
+		if werr != nil {
+			err = werr
+		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			p.srv.log.Error("upstream poller stopped", zap.Error(err))
+			p.srv.log.Error("event loop stopped", zap.Error(err))
 			return
 		}
 		for _, ev := range events[:n] {
@@ -146,55 +191,77 @@ func (p *poller) run() {
 				return
 			}
 			p.mu.RLock()
-			up := p.ups[id]
+			up, l := p.ups[id], p.listeners[id]
 			p.mu.RUnlock()
-			if up != nil {
+			switch {
+			case l != nil:
+				l.readBatch()
+			case up != nil:
 				p.serve(up, buf)
 			}
 		}
 	}
 }
 
-// serve reads what one ready socket holds, under its session's lock.
+// serve reads one datagram from a ready upstream socket, under its
+// session's lock.
 func (p *poller) serve(up *upstream, buf []byte) {
 	s := up.s
-	for range maxReadsPerWake {
-		s.mu.Lock()
-		if up.closed || s.closed {
-			s.mu.Unlock()
-			return
-		}
-		n, err := unix.Read(up.sock.fd, buf)
-		if err != nil {
-			s.mu.Unlock()
-			switch {
-			case errors.Is(err, unix.EAGAIN):
-				return
-			case errors.Is(err, unix.ECONNREFUSED):
-				// ICMP port unreachable: the backend is down. Keep the
-				// socket: a restarted backend must still reach the device.
-				up.markDown()
-				p.srv.stats.upstreamErrors.Add(1)
-				continue
-			}
-			p.srv.sampled.Warn("read from backend", zap.String("backend", up.name), zap.Error(err))
-			return
-		}
-		if n > p.srv.cfg.MaxDatagram {
-			s.mu.Unlock()
-			p.srv.stats.drop(dropOversize)
-			continue
-		}
-		up.markUp()
-		pionWrite := s.backendDataLocked(up, buf[:n])
+	s.mu.Lock()
+	if up.closed || s.closed {
 		s.mu.Unlock()
-		if pionWrite != nil {
-			if err := s.pion.write(pionWrite); err != nil {
-				s.close(closeReason(err, "write to device failed"), false)
-				return
-			}
+		return
+	}
+	n, err := unix.Read(up.sock.fd, buf)
+	if err != nil {
+		s.mu.Unlock()
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+		case errors.Is(err, unix.ECONNREFUSED):
+			// ICMP port unreachable: the backend is down. Keep the
+			// socket: a restarted backend must still reach the device.
+			up.markDown()
+			p.srv.stats.upstreamErrors.Add(1)
+		default:
+			p.srv.sampled.Warn("read from backend", zap.String("backend", up.name), zap.Error(err))
+		}
+		return
+	}
+	if n > p.srv.cfg.MaxDatagram {
+		s.mu.Unlock()
+		p.srv.stats.drop(dropOversize)
+		return
+	}
+	up.markUp()
+	pionWrite := s.backendDataLocked(up, buf[:n])
+	s.mu.Unlock()
+	if pionWrite != nil {
+		if err := s.pion.write(pionWrite); err != nil {
+			s.close(closeReason(err, "write to device failed"), false)
 		}
 	}
+}
+
+// watch adds a listener's socket to the loop: from now on its datagrams
+// are read and routed on the loop's goroutine.
+func (p *poller) watch(l *listener) error {
+	fd, err := l.pc.descriptor()
+	if err != nil {
+		return fmt.Errorf("gateway: listener socket: %w", err)
+	}
+	l.pc.prepareBatch(listenBatch, l.srv.cfg.MaxDatagram+1)
+	id := listenKey | uint64(l.index)
+	p.mu.Lock()
+	p.listeners[id] = l
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.listeners, id)
+		p.mu.Unlock()
+		return fmt.Errorf("gateway: listener epoll: %w", err)
+	}
+	return nil
 }
 
 // stop ends the loop started by run (once, whoever calls); sockets are
@@ -217,7 +284,7 @@ func (p *poller) close() {
 // started, or after run returned), once.
 func (p *poller) release() {
 	p.relOnce.Do(func() {
-		_ = unix.Close(p.epfd)
+		_ = p.file.Close() // and epfd
 		_ = unix.Close(p.wake)
 	})
 }

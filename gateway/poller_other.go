@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+
+	"go.uber.org/zap"
 )
 
 // poller, where epoll is not available, reads each upstream socket on a
@@ -68,6 +70,52 @@ func (p *poller) read(up *upstream, c *net.UDPConn) {
 }
 
 func (p *poller) remove(*upstream) {}
+
+// watch starts the listener's read loop: a goroutine of its own.
+func (p *poller) watch(l *listener) error {
+	l.srv.readers.Add(1)
+	go func() {
+		defer l.srv.readers.Done()
+		if err := l.serve(); err != nil {
+			l.srv.log.Error("listener stopped", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// listenerConn is a listener's socket; Linux has its own (udpsock_linux.go).
+type listenerConn = *net.UDPConn
+
+// listenUDP binds a listener's socket.
+func listenUDP(addr *net.UDPAddr, readBuffer int) (*net.UDPConn, error) {
+	pc, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = pc.SetReadBuffer(readBuffer)
+	return pc, nil
+}
+
+// serve reads datagrams until the socket is closed.
+func (l *listener) serve() error {
+	// One byte more than the limit tells an oversized datagram from a full one.
+	buf := make([]byte, l.srv.cfg.MaxDatagram+1)
+	for {
+		n, from, err := l.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			l.srv.sampled.Warn("read from listener", zap.Error(err))
+			continue
+		}
+		if n > l.srv.cfg.MaxDatagram || n == 0 {
+			l.srv.stats.drop(dropOversize)
+			continue
+		}
+		l.route(buf[:n], unmapped(from))
+	}
+}
 
 func (s upstreamSocket) write(b []byte) error { _, err := s.c.Write(b); return err }
 

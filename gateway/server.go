@@ -24,8 +24,9 @@ import (
 // Create it with New, bind with Listen (or let Serve do it), run with
 // Serve, stop with Shutdown or Close. Safe for concurrent use.
 //
-// Goroutines, whatever the number of devices: one read loop per listener,
-// one upstream poller, one sweeper, one registration writer, and one per
+// Goroutines, whatever the number of devices: one event loop (poller: every
+// listener's socket and every upstream socket), one sweeper, one
+// registration writer, and one per
 // handshake in progress (bounded by Config.MaxHandshakes) plus pion's own
 // for that handshake. On the pion data plane each session keeps its pion
 // Conn's goroutines and a reader.
@@ -69,7 +70,7 @@ type Server struct {
 	closing atomic.Bool
 	ready   atomic.Bool    // Serve has started (Ready)
 	wg      sync.WaitGroup // handshake goroutines and pion-plane readers
-	readers sync.WaitGroup // listener read loops
+	readers sync.WaitGroup // listener read loops where there is no epoll (poller_other.go)
 	bg      sync.WaitGroup // poller, sweeper, registration writer, checkpointer
 	done    chan struct{}
 	once    sync.Once
@@ -145,15 +146,12 @@ func (srv *Server) Listen() error {
 			p.release()
 			return fmt.Errorf("gateway: listener %q: %w", lc.Address, err)
 		}
-		pc, err := net.ListenUDP("udp", addr)
+		pc, err := listenUDP(addr, 4<<20)
 		if err != nil {
 			srv.closeListenersLocked()
 			p.release()
 			return fmt.Errorf("gateway: listener %q: %w", lc.Address, err)
 		}
-		// A large receive buffer absorbs bursts (reconnect storms, floods)
-		// while the read loop catches up; the kernel caps it at rmem_max.
-		_ = pc.SetReadBuffer(4 << 20)
 		srv.listeners = append(srv.listeners, &listener{srv: srv, index: i, pc: pc, missingSNI: lc.MissingSNI, backend: lc.Backend})
 	}
 	if srv.cluster != nil {
@@ -252,13 +250,11 @@ func (srv *Server) Serve(ctx context.Context) error {
 	}()
 	srv.mu.Lock()
 	for _, l := range srv.listeners {
-		srv.readers.Add(1)
-		go func() {
-			defer srv.readers.Done()
-			if err := l.serve(); err != nil {
-				srv.log.Error("listener stopped", zap.Error(err))
-			}
-		}()
+		if err := srv.poller.watch(l); err != nil {
+			srv.mu.Unlock()
+			_ = srv.Close()
+			return err
+		}
 		srv.log.Info("listening", zap.Stringer("addr", l.pc.LocalAddr()), zap.Stringer("data_plane", srv.cfg.DataPlane))
 	}
 	srv.mu.Unlock()

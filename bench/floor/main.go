@@ -8,7 +8,8 @@
 //     backend sees one address per device, as behind the gateway);
 //   - one epoll loop over every socket, level-triggered, one recvfrom per
 //     readiness and one sendto per datagram: no goroutine per device, no
-//     hand-off between goroutines;
+//     hand-off between goroutines; the loop parks in the Go runtime's
+//     poller, waiting for the epoll descriptor, as the gateway's does;
 //   - AES-128-GCM: every datagram relayed is sealed and opened once, so a
 //     request and its response cost two seals and two opens (a DTLS relay
 //     opens the request and seals the response: one of each, plus the

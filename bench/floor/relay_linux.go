@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +19,7 @@ import (
 // relay is the floor's whole state.
 type relay struct {
 	epfd, lfd int
+	wait      syscall.RawConn // epfd in the Go runtime's poller
 	backend   unix.Sockaddr
 	family    int
 	byDevice  map[netip.AddrPort]*peer
@@ -53,6 +55,17 @@ func newRelay(listen, backend netip.AddrPort) (*relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The loop waits for the epoll instance in the Go runtime's poller, as
+	// the gateway's does (gateway/poller_linux.go): a thread blocked in
+	// epoll_wait keeps the runtime's monitor waking to take its processor
+	// back, a cost of Go, not of forwarding.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return nil, err
+	}
+	wait, err := os.NewFile(uintptr(epfd), "epoll").SyscallConn()
+	if err != nil {
+		return nil, err
+	}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: listenID}); err != nil {
 		return nil, err
 	}
@@ -72,7 +85,7 @@ func newRelay(listen, backend netip.AddrPort) (*relay, error) {
 	if backend.Addr().Is6() {
 		bfamily = unix.AF_INET6
 	}
-	return &relay{epfd: epfd, lfd: lfd, backend: sockaddr(backend), family: bfamily,
+	return &relay{epfd: epfd, lfd: lfd, wait: wait, backend: sockaddr(backend), family: bfamily,
 		byDevice: make(map[netip.AddrPort]*peer), aead: aead, sealed: make([]byte, 0, 1<<16+64)}, nil
 }
 
@@ -81,7 +94,14 @@ func (r *relay) loop() error {
 	events := make([]unix.EpollEvent, 128)
 	buf := make([]byte, 1<<16)
 	for {
-		n, err := unix.EpollWait(r.epfd, events, -1)
+		var n int
+		var err error
+		if werr := r.wait.Read(func(uintptr) bool {
+			n, err = unix.EpollWait(r.epfd, events, 0)
+			return n > 0 || err != nil
+		}); werr != nil {
+			err = werr
+		}
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
