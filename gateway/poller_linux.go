@@ -21,7 +21,8 @@ import (
 // request and its answer are both handled on the loop's thread, without the
 // wake-ups and hand-offs between a listener goroutine and an upstream one
 // (bench/BENCHMARKS.md measures the difference against bench/floor, the
-// same loop without DTLS). The sockets are non-blocking and epoll is
+// same loop without DTLS). No read blocks (upstream sockets are
+// non-blocking, listener reads use MSG_DONTWAIT) and epoll is
 // level-triggered: each ready upstream socket gives one datagram per turn
 // (a socket with more stays ready), so one busy backend cannot starve the
 // others and no read ends in EAGAIN; a listener gives a batch (recvmmsg).
@@ -190,13 +191,19 @@ func (p *poller) run() {
 			if id == wakeID {
 				return
 			}
+			if id&listenKey != 0 {
+				p.mu.RLock()
+				l := p.listeners[id]
+				p.mu.RUnlock()
+				if l != nil {
+					l.readBatch()
+				}
+				continue
+			}
 			p.mu.RLock()
-			up, l := p.ups[id], p.listeners[id]
+			up := p.ups[id]
 			p.mu.RUnlock()
-			switch {
-			case l != nil:
-				l.readBatch()
-			case up != nil:
+			if up != nil {
 				p.serve(up, buf)
 			}
 		}
