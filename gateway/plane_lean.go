@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -63,6 +64,7 @@ var sealBufs = sync.Pool{New: func() any {
 func (p *leanPlane) open(s *session, b []byte, from, via netip.AddrPort) (closed bool) {
 	now := time.Now()
 	d := &p.in
+	s.sweepAfter.Store(0) // the record layer may have work now (ACKs, KeyUpdate)
 	err := p.rec.Open(d, b, now)
 	if d.Dropped > 0 {
 		reason := dropBadRecord
@@ -104,6 +106,7 @@ func (p *leanPlane) send(s *session, payload []byte) {
 		s.srv.urgeCheckpoint()
 		return
 	}
+	s.sweepAfter.Store(0) // sealing may start a KeyUpdate, and re-arms the cipher release
 	bp := sealBufs.Get().(*[]byte)
 	out, err := p.rec.Seal((*bp)[:0], payload)
 	if err == nil {
@@ -122,8 +125,9 @@ func (p *leanPlane) send(s *session, payload []byte) {
 
 // tick runs the record layer's timers (retransmission of our KeyUpdate,
 // expiry of late-handshake keys) and releases the ciphers of an idle
-// session.
-func (p *leanPlane) tick(s *session, now time.Time) {
+// session. It returns when it next has work (unix nanoseconds; the
+// far future when none).
+func (p *leanPlane) tick(s *session, now time.Time) (next int64) {
 	for _, r := range p.rec.Poll(now) {
 		s.writeDeviceLocked(r)
 	}
@@ -131,6 +135,14 @@ func (p *leanPlane) tick(s *session, now time.Time) {
 		p.rec.Release()
 		p.released = true
 	}
+	next = math.MaxInt64
+	if !p.released {
+		next = s.lastActive.Load() + int64(releaseAfter)
+	}
+	if t := p.rec.NextPoll(); !t.IsZero() {
+		next = min(next, t.UnixNano())
+	}
+	return next
 }
 
 // close ends the record layer, with close_notify when notify.

@@ -44,6 +44,10 @@ type session struct {
 	established time.Time
 
 	lastActive atomic.Int64 // unix nanoseconds, either direction
+	// sweepAfter: the sweeper (sweep.go) skips the session until this
+	// time (unix nanoseconds): nothing is due before. Stored by tick under
+	// mu; reset to 0 (look at the next sweep) under mu by any traffic.
+	sweepAfter atomic.Int64
 
 	mu        sync.Mutex
 	lean      *leanPlane // exactly one of lean and pion is set
@@ -69,7 +73,12 @@ type session struct {
 // before RegisterInterval applies (a device that retries after an error).
 const registerBurst = 5
 
-func (s *session) touch() { s.lastActive.Store(time.Now().UnixNano()) }
+// touch records traffic: the idle clock restarts, and the
+// sweeper looks at the session again at its next pass.
+func (s *session) touch() {
+	s.lastActive.Store(time.Now().UnixNano())
+	s.sweepAfter.Store(0)
+}
 
 // idleFor is how long the session has seen no datagram either way.
 func (s *session) idleFor(now time.Time) time.Duration {

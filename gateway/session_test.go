@@ -187,3 +187,35 @@ func retryRoundTrip(t *testing.T, conn interface {
 	}
 	t.Fatalf("no answer to %q after 20 attempts", msg)
 }
+
+// TestSweeperSkipsSessionsWithNothingDue: after a pass, the sweeper knows
+// when a session next needs it (its idle limit here, before the cipher
+// release and the late-handshake expiry) and skips it until then; traffic
+// makes it look again at the next pass; the idle limit still closes it.
+func TestSweeperSkipsSessionsWithNothingDue(t *testing.T) {
+	backend := newEchoBackend(t)
+	k := testKey("dev", 1)
+	const idle = 3 * time.Second // sweeps every 750 ms
+	srv, addr := startServer(t, Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}, IdleTimeout: idle})
+	conn := (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
+	roundTrip(t, conn, []byte("x"))
+	ss := srv.table.snapshot()
+	if len(ss) != 1 {
+		t.Fatalf("%d sessions", len(ss))
+	}
+	s := ss[0]
+	due := func() (after, want int64) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.sweepAfter.Load(), s.lastActive.Load() + int64(idle)
+	}
+	waitFor(t, func() bool { a, _ := due(); return a != 0 }, "a sweep pass to set when the session is next due")
+	if after, want := due(); after != want {
+		t.Fatalf("sweepAfter %d, want the idle limit %d (last traffic + %v)", after, want, idle)
+	}
+	roundTrip(t, conn, []byte("y"))
+	if after, want := due(); after != 0 && after != want {
+		t.Fatalf("after traffic: sweepAfter %d, want 0 (look at the next pass) or the new idle limit %d", after, want)
+	}
+	waitFor(t, func() bool { return srv.Stats().Sessions == 0 }, "idle session reaped")
+}

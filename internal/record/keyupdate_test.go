@@ -249,3 +249,31 @@ func TestKeyUpdateReorder(t *testing.T) {
 		})
 	}
 }
+
+// TestNextPollCoversLateHandshakeState: NextPoll names the moment the late
+// handshake state (1.3 handshake keys, 1.2 final flight) is due to be
+// dropped, so a caller that polls only at NextPoll still frees it; once
+// dropped, nothing is pending.
+func TestNextPollCoversLateHandshakeState(t *testing.T) {
+	for _, s := range []setup{
+		{version: protocol.Version1_3, suite: ciphersuite.TLS_AES_128_GCM_SHA256, cid: cidBoth},
+		{version: protocol.Version1_2, suite: ciphersuite.TLS_PSK_WITH_AES_128_CCM_8},
+	} {
+		t.Run(s.String(), func(t *testing.T) {
+			ss := newSession(t, s)
+			start := ss.params.Now
+			next := ss.conn.NextPoll()
+			if next.IsZero() || next.Before(start.Add(hsKeep)) || next.After(start.Add(hsKeep+time.Second)) {
+				t.Fatalf("NextPoll %v, want just after %v (late-handshake state kept %v)", next, start.Add(hsKeep), hsKeep)
+			}
+			ss.conn.Poll(next.Add(-2 * time.Nanosecond))
+			if got := ss.conn.NextPoll(); !got.Equal(next) {
+				t.Fatalf("polled early: NextPoll %v, want %v still", got, next)
+			}
+			ss.conn.Poll(next)
+			if got := ss.conn.NextPoll(); !got.IsZero() {
+				t.Fatalf("after the late-handshake state is dropped: NextPoll %v, want nothing pending", got)
+			}
+		})
+	}
+}

@@ -240,16 +240,35 @@ func (c *Conn) Poll(now time.Time) [][]byte {
 	return [][]byte{out}
 }
 
-// NextPoll returns when Poll has a retransmission due, or the zero time when
-// nothing is pending.
+// NextPoll returns when Poll next has work — a retransmission due, or
+// late-handshake state to drop — or the zero time when nothing is pending:
+// a caller that polls many sessions skips a session until then.
 func (c *Conn) NextPoll() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ku == nil || c.closed != 0 {
+	var next int64
+	due := func(t int64) {
+		if next == 0 || t < next {
+			next = t
+		}
+	}
+	if c.hs != nil {
+		due(c.hsUntil + 1) // Poll drops it once past hsUntil
+	}
+	if c.prev != nil {
+		due(c.prevUntil + 1)
+	}
+	if c.flight != nil {
+		due(c.flightUntil + 1)
+	}
+	if c.ku != nil && c.closed == 0 {
+		if c.ku.next == 0 {
+			return time.Unix(0, 1) // no clock seen yet: poll now to start the timer
+		}
+		due(c.ku.next)
+	}
+	if next == 0 {
 		return time.Time{}
 	}
-	if c.ku.next == 0 {
-		return time.Unix(0, 1) // no clock seen yet: poll now to start the timer
-	}
-	return time.Unix(0, c.ku.next)
+	return time.Unix(0, next)
 }
