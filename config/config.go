@@ -332,6 +332,14 @@ type Sessions struct {
 	// fallback for one release).
 	DataPlane DataPlane `yaml:"data_plane"`
 
+	// EventLoops is how many event loops carry the lean data plane on
+	// Linux: each reads its own socket of every listener (the address
+	// bound that many times with SO_REUSEPORT; the kernel spreads devices
+	// over them by source address and port) and the upstream sockets of
+	// the sessions it started. One loop uses up to one core: set it to the
+	// cores the data plane may use. 1 to 256; default 1.
+	EventLoops int `yaml:"event_loops"`
+
 	// Snapshot keeps established sessions across restarts: a file path
 	// (sealed snapshots written every checkpoint_interval and at SIGTERM,
 	// restored at start), or SnapshotPostgres for the PostgreSQL store
@@ -425,6 +433,7 @@ func Default() *Config {
 			DrainTimeout:       DefaultDrainTimeout,
 			RegistrationGrace:  DefaultRegistrationGrace,
 			DataPlane:          DataPlaneLean,
+			EventLoops:         1,
 			CheckpointInterval: DefaultCheckpointInterval,
 		},
 		Cluster: Cluster{ReplicaID: -1, LinkAddress: DefaultLinkAddress, Lease: DefaultLease},

@@ -54,6 +54,7 @@ func TestParseFull(t *testing.T) {
 			DrainTimeout:       0,
 			RegistrationGrace:  DefaultRegistrationGrace,
 			DataPlane:          DataPlanePion,
+			EventLoops:         1,
 			CheckpointInterval: DefaultCheckpointInterval,
 			ParkAfter:          Duration(30 * time.Second),
 		},

@@ -41,6 +41,8 @@ var badCases = []struct {
 	{"negative handshake timeout", "dtls: {handshake_timeout: -1s}\n", "dtls.handshake_timeout", "-1s", 4, "greater than 0"},
 	{"negative drain timeout", "sessions: {drain_timeout: -5s}\n", "sessions.drain_timeout", "-5s", 4, "negative"},
 	{"unknown data plane", "sessions: {data_plane: fast}\n", "sessions.data_plane", "fast", 4, "lean"},
+	{"zero event loops", "sessions: {event_loops: 0}\n", "sessions.event_loops", "0", 4, "between 1 and 256"},
+	{"too many event loops", "sessions: {event_loops: 1000}\n", "sessions.event_loops", "1000", 4, "between 1 and 256"},
 	{"snapshot without kek", "sessions: {snapshot: /var/lib/gw/sessions.snap}\n", "sessions.snapshot", "/var/lib/gw/sessions.snap", 4, "key-encryption key"},
 	{"zero checkpoint interval", "sessions: {checkpoint_interval: 0s}\n", "sessions.checkpoint_interval", "0s", 4, "greater than 0"},
 	{"ipv6 without brackets", "listeners:\n  - address: \"::1:5684\"\n", "listeners[0].address", "::1:5684", 5, "host:port"},

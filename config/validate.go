@@ -19,7 +19,9 @@ const (
 	// MaxPostgresIdentityLength is the longest identity a postgres store
 	// keeps (pskstore/postgres.MaxIdentityLen: a btree index entry).
 	MaxPostgresIdentityLength = 2048
-	maxBackendName            = 63
+	// MaxEventLoops bounds sessions.event_loops (gateway.Config.EventLoops).
+	MaxEventLoops  = 256
+	maxBackendName = 63
 )
 
 // Validate checks every field and returns nil or a FieldErrors holding every
@@ -241,6 +243,9 @@ func (c *Config) validateSessions(es *FieldErrors) {
 	case "", DataPlaneLean, DataPlanePion:
 	default:
 		es.add("sessions.data_plane", string(s.DataPlane), "must be %q or %q", DataPlaneLean, DataPlanePion)
+	}
+	if s.EventLoops < 1 || s.EventLoops > MaxEventLoops {
+		es.add("sessions.event_loops", strconv.Itoa(s.EventLoops), "must be between 1 and %d (one loop uses up to one core)", MaxEventLoops)
 	}
 }
 

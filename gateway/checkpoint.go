@@ -266,10 +266,10 @@ func (srv *Server) Handoff(ctx context.Context) error {
 	if srv.cancel != nil {
 		srv.cancel()
 	}
-	p := srv.poller
+	pollers := srv.pollers
 	srv.mu.Unlock()
 	srv.readers.Wait()
-	if p != nil {
+	for _, p := range pollers {
 		p.stop()
 	}
 	n, err := srv.checkpoint(ctx, true)

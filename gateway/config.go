@@ -23,6 +23,10 @@ type KeyStore interface {
 	Lookup(ctx context.Context, identity []byte) (pskstore.Key, error)
 }
 
+// maxEventLoops bounds Config.EventLoops: more loops than cores only add
+// sockets and wake-ups.
+const maxEventLoops = 256
+
 // DataPlane names who protects an established session's records.
 type DataPlane uint8
 
@@ -135,6 +139,14 @@ type Config struct {
 	// handshake's pion Conn for the life of the session (the previous data
 	// path, kept as a fallback for one release).
 	DataPlane DataPlane
+	// EventLoops is how many event loops carry the data plane (Linux; one
+	// elsewhere). Each reads its own socket of every listener — the
+	// listener's address bound that many times with SO_REUSEPORT, the
+	// kernel spreading devices over them by address — and the upstream
+	// sockets of the sessions whose handshake it started, so a device's
+	// requests and answers stay on one loop. One loop uses up to one core.
+	// Zero: 1.
+	EventLoops int
 	// RegistrationGrace is added to a registered device's LwM2M lifetime to
 	// get its idle limit (when that exceeds IdleTimeout), so a device that
 	// updates just before its lifetime ends is never cut off. Zero: 2 min.
@@ -341,6 +353,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DataPlane > DataPlanePion {
 		return fmt.Errorf("gateway: config: unknown DataPlane %d", c.DataPlane)
+	}
+	switch {
+	case c.EventLoops < 0 || c.EventLoops > maxEventLoops:
+		return fmt.Errorf("gateway: config: EventLoops %d: want 1 to %d", c.EventLoops, maxEventLoops)
+	case c.EventLoops == 0 || !multiLoop:
+		c.EventLoops = 1
 	}
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 4096

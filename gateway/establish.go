@@ -55,7 +55,7 @@ func (srv *Server) establish(hs *handshake, dc *dtls.Conn) error {
 		return fmt.Errorf("backend %q: %w", backend, ErrNoBackend)
 	}
 	s := &session{
-		srv: srv, l: hs.l, id: newSessionID(), keyHash: hashKey(key.Secret),
+		srv: srv, l: hs.l, loop: hs.loop, id: newSessionID(), keyHash: hashKey(key.Secret),
 		identity: key.Identity, endpoint: key.Endpoint, backend: backend,
 		params: params, established: time.Now(),
 		peer:      hs.peer,

@@ -32,6 +32,7 @@ import (
 type handshake struct {
 	srv   *Server
 	l     *listener
+	loop  int // the event loop whose socket took its ClientHello (Config.EventLoops)
 	peer  netip.AddrPort
 	hello hello // parsed first ClientHello; zero fields if it was fragmented
 	conn  *hsConn

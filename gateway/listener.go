@@ -14,8 +14,10 @@ import (
 // on their own goroutines from a bounded pool (admission.go).
 type listener struct {
 	srv        *Server
-	index      int // in Config.Listeners: the same listener on every replica
-	pc         listenerConn
+	index      int            // in Config.Listeners: the same listener on every replica
+	pc         listenerConn   // socks[0]: writes to devices (any of socks would do: same address)
+	socks      []listenerConn // one per event loop (Config.EventLoops), read by that loop
+	reads      []func(p []byte, n int, from netip.AddrPort)
 	missingSNI SNIPolicy
 	backend    string
 }
@@ -38,7 +40,11 @@ func unmapped(ap netip.AddrPort) netip.AddrPort {
 //     of a live session: a rebooted device must get in (RFC 6347 §4.2.8),
 //     and the old session is only replaced once the new handshake completes;
 //  4. anything else is dropped and counted.
-func (l *listener) route(p []byte, from netip.AddrPort) {
+func (l *listener) route(p []byte, from netip.AddrPort) { l.routeOn(0, p, from) }
+
+// routeOn is route for a datagram event loop loop read: a handshake it
+// starts belongs to that loop, and so will its session's upstream sockets.
+func (l *listener) routeOn(loop int, p []byte, from netip.AddrPort) {
 	srv := l.srv
 	if cid := recordCID(p, srv.cfg.CIDLength); cid != nil {
 		r := srv.table.byCID(cid)
@@ -62,7 +68,7 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 	case h != nil && (s == nil || isHandshakeRecord(p)):
 		h.deliverOrForward(p, from)
 	case isClientHello(p):
-		l.startHandshake(p, from)
+		l.startHandshake(loop, p, from)
 	case s != nil:
 		s.fromWire(p, from)
 	default:
@@ -75,7 +81,7 @@ func (l *listener) route(p []byte, from netip.AddrPort) {
 // goroutine: the read loop builds no pion state and never waits. A hello
 // the gateway can never serve (no extensions block, no served suite) is
 // answered with a handshake_failure alert and no per-peer state.
-func (l *listener) startHandshake(p []byte, from netip.AddrPort) {
+func (l *listener) startHandshake(loop int, p []byte, from netip.AddrPort) {
 	srv := l.srv
 	h, verdict := parseHello(p, srv.servesSuite)
 	switch verdict {
@@ -121,7 +127,11 @@ func (l *listener) startHandshake(p []byte, from netip.AddrPort) {
 		return
 	}
 	class, key := srv.admission.classify(from, p, now)
-	hs, release, ok := srv.admission.admit(class, key, now, func() *handshake { return srv.newHandshake(l, from, h) })
+	hs, release, ok := srv.admission.admit(class, key, now, func() *handshake {
+		hs := srv.newHandshake(l, from, h)
+		hs.loop = loop
+		return hs
+	})
 	if !ok {
 		srv.stats.drop(dropShed)
 		return
@@ -139,3 +149,14 @@ func (l *listener) startHandshake(p []byte, from netip.AddrPort) {
 
 // servesSuite reports whether a cipher suite is served.
 func (srv *Server) servesSuite(id uint16) bool { return served(srv.cfg.CipherSuites, id) }
+
+// readerFor is what readBatch calls for each datagram event loop k reads.
+func (l *listener) readerFor(k int) func(p []byte, n int, from netip.AddrPort) {
+	return func(p []byte, n int, from netip.AddrPort) {
+		if n == 0 || n > l.srv.cfg.MaxDatagram || !from.IsValid() {
+			l.srv.stats.drop(dropOversize)
+			return
+		}
+		l.routeOn(k, p, from)
+	}
+}

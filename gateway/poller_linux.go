@@ -29,11 +29,12 @@ import (
 // golang.org/x/sys/unix is used because the net package has no readiness
 // API for many sockets at once.
 type poller struct {
-	srv  *Server
-	epfd int
-	wait syscall.RawConn // epfd in the runtime's poller: the loop parks there
-	file *os.File        // owns epfd
-	wake int             // eventfd: Close wakes the loop
+	srv   *Server
+	index int // in Server.pollers: the listener socket it reads (listener.socks)
+	epfd  int
+	wait  syscall.RawConn // epfd in the runtime's poller: the loop parks there
+	file  *os.File        // owns epfd
+	wake  int             // eventfd: Close wakes the loop
 
 	mu        sync.RWMutex
 	ups       map[uint64]*upstream
@@ -50,6 +51,10 @@ type upstreamSocket struct {
 	id uint64 // the poller's key: epoll event data
 }
 
+// multiLoop: several event loops can share a listener's address
+// (SO_REUSEPORT, Config.EventLoops).
+const multiLoop = true
+
 // wakeID is the epoll key of the eventfd; upstream ids start above it.
 const wakeID = 0
 
@@ -62,7 +67,7 @@ const listenKey = 1 << 63
 // upstream sockets are served between batches.
 const listenBatch = 16
 
-func newPoller(srv *Server) (*poller, error) {
+func newPoller(srv *Server, index int) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: epoll: %w", err)
@@ -97,7 +102,7 @@ func newPoller(srv *Server) (*poller, error) {
 		_ = unix.Close(wake)
 		return nil, fmt.Errorf("gateway: epoll: %w", err)
 	}
-	return &poller{srv: srv, epfd: epfd, wait: wait, file: file, wake: wake, ups: make(map[uint64]*upstream),
+	return &poller{srv: srv, index: index, epfd: epfd, wait: wait, file: file, wake: wake, ups: make(map[uint64]*upstream),
 		listeners: make(map[uint64]*listener), next: wakeID + 1, done: make(chan struct{})}, nil
 }
 
@@ -134,6 +139,7 @@ func (p *poller) dial(up *upstream, src netip.Addr, port uint16, dst netip.AddrP
 	if err != nil {
 		return fail(fmt.Errorf("upstream getsockname: %w", err))
 	}
+	up.p = p
 	p.mu.Lock()
 	id := p.next
 	p.next++
@@ -196,7 +202,7 @@ func (p *poller) run() {
 				l := p.listeners[id]
 				p.mu.RUnlock()
 				if l != nil {
-					l.readBatch()
+					l.readBatch(p.index)
 				}
 				continue
 			}
@@ -249,14 +255,15 @@ func (p *poller) serve(up *upstream, buf []byte) {
 	}
 }
 
-// watch adds a listener's socket to the loop: from now on its datagrams
-// are read and routed on the loop's goroutine.
-func (p *poller) watch(l *listener) error {
-	fd, err := l.pc.descriptor()
+// watch adds the listener's socket k (this loop's) to the loop: from now
+// on its datagrams are read and routed on the loop's goroutine.
+func (p *poller) watch(l *listener, k int) error {
+	sock := l.socks[k]
+	fd, err := sock.descriptor()
 	if err != nil {
 		return fmt.Errorf("gateway: listener socket: %w", err)
 	}
-	l.pc.prepareBatch(listenBatch, l.srv.cfg.MaxDatagram+1)
+	sock.prepareBatch(listenBatch, l.srv.cfg.MaxDatagram+1)
 	id := listenKey | uint64(l.index)
 	p.mu.Lock()
 	p.listeners[id] = l

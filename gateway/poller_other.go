@@ -22,7 +22,7 @@ type poller struct {
 
 type upstreamSocket struct{ c *net.UDPConn }
 
-func newPoller(srv *Server) (*poller, error) { return &poller{srv: srv}, nil }
+func newPoller(srv *Server, _ int) (*poller, error) { return &poller{srv: srv}, nil }
 
 func (p *poller) dial(up *upstream, src netip.Addr, port uint16, dst netip.AddrPort) (upstreamSocket, netip.AddrPort, error) {
 	var laddr *net.UDPAddr
@@ -33,6 +33,7 @@ func (p *poller) dial(up *upstream, src netip.Addr, port uint16, dst netip.AddrP
 	if err != nil {
 		return upstreamSocket{}, netip.AddrPort{}, err
 	}
+	up.p = p
 	p.wg.Add(1)
 	go p.read(up, c)
 	return upstreamSocket{c: c}, c.LocalAddr().(*net.UDPAddr).AddrPort(), nil
@@ -71,8 +72,11 @@ func (p *poller) read(up *upstream, c *net.UDPConn) {
 
 func (p *poller) remove(*upstream) {}
 
+// multiLoop: one read goroutine per listener, whatever Config.EventLoops.
+const multiLoop = false
+
 // watch starts the listener's read loop: a goroutine of its own.
-func (p *poller) watch(l *listener) error {
+func (p *poller) watch(l *listener, _ int) error {
 	l.srv.readers.Add(1)
 	go func() {
 		defer l.srv.readers.Done()
@@ -87,7 +91,7 @@ func (p *poller) watch(l *listener) error {
 type listenerConn = *net.UDPConn
 
 // listenUDP binds a listener's socket.
-func listenUDP(addr *net.UDPAddr, readBuffer int) (*net.UDPConn, error) {
+func listenUDP(addr *net.UDPAddr, readBuffer int, _ bool) (*net.UDPConn, error) {
 	pc, err := net.ListenUDP("udp", addr)
 	if err != nil {
 		return nil, err

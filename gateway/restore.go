@@ -31,7 +31,7 @@ func (srv *Server) sessionFromState(l *listener, st *sessionState, endpoint stri
 	}
 	st.params.missingSNI = l.missingSNI
 	s := &session{
-		srv: srv, l: l,
+		srv: srv, l: l, loop: int(st.id[0]) % len(srv.pollers),
 		id: st.id, keyHash: st.keyHash,
 		identity: st.identity, endpoint: st.endpoint, backend: st.backend,
 		params: st.params, established: st.established,
@@ -60,11 +60,11 @@ func (srv *Server) sessionFromState(l *listener, st *sessionState, endpoint stri
 			continue
 		}
 		up := &upstream{s: s, name: u.name}
-		sock, local, err := srv.poller.dial(up, u.local.Addr(), u.local.Port(), addr)
+		sock, local, err := srv.pollers[s.loop].dial(up, u.local.Addr(), u.local.Port(), addr)
 		if err != nil {
 			srv.log.Warn("upstream port taken: the backend sees a new device address until the device's next Update",
 				zap.String("backend", u.name), zap.Stringer("port", u.local), zap.Error(err))
-			sock, local, err = srv.poller.dial(up, srv.upstreamSource(s), 0, addr)
+			sock, local, err = srv.pollers[s.loop].dial(up, srv.upstreamSource(s), 0, addr)
 			if err != nil {
 				for _, up := range s.ups {
 					up.close()

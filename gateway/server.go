@@ -51,7 +51,7 @@ type Server struct {
 	listeners []*listener
 	link      *net.UDPConn              // the replicas' link (cluster.go)
 	backends  map[string]netip.AddrPort // resolved at Listen
-	poller    *poller
+	pollers   []*poller                 // the event loops (Config.EventLoops)
 	started   bool
 	serveCtx  func() context.Context // Serve's context: handshakes and lookups end with it
 	cancel    context.CancelFunc
@@ -135,24 +135,43 @@ func (srv *Server) Listen() error {
 		ap := ua.AddrPort()
 		backends[name] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	p, err := newPoller(srv)
-	if err != nil {
+	pollers := make([]*poller, 0, srv.cfg.EventLoops)
+	fail := func(err error) error {
+		srv.closeListenersLocked()
+		srv.listeners = nil
+		for _, p := range pollers {
+			p.release()
+		}
 		return err
+	}
+	for k := range srv.cfg.EventLoops {
+		p, err := newPoller(srv, k)
+		if err != nil {
+			return fail(err)
+		}
+		pollers = append(pollers, p)
 	}
 	for i, lc := range srv.cfg.Listeners {
 		addr, err := net.ResolveUDPAddr("udp", lc.Address)
 		if err != nil {
-			srv.closeListenersLocked()
-			p.release()
-			return fmt.Errorf("gateway: listener %q: %w", lc.Address, err)
+			return fail(fmt.Errorf("gateway: listener %q: %w", lc.Address, err))
 		}
-		pc, err := listenUDP(addr, 4<<20)
-		if err != nil {
-			srv.closeListenersLocked()
-			p.release()
-			return fmt.Errorf("gateway: listener %q: %w", lc.Address, err)
+		l := &listener{srv: srv, index: i, missingSNI: lc.MissingSNI, backend: lc.Backend}
+		srv.listeners = append(srv.listeners, l)
+		// One socket per event loop, all bound to the listener's address
+		// (SO_REUSEPORT when there are several): the first takes the port
+		// (which may be 0: any), the others join it.
+		reuse := srv.cfg.EventLoops > 1
+		for range srv.cfg.EventLoops {
+			pc, err := listenUDP(addr, 4<<20, reuse)
+			if err != nil {
+				return fail(fmt.Errorf("gateway: listener %q: %w", lc.Address, err))
+			}
+			l.socks = append(l.socks, pc)
+			l.reads = append(l.reads, l.readerFor(len(l.reads)))
+			addr = pc.LocalAddr().(*net.UDPAddr)
 		}
-		srv.listeners = append(srv.listeners, &listener{srv: srv, index: i, pc: pc, missingSNI: lc.MissingSNI, backend: lc.Backend})
+		l.pc = l.socks[0]
 	}
 	if srv.cluster != nil {
 		la, err := net.ResolveUDPAddr("udp", srv.cfg.LinkAddress)
@@ -160,18 +179,18 @@ func (srv *Server) Listen() error {
 			srv.link, err = net.ListenUDP("udp", la)
 		}
 		if err != nil {
-			srv.closeListenersLocked()
-			p.release()
-			return fmt.Errorf("gateway: replica link %q: %w", srv.cfg.LinkAddress, err)
+			return fail(fmt.Errorf("gateway: replica link %q: %w", srv.cfg.LinkAddress, err))
 		}
 		srv.cluster.link = srv.link
 	}
-	srv.backends, srv.poller = backends, p
-	srv.bg.Add(1)
-	go func() {
-		defer srv.bg.Done()
-		p.run()
-	}()
+	srv.backends, srv.pollers = backends, pollers
+	for _, p := range pollers {
+		srv.bg.Add(1)
+		go func() {
+			defer srv.bg.Done()
+			p.run()
+		}()
+	}
 	return nil
 }
 
@@ -250,10 +269,12 @@ func (srv *Server) Serve(ctx context.Context) error {
 	}()
 	srv.mu.Lock()
 	for _, l := range srv.listeners {
-		if err := srv.poller.watch(l); err != nil {
-			srv.mu.Unlock()
-			_ = srv.Close()
-			return err
+		for k, p := range srv.pollers {
+			if err := p.watch(l, k); err != nil {
+				srv.mu.Unlock()
+				_ = srv.Close()
+				return err
+			}
 		}
 		srv.log.Info("listening", zap.Stringer("addr", l.pc.LocalAddr()), zap.Stringer("data_plane", srv.cfg.DataPlane))
 	}
@@ -369,11 +390,11 @@ func (srv *Server) Close() error {
 		}
 		srv.mu.Lock()
 		srv.closeListenersLocked()
-		p := srv.poller
+		pollers := srv.pollers
 		srv.mu.Unlock()
 		srv.readers.Wait()
 		close(srv.stop)
-		if p != nil {
+		for _, p := range pollers {
 			p.close()
 		}
 		srv.bg.Wait()
@@ -384,7 +405,9 @@ func (srv *Server) Close() error {
 
 func (srv *Server) closeListenersLocked() {
 	for _, l := range srv.listeners {
-		_ = l.pc.Close()
+		for _, pc := range l.socks {
+			_ = pc.Close()
+		}
 	}
 	if srv.link != nil {
 		_ = srv.link.Close()

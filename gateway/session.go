@@ -31,8 +31,9 @@ import (
 // closed, only under mu, so a closed socket's descriptor can never be
 // reused under a session that still holds it (L3).
 type session struct {
-	srv *Server
-	l   *listener
+	srv  *Server
+	l    *listener
+	loop int // the event loop that reads its upstream sockets (Config.EventLoops)
 
 	// Fixed at establishment.
 	id          [16]byte // random; names the session's snapshot (checkpoint.go)

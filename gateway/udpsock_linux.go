@@ -51,8 +51,11 @@ type udpSocket struct {
 
 // listenUDP binds a UDP socket to addr the way net.ListenUDP("udp") does:
 // an unspecified address (or none) listens on IPv6 and IPv4 alike (one
-// dual-stack socket; IPv4 only where the kernel has no IPv6).
-func listenUDP(addr *net.UDPAddr, readBuffer int) (*udpSocket, error) {
+// dual-stack socket; IPv4 only where the kernel has no IPv6). With
+// reusePort (SO_REUSEPORT) several sockets share the address and the kernel
+// spreads senders over them by source address and port (Linux lets only
+// sockets of the same user join).
+func listenUDP(addr *net.UDPAddr, readBuffer int, reusePort bool) (*udpSocket, error) {
 	ap := addr.AddrPort()
 	ip := ap.Addr()
 	if !ip.IsValid() {
@@ -80,6 +83,11 @@ func listenUDP(addr *net.UDPAddr, readBuffer int) (*udpSocket, error) {
 	}
 	if dual {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 			return fail("setsockopt", err)
 		}
 	}

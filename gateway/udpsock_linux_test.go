@@ -57,7 +57,7 @@ func readN(t *testing.T, s *udpSocket, want, batch int) []got {
 // with its own source, and tells a datagram larger than its buffer
 // (dropped as oversized by the listener) from one that fits.
 func TestUDPSocketBatchRead(t *testing.T) {
-	s, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20)
+	s, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestUDPSocketBatchRead(t *testing.T) {
 // one socket, as net.ListenUDP does: IPv4 sources come unmapped (one key
 // per device whatever the family) and answers reach both.
 func TestUDPSocketDualStack(t *testing.T) {
-	s, err := listenUDP(&net.UDPAddr{}, 1<<20)
+	s, err := listenUDP(&net.UDPAddr{}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestUDPSocketDualStack(t *testing.T) {
 // A closed socket fails every use with net.ErrClosed, and an IPv4 socket
 // refuses an IPv6 destination with an error instead of sending elsewhere.
 func TestUDPSocketErrors(t *testing.T) {
-	s, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20)
+	s, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,12 +169,12 @@ func TestUDPSocketErrors(t *testing.T) {
 		t.Fatalf("descriptor after Close: %v", err)
 	}
 	// A port in use is an error naming the address.
-	a, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20)
+	a, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if b, err := listenUDP(a.LocalAddr().(*net.UDPAddr), 1<<20); err == nil {
+	if b, err := listenUDP(a.LocalAddr().(*net.UDPAddr), 1<<20, false); err == nil {
 		b.Close()
 		t.Fatal("second bind to a port in use succeeded")
 	} else if !errors.Is(err, unix.EADDRINUSE) {

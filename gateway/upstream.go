@@ -22,6 +22,7 @@ import (
 type upstream struct {
 	s      *session
 	name   string
+	p      *poller // the event loop that reads sock
 	sock   upstreamSocket
 	local  netip.AddrPort
 	closed bool
@@ -68,7 +69,7 @@ func (up *upstream) close() {
 		return
 	}
 	up.closed = true
-	up.s.srv.poller.remove(up)
+	up.p.remove(up)
 	up.sock.close()
 }
 
@@ -87,7 +88,7 @@ func (s *session) dialUpstreamLocked(name string) (*upstream, error) {
 		return nil, ErrNoBackend
 	}
 	up := &upstream{s: s, name: name}
-	sock, local, err := s.srv.poller.dial(up, s.srv.upstreamSource(s), 0, addr)
+	sock, local, err := s.srv.pollers[s.loop].dial(up, s.srv.upstreamSource(s), 0, addr)
 	if err != nil {
 		return nil, err
 	}

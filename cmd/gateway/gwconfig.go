@@ -89,6 +89,7 @@ func gatewayConfig(c *config.Config, ks *keyStore, log *zap.Logger) gateway.Conf
 	if c.Sessions.DataPlane == config.DataPlanePion {
 		gc.DataPlane = gateway.DataPlanePion
 	}
+	gc.EventLoops = c.Sessions.EventLoops
 	for _, l := range c.Listeners {
 		policy := gateway.SNIAllow
 		if l.MissingSNI == config.SNIRequire {

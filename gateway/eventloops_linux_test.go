@@ -1,0 +1,76 @@
+//go:build linux
+
+package gateway
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/lwm2m-gateway/gateway/pskstore"
+	"github.com/pion/dtls/v4"
+)
+
+// TestEventLoopsShareTheListenersAddress: with Config.EventLoops 2 the
+// listener's address is bound twice (SO_REUSEPORT) and the kernel spreads
+// devices over the two sockets; each session belongs to the loop whose
+// socket took its ClientHello, and that loop also reads its upstream
+// socket, so a device's requests and answers stay on one loop. Every
+// device is served, on both loops, at one address.
+func TestEventLoopsShareTheListenersAddress(t *testing.T) {
+	backend := newEchoBackend(t)
+	const devices = 32 // all on one socket by chance: 2 in 2^32
+	keys := make([]pskstore.Key, devices)
+	for i := range keys {
+		keys[i] = testKey(fmt.Sprintf("dev-%02d", i), byte(i+1))
+	}
+	srv, addr := startServer(t, Config{Store: newMapStore(keys...), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}, EventLoops: 2})
+	if n := len(srv.Addrs()); n != 1 {
+		t.Fatalf("%d addresses for one listener", n)
+	}
+	if n := len(srv.listeners[0].socks); n != 2 {
+		t.Fatalf("%d sockets for 2 event loops", n)
+	}
+	conns := make([]*dtls.Conn, devices)
+	for i, k := range keys {
+		conns[i] = (client{id: k.Identity, key: k.Secret}).mustDial(t, addr)
+		roundTrip(t, conns[i], []byte("first"))
+	}
+	for _, c := range conns {
+		roundTrip(t, c, []byte("second"))
+	}
+	perLoop := make([]int, 2)
+	for _, s := range srv.table.snapshot() {
+		perLoop[s.loop]++
+		s.mu.Lock()
+		for _, up := range s.ups {
+			if up.p != srv.pollers[s.loop] {
+				t.Errorf("session on loop %d has its upstream socket on another loop", s.loop)
+			}
+		}
+		if len(s.ups) != 1 {
+			t.Errorf("session with %d upstream sockets, want 1", len(s.ups))
+		}
+		s.mu.Unlock()
+	}
+	if perLoop[0]+perLoop[1] != devices || perLoop[0] == 0 || perLoop[1] == 0 {
+		t.Fatalf("sessions per loop %v: want %d devices spread over both", perLoop, devices)
+	}
+	t.Logf("sessions per loop: %v", perLoop)
+}
+
+// TestEventLoopsBounds: a negative or absurd number of loops is refused
+// with an error naming the field; zero means one.
+func TestEventLoopsBounds(t *testing.T) {
+	for _, n := range []int{-1, maxEventLoops + 1} {
+		if _, err := New(Config{Store: newMapStore(), Backends: map[string]string{"dm": "127.0.0.1:9"}, EventLoops: n}); err == nil {
+			t.Errorf("EventLoops %d accepted", n)
+		}
+	}
+	srv, err := New(Config{Store: newMapStore(), Backends: map[string]string{"dm": "127.0.0.1:9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.cfg.EventLoops != 1 {
+		t.Fatalf("EventLoops zero value became %d, want 1", srv.cfg.EventLoops)
+	}
+}
