@@ -163,10 +163,7 @@ func (p *poller) remove(up *upstream) {
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, up.sock.fd, nil)
 }
 
-func (s upstreamSocket) write(b []byte) error {
-	_, err := unix.Write(s.fd, b)
-	return err
-}
+func (s upstreamSocket) write(b []byte) error { return rawWrite(s.fd, b) }
 
 func (s upstreamSocket) close() { _ = unix.Close(s.fd) }
 
@@ -179,7 +176,7 @@ func (p *poller) run() {
 		var n int
 		var err error
 		werr := p.wait.Read(func(uintptr) bool {
-			n, err = unix.EpollWait(p.epfd, events, 0)
+			n, err = rawEpollPoll(p.epfd, events)
 			return n > 0 || err != nil // nothing ready: park until the epoll fd is
 		})
 		if werr != nil {
@@ -225,7 +222,7 @@ func (p *poller) serve(up *upstream, buf []byte) {
 		s.mu.Unlock()
 		return
 	}
-	n, err := unix.Read(up.sock.fd, buf)
+	n, err := rawRead(up.sock.fd, buf)
 	if err != nil {
 		s.mu.Unlock()
 		switch {

@@ -30,11 +30,13 @@ type listenerConn = *udpSocket
 // (ipv4.PacketConn.ReadBatch) need a *net.UDPConn, so recvmmsg is called
 // here with x/sys/unix's types.
 //
-// The socket is blocking: a write waits for send-buffer space as a
-// net.UDPConn's would; reads never block (MSG_DONTWAIT), the loop reads
-// only when epoll says so. Every use of fd holds mu for reading and Close
-// takes it to close, so a descriptor number the kernel gives to the next
-// socket is never used through a closed udpSocket.
+// Nothing blocks on it (MSG_DONTWAIT): the loop reads only when epoll says
+// so, and a write that finds the send buffer full fails with EAGAIN (the
+// datagram is lost, as on a congested link; DTLS and CoAP retransmit)
+// instead of blocking an OS thread per writer, which under a flood of
+// handshakes could be thousands. Every use of fd holds mu for reading and
+// Close takes it to close, so a descriptor number the kernel gives to the
+// next socket is never used through a closed udpSocket.
 type udpSocket struct {
 	mu     sync.RWMutex
 	fd     int
@@ -91,9 +93,11 @@ func listenUDP(addr *net.UDPAddr, readBuffer int, reusePort bool) (*udpSocket, e
 			return fail("setsockopt", err)
 		}
 	}
-	// A large receive buffer absorbs bursts (reconnect storms, floods)
-	// while the loop catches up; the kernel caps it at rmem_max.
+	// Large buffers absorb bursts (reconnect storms, floods) while the
+	// loop catches up, and answers while the link drains; the kernel caps
+	// them at rmem_max and wmem_max.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, readBuffer)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, readBuffer)
 	bind := ip
 	if dual || family == unix.AF_INET6 && ip.Is4() {
 		bind = netip.IPv6Unspecified()
@@ -136,17 +140,10 @@ func (s *udpSocket) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
 	if s.family == unix.AF_INET && !to.Addr().Unmap().Is4() {
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(to), Err: errors.New("IPv6 destination on an IPv4 socket")}
 	}
-	sa := toSockaddr(s.family, to)
-	for {
-		err := unix.Sendto(s.fd, b, 0, sa)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(to), Err: os.NewSyscallError("sendto", err)}
-		}
-		return len(b), nil
+	if err := rawSendto(s.fd, s.family, b, to); err != nil {
+		return 0, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(to), Err: os.NewSyscallError("sendto", err)}
 	}
+	return len(b), nil
 }
 
 // descriptor is the socket's file descriptor, for epoll (under mu: the
@@ -195,7 +192,8 @@ func (s *udpSocket) readBatch(fn func(p []byte, n int, from netip.AddrPort)) (in
 	var n uintptr
 	var errno unix.Errno
 	for {
-		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.hdrs[0])),
+		// Never blocks: a raw system call (rawsys_linux.go says why).
+		n, _, errno = unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.hdrs[0])),
 			uintptr(len(s.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		if errno != unix.EINTR {
 			break
@@ -249,11 +247,7 @@ func toSockaddr(family int, to netip.AddrPort) unix.Sockaddr {
 	}
 	sa := &unix.SockaddrInet6{Port: int(to.Port()), Addr: a.As16()}
 	if z := a.Zone(); z != "" {
-		if id, err := strconv.ParseUint(z, 10, 32); err == nil {
-			sa.ZoneId = uint32(id)
-		} else if ifi, err := net.InterfaceByName(z); err == nil {
-			sa.ZoneId = uint32(ifi.Index)
-		}
+		sa.ZoneId = zoneIndex(z)
 	}
 	return sa
 }
