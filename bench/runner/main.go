@@ -109,7 +109,9 @@ var (
 		memSessions: 50, settle: 300 * time.Millisecond,
 		fleet: 20, fleetDur: time.Second, fleetRate: 50,
 		scaleSessions: 60, scaleActive: 20, scalePerProc: 20, scaleIdle: 300 * time.Millisecond, scaleMsgs: 200,
-		profileSeconds: 1,
+		// Long enough for samples: the gateway forwards 1,000 requests a
+		// second at a few percent of a core, about 4 samples a second.
+		profileSeconds: 3,
 		floodRate:      300, floodDur: 3 * time.Second, floodAfter: 5 * time.Second,
 		floodEstablished: 20, floodReturning: 2, floodFresh: 2,
 	}
