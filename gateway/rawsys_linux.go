@@ -21,6 +21,10 @@ import (
 // request at a steady trickle of traffic, measured with perf
 // (sched:sched_switch, runtime.sysmon) — and none of these calls can block.
 // Hand-written because x/sys/unix wraps these calls only with Syscall.
+// Each function repeats its own EINTR loop on purpose: a pointer converted
+// to uintptr stays valid only in the argument list of the assembly call
+// itself (unsafe.Pointer rule 4), so the calls cannot go through a shared
+// Go helper.
 
 // rawRead reads one datagram from a non-blocking socket.
 func rawRead(fd int, b []byte) (int, error) {
