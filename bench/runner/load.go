@@ -21,6 +21,7 @@ type summary struct {
 	Handshakes struct {
 		OK        int64   `json:"ok"`
 		Failed    int64   `json:"failed"`
+		Retried   int64   `json:"retried"`
 		PerSecond float64 `json:"per_second"`
 		ConnectOK int64   `json:"connect_phase_ok"`
 		Latency   latency `json:"latency"`

@@ -125,7 +125,8 @@ func (e *env) markdown(t table, elapsed time.Duration) string {
 		p("")
 	}
 	if sc := e.scale; sc != nil && !sc.idle.at.IsZero() {
-		p("Scale step: %d sessions from %d devsim processes, %d handshakes failed (retried by nobody: the figures divide by the sessions the gateway reports).", int(sc.idle.established), sc.procs, sc.failedHS)
+		p("Scale step: %d sessions from %d devsim processes; %d handshakes timed out or failed and were tried again once from the same address, as a device does (%d failed again: the figures divide by the sessions the gateway reports).",
+			int(sc.idle.established), sc.procs, sc.retriedHS, sc.failedHS)
 		p("")
 	}
 	b.WriteString(method)

@@ -24,6 +24,7 @@ type scaleReport struct {
 	activeRun        *result  // the forwarding devsim run (CPU per request, wake)
 	holders          []*result
 	failedHS         int64 // handshakes that failed in the connect phases
+	retriedHS        int64 // failed handshakes the device tried again (--connect-retries)
 	err              error
 }
 
@@ -113,7 +114,7 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 
 	bound := e.connectBound(n)
 	common := []string{"--raw", "--mix", "1.3-dhe", "--concurrency", "16", "--source-ips", sourceIPs, "--source-port-base", devicePortBase,
-		"--timeout", "30s", "--server", srv.addr, "--keys", keys}
+		"--timeout", "30s", "--connect-retries", "1", "--server", srv.addr, "--keys", keys}
 	var holders []*running
 	defer func() { // on any error: end every devsim still running
 		for _, h := range holders {
@@ -216,6 +217,7 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 		rep.holders = append(rep.holders, r)
 		if r.sum != nil {
 			rep.failedHS += r.sum.Handshakes.Failed
+			rep.retriedHS += r.sum.Handshakes.Retried
 		} else {
 			errs = append(errs, r.err)
 		}
@@ -223,6 +225,7 @@ func (e *env) scaleGateway(rep *scaleReport, n, active, per int) error {
 	holders = nil
 	if rep.activeRun.sum != nil {
 		rep.failedHS += rep.activeRun.sum.Handshakes.Failed
+		rep.retriedHS += rep.activeRun.sum.Handshakes.Retried
 	}
 	return errors.Join(errs...)
 }

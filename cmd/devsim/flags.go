@@ -61,39 +61,40 @@ func parsePattern(spec string, raw bool) (pattern, error) {
 
 // options are the parsed flags.
 type options struct {
-	server      string
-	keysPath    string
-	serverName  string
-	raw         bool
-	noDTLS      bool
-	devices     int
-	mix         mix
-	connectRate float64
-	concurrency int
-	pattern     pattern
-	msgRate     float64
-	msgMax      bool
-	messages    int
-	duration    time.Duration
-	settle      time.Duration
-	churn       float64
-	size        int
-	method      string
-	path        string
-	timeout     time.Duration
-	inflight    int
-	backendAddr string
-	backendKind string
-	serverPID   int
-	sourceIPs   int
-	sourcePort  int // --source-port-base: 0, the kernel chooses
-	lifetime    time.Duration
-	deregister  bool
-	json        bool
-	strict      bool
-	progress    time.Duration
-	genKeys     int
-	out         string
+	server         string
+	keysPath       string
+	serverName     string
+	raw            bool
+	noDTLS         bool
+	devices        int
+	mix            mix
+	connectRate    float64
+	connectRetries int // --connect-retries
+	concurrency    int
+	pattern        pattern
+	msgRate        float64
+	msgMax         bool
+	messages       int
+	duration       time.Duration
+	settle         time.Duration
+	churn          float64
+	size           int
+	method         string
+	path           string
+	timeout        time.Duration
+	inflight       int
+	backendAddr    string
+	backendKind    string
+	serverPID      int
+	sourceIPs      int
+	sourcePort     int // --source-port-base: 0, the kernel chooses
+	lifetime       time.Duration
+	deregister     bool
+	json           bool
+	strict         bool
+	progress       time.Duration
+	genKeys        int
+	out            string
 
 	// Device lifecycles (LwM2M mode unless noted).
 	rebootEvery     time.Duration // --reboot-every: mean time between two reboots of a device
@@ -138,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.devices, "devices", 10, "number of simulated devices, 1..100000")
 	fs.StringVar(&mixSpec, "mix", "1.3-dhe=100", "handshake `mix`, weights per profile: "+profileNames())
 	fs.Float64Var(&o.connectRate, "connect-rate", 0, "new handshakes per second in the connect phase; 0: as fast as --concurrency allows")
+	fs.IntVar(&o.connectRetries, "connect-retries", 0, "connect phase: a device whose handshake fails tries again (from the same port with --source-port-base), up to N times, after 1 s, 2 s, ... (0..10); a failure followed by a retry is counted as retried, not failed")
 	fs.IntVar(&o.concurrency, "concurrency", 32, "handshakes in flight at most")
 	fs.StringVar(&patternSpec, "pattern", "", "message `pattern`, weights per operation: update, notify, read, send, register (LwM2M; default update, or update=50,notify=30,read=20 with --backend); echo (--raw)")
 	fs.StringVar(&msgRate, "msg-rate", "10", "messages per second over the whole fleet in the steady phase; 0: none; max: as fast as --inflight allows")
@@ -229,6 +231,8 @@ func (o *options) validate(patternSpec, msgRate string) error {
 		return bad("--inflight must be 1..10000")
 	case o.connectRate < 0:
 		return bad("--connect-rate must be >= 0")
+	case o.connectRetries < 0 || o.connectRetries > 10:
+		return bad("--connect-retries must be 0..10")
 	case o.churn < 0 || o.churn > 1:
 		return bad("--churn must be 0..1")
 	case o.timeout <= 0:

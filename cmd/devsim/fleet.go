@@ -161,12 +161,23 @@ func (r *runner) setState(s *slot, state slotState, c client) {
 // before answering anything (devsim.ErrRefused: a refusal by policy after
 // the handshake) counts as a failed handshake, with its alert, not as a
 // completed one and a failed request (issue 13).
-func (r *runner) connect(ctx context.Context, s *slot, kind string) {
+//
+// With retry set, a failed handshake is recorded as retried and connect
+// reports it (true) for the caller to try again; a refusal after the
+// handshake is never retried: the policy would refuse again.
+func (r *runner) connect(ctx context.Context, s *slot, kind string, retry bool) (retryable bool) {
 	hctx, cancel := context.WithTimeout(ctx, r.o.timeout)
 	t0 := time.Now()
 	c, err := r.dial(hctx, s)
 	hsDur := time.Since(t0)
 	cancel()
+	if err != nil && retry && ctx.Err() == nil {
+		r.st.retried(err)
+		s.mu.Lock()
+		r.setState(s, stateDown, nil)
+		s.mu.Unlock()
+		return true
+	}
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, r.o.timeout)
 		err = c.setup(sctx, func(op string, f func() error) error {
@@ -193,9 +204,28 @@ func (r *runner) connect(ctx context.Context, s *slot, kind string) {
 	defer s.mu.Unlock()
 	if err != nil {
 		r.setState(s, stateDown, nil)
-		return
+		return false
 	}
 	r.setState(s, stateUp, c)
+	return false
+}
+
+// connectRetrying is the connect phase's connect: up to --connect-retries
+// more tries after a failed handshake, 1 s, 2 s, ... apart, from the same
+// local address when it is fixed (--source-port-base), as a device whose
+// registration went unanswered does.
+func (r *runner) connectRetrying(ctx context.Context, s *slot) {
+	for try := 0; ; try++ {
+		if !r.connect(ctx, s, kindConnect, try < r.o.connectRetries) {
+			return
+		}
+		if !sleepUntil(ctx, time.Now().Add(time.Duration(try+1)*time.Second)) {
+			return
+		}
+		s.mu.Lock()
+		s.state = stateConnecting
+		s.mu.Unlock()
+	}
 }
 
 // closeClient ends c's session and adds its counts to the run's.
@@ -230,7 +260,7 @@ func (r *runner) connectAll(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-r.connSem }()
-			r.connect(ctx, s, kindConnect)
+			r.connectRetrying(ctx, s)
 		}()
 	}
 	wg.Wait()

@@ -39,8 +39,11 @@ type summary struct {
 }
 
 type handshakeSummary struct {
-	OK            int64                 `json:"ok"`
-	Failed        int64                 `json:"failed"`
+	OK     int64 `json:"ok"`
+	Failed int64 `json:"failed"`
+	// Retried counts failed handshakes the device tried again
+	// (--connect-retries); they are not in Failed.
+	Retried       int64                 `json:"retried"`
 	SuccessRate   float64               `json:"success_rate"`
 	ConnectPhaseS float64               `json:"connect_phase_s"`
 	ConnectOK     int64                 `json:"connect_phase_ok"`
@@ -148,6 +151,9 @@ func (s *summary) writeText(w io.Writer) {
 	h := s.Handshakes
 	p("handshakes  ok %d, failed %d, success %.2f%%; connect phase %d in %.2fs = %.1f handshakes/s",
 		h.OK, h.Failed, 100*h.SuccessRate, h.ConnectOK, h.ConnectPhaseS, h.PerSecond)
+	if h.Retried > 0 {
+		p("            %d failed handshakes were tried again (--connect-retries)", h.Retried)
+	}
 	p("  latency   %s", h.Latency)
 	for _, name := range slices.Sorted(maps.Keys(h.ByProfile)) {
 		c := h.ByProfile[name]

@@ -276,7 +276,7 @@ func (r *runner) summarize(o *options, shared int) *summary {
 	default:
 		s.MsgRate = fmt.Sprint(o.msgRate)
 	}
-	s.Handshakes.OK, s.Handshakes.Failed = st.hsOK.Load(), st.hsFail.Load()
+	s.Handshakes.OK, s.Handshakes.Failed, s.Handshakes.Retried = st.hsOK.Load(), st.hsFail.Load(), st.hsRetried.Load()
 	s.Handshakes.SuccessRate = rate(s.Handshakes.OK, s.Handshakes.Failed)
 	s.Handshakes.Latency = st.hsLat.snapshot()
 	s.Requests.OK, s.Requests.Failed = st.opsOK.Load(), st.opsFail.Load()

@@ -19,8 +19,9 @@ import (
 // stats are the counters of a run. Safe for concurrent use.
 type stats struct {
 	hsOK, hsFail atomic.Int64
-	hsLat        *recorder // every handshake
-	hsWindow     *recorder // since the last progress line
+	hsRetried    atomic.Int64 // failed handshakes followed by another try (--connect-retries)
+	hsLat        *recorder    // every handshake
+	hsWindow     *recorder    // since the last progress line
 
 	opsOK, opsFail atomic.Int64
 	reqLat         *recorder // every request, all operations
@@ -90,6 +91,15 @@ func (s *stats) handshake(kind string, p *profile, d time.Duration, err error) {
 	k.lat.add(d)
 	s.hsLat.add(d)
 	s.hsWindow.add(d)
+}
+
+// retried records a failed handshake that the device tries again
+// (--connect-retries): counted apart from the failures, with its error
+// kind under "handshake_retried_…", so a run shows what its devices went
+// through without failing on what a real device rides out.
+func (s *stats) retried(err error) {
+	s.hsRetried.Add(1)
+	s.fail("handshake_retried", err)
 }
 
 // refused moves a handshake of profile p recorded as completed to the

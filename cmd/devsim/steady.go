@@ -209,7 +209,7 @@ func (r *runner) churn(ctx, opCtx context.Context) {
 					return
 				}
 				defer func() { <-r.connSem }()
-				r.connect(opCtx, s, kindChurn)
+				r.connect(opCtx, s, kindChurn, false)
 			}()
 		}
 	}
