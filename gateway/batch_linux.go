@@ -14,7 +14,7 @@ import (
 // A datagram longer than Config.MaxDatagram (the buffers hold one byte
 // more) or empty is dropped and counted.
 func (l *listener) readBatch(k int) {
-	_, err := l.socks[k].readBatch(l.reads[k])
+	_, err := l.socks[k].ReadBatch(l.reads[k])
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		l.srv.sampled.Warn("read from listener", zap.Error(err))
 	}

@@ -5,11 +5,13 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"syscall"
 
+	"github.com/lwm2m-gateway/gateway/internal/udpsock"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -128,11 +130,11 @@ func (p *poller) dial(up *upstream, src netip.Addr, port uint16, dst netip.AddrP
 				src = netip.IPv4Unspecified()
 			}
 		}
-		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, port))); err != nil {
+		if err := unix.Bind(fd, udpsock.Sockaddr(netip.AddrPortFrom(src, port))); err != nil {
 			return fail(fmt.Errorf("upstream bind %s: %w", netip.AddrPortFrom(src, port), err))
 		}
 	}
-	if err := unix.Connect(fd, sockaddr(dst)); err != nil {
+	if err := unix.Connect(fd, udpsock.Sockaddr(dst)); err != nil {
 		return fail(fmt.Errorf("upstream connect %s: %w", dst, err))
 	}
 	sa, err := unix.Getsockname(fd)
@@ -152,7 +154,7 @@ func (p *poller) dial(up *upstream, src netip.Addr, port uint16, dst netip.AddrP
 		p.mu.Unlock()
 		return fail(fmt.Errorf("upstream epoll: %w", err))
 	}
-	return upstreamSocket{fd: fd, id: id}, addrPortOf(sa), nil
+	return upstreamSocket{fd: fd, id: id}, udpsock.AddrPortOf(sa), nil
 }
 
 // remove stops watching an upstream's socket (before it is closed).
@@ -163,7 +165,7 @@ func (p *poller) remove(up *upstream) {
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, up.sock.fd, nil)
 }
 
-func (s upstreamSocket) write(b []byte) error { return rawWrite(s.fd, b) }
+func (s upstreamSocket) write(b []byte) error { return udpsock.Write(s.fd, b) }
 
 func (s upstreamSocket) close() { _ = unix.Close(s.fd) }
 
@@ -176,7 +178,7 @@ func (p *poller) run() {
 		var n int
 		var err error
 		werr := p.wait.Read(func(uintptr) bool {
-			n, err = rawEpollPoll(p.epfd, events)
+			n, err = udpsock.EpollPoll(p.epfd, events)
 			return n > 0 || err != nil // nothing ready: park until the epoll fd is
 		})
 		if werr != nil {
@@ -222,7 +224,7 @@ func (p *poller) serve(up *upstream, buf []byte) {
 		s.mu.Unlock()
 		return
 	}
-	n, err := rawRead(up.sock.fd, buf)
+	n, err := udpsock.Read(up.sock.fd, buf)
 	if err != nil {
 		s.mu.Unlock()
 		switch {
@@ -256,11 +258,11 @@ func (p *poller) serve(up *upstream, buf []byte) {
 // on its datagrams are read and routed on the loop's goroutine.
 func (p *poller) watch(l *listener, k int) error {
 	sock := l.socks[k]
-	fd, err := sock.descriptor()
+	fd, err := sock.Descriptor()
 	if err != nil {
 		return fmt.Errorf("gateway: listener socket: %w", err)
 	}
-	sock.prepareBatch(listenBatch, l.srv.cfg.MaxDatagram+1)
+	sock.PrepareBatch(listenBatch, l.srv.cfg.MaxDatagram+1)
 	id := listenKey | uint64(l.index)
 	p.mu.Lock()
 	p.listeners[id] = l
@@ -300,19 +302,11 @@ func (p *poller) release() {
 	})
 }
 
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
+// listenerConn is a listener's socket: on Linux a udpsock.Socket, read by
+// the poller's event loop.
+type listenerConn = *udpsock.Socket
 
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	}
-	return netip.AddrPort{}
+// listenUDP binds a listener's socket (udpsock.Listen).
+func listenUDP(addr *net.UDPAddr, readBuffer int, reusePort bool) (*udpsock.Socket, error) {
+	return udpsock.Listen(addr, readBuffer, reusePort)
 }

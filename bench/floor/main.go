@@ -6,10 +6,14 @@
 //   - two UDP hops: one socket faces the devices; each device gets its own
 //     connected upstream socket to the backend on its first datagram (the
 //     backend sees one address per device, as behind the gateway);
-//   - one epoll loop over every socket, level-triggered, one recvfrom per
-//     readiness and one sendto per datagram: no goroutine per device, no
-//     hand-off between goroutines; the loop parks in the Go runtime's
-//     poller, waiting for the epoll descriptor, as the gateway's does;
+//   - one epoll loop over every socket, level-triggered: the device-facing
+//     socket read with recvmmsg (up to 16 datagrams a call), each upstream
+//     socket with one read per readiness, one write per datagram; no
+//     goroutine per device, no hand-off between goroutines; the loop parks
+//     in the Go runtime's poller, waiting for the epoll descriptor, and its
+//     system calls are raw ones the runtime is not told about: the same
+//     socket code as the gateway's (internal/udpsock), so the floor pays
+//     the same kernel costs per datagram and none of Go's;
 //   - AES-128-GCM: every datagram relayed is sealed and opened once, so a
 //     request and its response cost two seals and two opens (a DTLS relay
 //     opens the request and seals the response: one of each, plus the
@@ -17,8 +21,9 @@
 //
 // The traffic is plain UDP (devsim --raw --no-dtls), so CPU time of this
 // process per request is the floor the gateway's CPU per request is held
-// to (bench/BENCHMARKS.md). Written by hand on golang.org/x/sys/unix because
-// the floor is the raw syscalls: a library would add what it measures.
+// to (bench/BENCHMARKS.md). Written by hand on internal/udpsock and
+// golang.org/x/sys/unix because the floor is the raw syscalls: a library
+// would add what it measures.
 //
 //	floor --listen 127.0.0.1:5684 --backend 127.0.0.1:5683
 //

@@ -7,49 +7,53 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"syscall"
 
+	"github.com/lwm2m-gateway/gateway/internal/udpsock"
 	"golang.org/x/sys/unix"
 )
 
 // relay is the floor's whole state.
 type relay struct {
-	epfd, lfd int
-	wait      syscall.RawConn // epfd in the Go runtime's poller
-	backend   unix.Sockaddr
-	family    int
-	byDevice  map[netip.AddrPort]*peer
-	byID      []*peer // epoll key - 1
-	aead      cipher.AEAD
-	nonce     [12]byte
-	seq       uint64
-	sealed    []byte
+	epfd     int
+	dev      *udpsock.Socket // faces the devices
+	wait     syscall.RawConn // epfd in the Go runtime's poller
+	backend  unix.Sockaddr
+	family   int
+	byDevice map[netip.AddrPort]*peer
+	byID     []*peer // epoll key - 1
+	aead     cipher.AEAD
+	nonce    [12]byte
+	seq      uint64
+	sealed   []byte
 }
 
 // peer is one device: its address and its upstream socket.
 type peer struct {
-	addr unix.Sockaddr
+	addr netip.AddrPort
 	fd   int
 }
 
 // listenID is the epoll key of the device-facing socket.
 const listenID = 0
 
+// batch is how many datagrams one recvmmsg takes from the device-facing
+// socket, as the gateway's listener (gateway/poller_linux.go listenBatch).
+const batch = 16
+
 func newRelay(listen, backend netip.AddrPort) (*relay, error) {
-	family := unix.AF_INET
-	if listen.Addr().Is6() {
-		family = unix.AF_INET6
-	}
-	lfd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	dev, err := udpsock.Listen(net.UDPAddrFromAddrPort(listen), 4<<20, false)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Bind(lfd, sockaddr(listen)); err != nil {
-		return nil, fmt.Errorf("bind %s: %w", listen, err)
+	dev.PrepareBatch(batch, 1<<16)
+	lfd, err := dev.Descriptor()
+	if err != nil {
+		return nil, err
 	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -85,11 +89,12 @@ func newRelay(listen, backend netip.AddrPort) (*relay, error) {
 	if backend.Addr().Is6() {
 		bfamily = unix.AF_INET6
 	}
-	return &relay{epfd: epfd, lfd: lfd, wait: wait, backend: sockaddr(backend), family: bfamily,
+	return &relay{epfd: epfd, dev: dev, wait: wait, backend: udpsock.Sockaddr(backend), family: bfamily,
 		byDevice: make(map[netip.AddrPort]*peer), aead: aead, sealed: make([]byte, 0, 1<<16+64)}, nil
 }
 
-// loop relays until a socket fails.
+// loop relays until a socket fails. Its system calls are udpsock's raw
+// ones, as the gateway's loop makes.
 func (r *relay) loop() error {
 	events := make([]unix.EpollEvent, 128)
 	buf := make([]byte, 1<<16)
@@ -97,20 +102,19 @@ func (r *relay) loop() error {
 		var n int
 		var err error
 		if werr := r.wait.Read(func(uintptr) bool {
-			n, err = unix.EpollWait(r.epfd, events, 0)
+			n, err = udpsock.EpollPoll(r.epfd, events)
 			return n > 0 || err != nil
 		}); werr != nil {
 			err = werr
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
 		}
 		if err != nil {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		for _, ev := range events[:n] {
 			if ev.Fd == listenID {
-				r.fromDevice(buf)
+				if _, err := r.dev.ReadBatch(r.fromDevice); err != nil {
+					return err
+				}
 				continue
 			}
 			r.fromBackend(r.byID[ev.Fd-1], buf)
@@ -118,32 +122,33 @@ func (r *relay) loop() error {
 	}
 }
 
-func (r *relay) fromDevice(buf []byte) {
-	n, from, err := unix.Recvfrom(r.lfd, buf, 0)
-	if err != nil {
+// fromDevice relays one datagram a device sent (size > len(b): truncated,
+// dropped).
+func (r *relay) fromDevice(b []byte, size int, from netip.AddrPort) {
+	if size > len(b) {
 		return
 	}
-	key := addrPortOf(from)
-	p := r.byDevice[key]
+	p := r.byDevice[from]
 	if p == nil {
+		var err error
 		if p, err = r.dial(from); err != nil {
 			fmt.Fprintln(os.Stderr, "floor: upstream:", err)
 			return
 		}
-		r.byDevice[key] = p
+		r.byDevice[from] = p
 	}
-	if !r.crypt(buf[:n]) {
+	if !r.crypt(b) {
 		return
 	}
-	_, _ = unix.Write(p.fd, buf[:n])
+	_ = udpsock.Write(p.fd, b)
 }
 
 func (r *relay) fromBackend(p *peer, buf []byte) {
-	n, err := unix.Read(p.fd, buf)
+	n, err := udpsock.Read(p.fd, buf)
 	if err != nil || !r.crypt(buf[:n]) {
 		return
 	}
-	_ = unix.Sendto(r.lfd, buf[:n], 0, p.addr)
+	_, _ = r.dev.WriteToUDPAddrPort(buf[:n], p.addr)
 }
 
 // crypt seals b and opens it again: the AEAD work of relaying one DTLS
@@ -157,7 +162,7 @@ func (r *relay) crypt(b []byte) bool {
 }
 
 // dial opens the device's connected upstream socket and watches it.
-func (r *relay) dial(device unix.Sockaddr) (*peer, error) {
+func (r *relay) dial(device netip.AddrPort) (*peer, error) {
 	fd, err := unix.Socket(r.family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, err
@@ -174,21 +179,4 @@ func (r *relay) dial(device unix.Sockaddr) (*peer, error) {
 		return nil, err
 	}
 	return p, nil
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package gateway
+package udpsock
 
 import (
 	"errors"
@@ -14,16 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenerConn is a listener's socket: on Linux a udpSocket, read by the
-// poller's event loop.
-type listenerConn = *udpSocket
-
-// udpSocket is a listener's UDP socket kept out of Go's runtime poller.
+// Socket is a UDP socket kept out of Go's runtime poller, for an event
+// loop that waits on epoll itself (the gateway's listeners, bench/floor).
 //
 // Why hand-written: a *net.UDPConn registers its socket with the runtime's
 // own epoll, so every datagram that arrives also wakes a thread of the
 // runtime's network poller, which finds nobody waiting (the gateway's event
-// loop reads the socket, poller_linux.go) and sleeps again: measured while
+// loop reads the socket, gateway/poller_linux.go) and sleeps again: measured while
 // forwarding, a third of the gateway's context switches (perf record -e
 // sched:sched_switch: runtime.netpoll from findRunnable), and a context
 // switch costs more than the rest of a request's work. x/net's batch reads
@@ -36,8 +33,8 @@ type listenerConn = *udpSocket
 // instead of blocking an OS thread per writer, which under a flood of
 // handshakes could be thousands. Every use of fd holds mu for reading and
 // Close takes it to close, so a descriptor number the kernel gives to the
-// next socket is never used through a closed udpSocket.
-type udpSocket struct {
+// next socket is never used through a closed Socket.
+type Socket struct {
 	mu     sync.RWMutex
 	fd     int
 	closed bool
@@ -51,13 +48,13 @@ type udpSocket struct {
 	bufs  [][]byte
 }
 
-// listenUDP binds a UDP socket to addr the way net.ListenUDP("udp") does:
+// Listen binds a UDP socket to addr the way net.ListenUDP("udp") does:
 // an unspecified address (or none) listens on IPv6 and IPv4 alike (one
 // dual-stack socket; IPv4 only where the kernel has no IPv6). With
 // reusePort (SO_REUSEPORT) several sockets share the address and the kernel
 // spreads senders over them by source address and port (Linux lets only
 // sockets of the same user join).
-func listenUDP(addr *net.UDPAddr, readBuffer int, reusePort bool) (*udpSocket, error) {
+func Listen(addr *net.UDPAddr, readBuffer int, reusePort bool) (*Socket, error) {
 	ap := addr.AddrPort()
 	ip := ap.Addr()
 	if !ip.IsValid() {
@@ -79,7 +76,7 @@ func listenUDP(addr *net.UDPAddr, readBuffer int, reusePort bool) (*udpSocket, e
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	fail := func(op string, err error) (*udpSocket, error) {
+	fail := func(op string, err error) (*Socket, error) {
 		_ = unix.Close(fd)
 		return nil, &net.OpError{Op: "listen", Net: "udp", Addr: addr, Err: os.NewSyscallError(op, err)}
 	}
@@ -102,25 +99,25 @@ func listenUDP(addr *net.UDPAddr, readBuffer int, reusePort bool) (*udpSocket, e
 	if dual || family == unix.AF_INET6 && ip.Is4() {
 		bind = netip.IPv6Unspecified()
 	}
-	if err := unix.Bind(fd, toSockaddr(family, netip.AddrPortFrom(bind.WithZone(ap.Addr().Zone()), ap.Port()))); err != nil {
+	if err := unix.Bind(fd, familySockaddr(family, netip.AddrPortFrom(bind.WithZone(ap.Addr().Zone()), ap.Port()))); err != nil {
 		return fail("bind", err)
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return fail("getsockname", err)
 	}
-	local := net.UDPAddrFromAddrPort(addrPortOf(sa))
+	local := net.UDPAddrFromAddrPort(AddrPortOf(sa))
 	if family == unix.AF_INET6 && local.IP.To4() != nil {
 		local.IP = local.IP.To16()
 	}
-	return &udpSocket{fd: fd, family: family, local: local}, nil
+	return &Socket{fd: fd, family: family, local: local}, nil
 }
 
 // LocalAddr is the bound address.
-func (s *udpSocket) LocalAddr() net.Addr { return s.local }
+func (s *Socket) LocalAddr() net.Addr { return s.local }
 
 // Close closes the socket once; later uses fail with net.ErrClosed.
-func (s *udpSocket) Close() error {
+func (s *Socket) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -131,7 +128,7 @@ func (s *udpSocket) Close() error {
 }
 
 // WriteToUDPAddrPort sends one datagram to.
-func (s *udpSocket) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+func (s *Socket) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -140,15 +137,15 @@ func (s *udpSocket) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
 	if s.family == unix.AF_INET && !to.Addr().Unmap().Is4() {
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(to), Err: errors.New("IPv6 destination on an IPv4 socket")}
 	}
-	if err := rawSendto(s.fd, s.family, b, to); err != nil {
+	if err := Sendto(s.fd, s.family, b, to); err != nil {
 		return 0, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(to), Err: os.NewSyscallError("sendto", err)}
 	}
 	return len(b), nil
 }
 
-// descriptor is the socket's file descriptor, for epoll (under mu: the
+// Descriptor is the socket's file descriptor, for epoll (under mu: the
 // caller registers it before anything can close the socket).
-func (s *udpSocket) descriptor() (int, error) {
+func (s *Socket) Descriptor() (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -157,9 +154,9 @@ func (s *udpSocket) descriptor() (int, error) {
 	return s.fd, nil
 }
 
-// prepareBatch sets up batch reads of up to n datagrams of up to size
+// PrepareBatch sets up batch reads of up to n datagrams of up to size
 // bytes each.
-func (s *udpSocket) prepareBatch(n, size int) {
+func (s *Socket) PrepareBatch(n, size int) {
 	s.hdrs = make([]unix.Mmsghdr, n)
 	s.iovs = make([]unix.Iovec, n)
 	s.names = make([]unix.RawSockaddrInet6, n)
@@ -174,11 +171,11 @@ func (s *udpSocket) prepareBatch(n, size int) {
 	}
 }
 
-// readBatch reads the datagrams waiting, up to the batch size, without
+// ReadBatch reads the datagrams waiting, up to the batch size, without
 // blocking (recvmmsg, MSG_DONTWAIT), and calls fn for each with its length
 // as received (more than the buffer: truncated) and its source. It returns
 // how many it read; none waiting is (0, nil).
-func (s *udpSocket) readBatch(fn func(p []byte, n int, from netip.AddrPort)) (int, error) {
+func (s *Socket) ReadBatch(fn func(p []byte, n int, from netip.AddrPort)) (int, error) {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -192,7 +189,7 @@ func (s *udpSocket) readBatch(fn func(p []byte, n int, from netip.AddrPort)) (in
 	var n uintptr
 	var errno unix.Errno
 	for {
-		// Never blocks: a raw system call (rawsys_linux.go says why).
+		// Never blocks: a raw system call (raw_linux.go says why).
 		n, _, errno = unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.hdrs[0])),
 			uintptr(len(s.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		if errno != unix.EINTR {
@@ -238,9 +235,9 @@ func rawAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// toSockaddr is to as a socket address of family (IPv4 mapped into IPv6
+// familySockaddr is to as a socket address of family (IPv4 mapped into IPv6
 // for an IPv6 socket). A zone is an interface name or index.
-func toSockaddr(family int, to netip.AddrPort) unix.Sockaddr {
+func familySockaddr(family int, to netip.AddrPort) unix.Sockaddr {
 	a := to.Addr()
 	if family == unix.AF_INET {
 		return &unix.SockaddrInet4{Port: int(to.Port()), Addr: a.Unmap().As4()}
@@ -250,4 +247,24 @@ func toSockaddr(family int, to netip.AddrPort) unix.Sockaddr {
 		sa.ZoneId = zoneIndex(z)
 	}
 	return sa
+}
+
+// Sockaddr is ap as a socket address of its own family.
+func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// AddrPortOf is a socket address as a netip.AddrPort, IPv4-mapped
+// addresses unmapped.
+func AddrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }

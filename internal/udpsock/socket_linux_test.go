@@ -1,6 +1,6 @@
 //go:build linux
 
-package gateway
+package udpsock
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// got is one datagram readBatch delivered.
+// got is one datagram ReadBatch delivered.
 type got struct {
 	p    []byte
 	n    int
@@ -24,9 +24,9 @@ type got struct {
 // readN reads from s until want datagrams came (waiting for readability
 // with poll, as the event loop waits with epoll) and checks no batch was
 // larger than the batch size.
-func readN(t *testing.T, s *udpSocket, want, batch int) []got {
+func readN(t *testing.T, s *Socket, want, batch int) []got {
 	t.Helper()
-	fd, err := s.descriptor()
+	fd, err := s.Descriptor()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func readN(t *testing.T, s *udpSocket, want, batch int) []got {
 		if _, err := unix.Poll(pfd, 1000); err != nil && !errors.Is(err, unix.EINTR) {
 			t.Fatal(err)
 		}
-		n, err := s.readBatch(func(p []byte, size int, from netip.AddrPort) {
+		n, err := s.ReadBatch(func(p []byte, size int, from netip.AddrPort) {
 			out = append(out, got{p: bytes.Clone(p), n: size, from: from})
 		})
 		if err != nil {
@@ -57,12 +57,12 @@ func readN(t *testing.T, s *udpSocket, want, batch int) []got {
 // with its own source, and tells a datagram larger than its buffer
 // (dropped as oversized by the listener) from one that fits.
 func TestUDPSocketBatchRead(t *testing.T) {
-	s, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
+	s, err := Listen(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.prepareBatch(4, 65)
+	s.PrepareBatch(4, 65)
 	a, b := dialUDP(t, s.LocalAddr()), dialUDP(t, s.LocalAddr())
 	for i := range 10 {
 		c := a
@@ -96,7 +96,7 @@ func TestUDPSocketBatchRead(t *testing.T) {
 		t.Fatalf("empty datagram: size %d", g.n)
 	}
 	// Nothing waiting: no datagram and no error, without blocking.
-	n, err := s.readBatch(func([]byte, int, netip.AddrPort) { t.Fatal("datagram from nowhere") })
+	n, err := s.ReadBatch(func([]byte, int, netip.AddrPort) { t.Fatal("datagram from nowhere") })
 	if n != 0 || err != nil {
 		t.Fatalf("empty socket: %d, %v", n, err)
 	}
@@ -106,12 +106,12 @@ func TestUDPSocketBatchRead(t *testing.T) {
 // one socket, as net.ListenUDP does: IPv4 sources come unmapped (one key
 // per device whatever the family) and answers reach both.
 func TestUDPSocketDualStack(t *testing.T) {
-	s, err := listenUDP(&net.UDPAddr{}, 1<<20, false)
+	s, err := Listen(&net.UDPAddr{}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.prepareBatch(4, 2048)
+	s.PrepareBatch(4, 2048)
 	port := s.LocalAddr().(*net.UDPAddr).Port
 	v4 := dialUDP(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	peers := []*net.UDPConn{v4}
@@ -145,11 +145,11 @@ func TestUDPSocketDualStack(t *testing.T) {
 // A closed socket fails every use with net.ErrClosed, and an IPv4 socket
 // refuses an IPv6 destination with an error instead of sending elsewhere.
 func TestUDPSocketErrors(t *testing.T) {
-	s, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
+	s, err := Listen(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.prepareBatch(1, 64)
+	s.PrepareBatch(1, 64)
 	if _, err := s.WriteToUDPAddrPort([]byte("x"), netip.MustParseAddrPort("[::1]:9")); err == nil {
 		t.Fatal("IPv6 destination on an IPv4 socket accepted")
 	}
@@ -162,19 +162,19 @@ func TestUDPSocketErrors(t *testing.T) {
 	if _, err := s.WriteToUDPAddrPort([]byte("x"), netip.MustParseAddrPort("127.0.0.1:9")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after Close: %v", err)
 	}
-	if _, err := s.readBatch(func([]byte, int, netip.AddrPort) {}); !errors.Is(err, net.ErrClosed) {
+	if _, err := s.ReadBatch(func([]byte, int, netip.AddrPort) {}); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read after Close: %v", err)
 	}
-	if _, err := s.descriptor(); !errors.Is(err, net.ErrClosed) {
+	if _, err := s.Descriptor(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("descriptor after Close: %v", err)
 	}
 	// A port in use is an error naming the address.
-	a, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
+	a, err := Listen(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1<<20, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if b, err := listenUDP(a.LocalAddr().(*net.UDPAddr), 1<<20, false); err == nil {
+	if b, err := Listen(a.LocalAddr().(*net.UDPAddr), 1<<20, false); err == nil {
 		b.Close()
 		t.Fatal("second bind to a port in use succeeded")
 	} else if !errors.Is(err, unix.EADDRINUSE) {

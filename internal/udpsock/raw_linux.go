@@ -1,6 +1,6 @@
 //go:build linux
 
-package gateway
+package udpsock
 
 import (
 	"net"
@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The event loop's system calls never block: its sockets are non-blocking
+// An event loop's system calls never block: its sockets are non-blocking
 // or read and written with MSG_DONTWAIT, and it polls epoll with a zero
 // timeout (it waits in the runtime's poller instead). They are made as raw
 // system calls, which the Go runtime is not told about: a call it is told
@@ -26,8 +26,8 @@ import (
 // itself (unsafe.Pointer rule 4), so the calls cannot go through a shared
 // Go helper.
 
-// rawRead reads one datagram from a non-blocking socket.
-func rawRead(fd int, b []byte) (int, error) {
+// Read reads one datagram from a non-blocking socket.
+func Read(fd int, b []byte) (int, error) {
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
 		switch errno {
@@ -40,8 +40,8 @@ func rawRead(fd int, b []byte) (int, error) {
 	}
 }
 
-// rawWrite sends one datagram on a connected non-blocking socket.
-func rawWrite(fd int, b []byte) error {
+// Write sends one datagram on a connected non-blocking socket.
+func Write(fd int, b []byte) error {
 	for {
 		_, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
 		switch errno {
@@ -54,9 +54,9 @@ func rawWrite(fd int, b []byte) error {
 	}
 }
 
-// rawSendto sends one datagram to, without waiting (MSG_DONTWAIT); to is
+// Sendto sends one datagram to, without waiting (MSG_DONTWAIT); to is
 // IPv4-mapped for an IPv6 socket. A zone is an interface index or name.
-func rawSendto(fd, family int, b []byte, to netip.AddrPort) error {
+func Sendto(fd, family int, b []byte, to netip.AddrPort) error {
 	var sa4 unix.RawSockaddrInet4
 	var sa6 unix.RawSockaddrInet6
 	var sa unsafe.Pointer
@@ -92,9 +92,9 @@ func rawSendto(fd, family int, b []byte, to netip.AddrPort) error {
 	}
 }
 
-// rawEpollPoll returns the events ready now (a zero timeout: it never
+// EpollPoll returns the events ready now (a zero timeout: it never
 // waits).
-func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+func EpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	for {
 		n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
 		switch errno {
