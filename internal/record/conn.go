@@ -26,6 +26,7 @@ type Conn struct {
 
 	sendSeq uint16     // 1.3: message_seq of our next handshake message
 	recvSeq uint16     // 1.3: message_seq of the next handshake message expected
+	hsLazy  bool       // 1.3: hs holds only its secret until a late handshake record needs it (hsKeys)
 	ku      *keyUpdate // 1.3: our KeyUpdate awaiting its ACK (RFC 9147 §8)
 
 	flight      [][]byte // 1.2: the server's final flight, until flightUntil

@@ -134,9 +134,23 @@ func (c *Conn) readKeys(bits byte, t int64) *keys {
 	case c.prev != nil && byte(c.prev.epoch&3) == bits && t <= c.prevUntil:
 		return c.prev
 	case c.hs != nil && bits == 2 && t <= c.hsUntil:
-		return c.hs
+		return c.hsKeys()
 	}
 	return nil
+}
+
+// hsKeys returns the handshake read keys, derived from their secret on
+// first use (init13 keeps only the secret); nil if that fails.
+func (c *Conn) hsKeys() *keys {
+	if c.hsLazy {
+		var secret [48]byte
+		n := copy(secret[:], c.hs.secret[:c.s.hashLen])
+		if err := c.hs.derive13(c.s, secret[:n], 2); err != nil {
+			return nil
+		}
+		c.hsLazy = false
+	}
+	return c.hs
 }
 
 // reconstruct returns the full sequence number whose low bits are partial

@@ -187,10 +187,14 @@ func (c *Conn) init13(st *pionState, p Params, now int64) error {
 	if hsSecret == nil {
 		return fmt.Errorf("%w: key log has no CLIENT_HANDSHAKE_TRAFFIC_SECRET for this session", ErrParams)
 	}
-	c.hs = new(keys)
-	if err := c.hs.derive13(c.s, hsSecret, 2); err != nil {
-		return err
+	if len(hsSecret) != c.s.hashLen {
+		return fmt.Errorf("%w: handshake traffic secret of %d bytes, want %d", ErrParams, len(hsSecret), c.s.hashLen)
 	}
+	// Most devices never resend their Finished: the handshake keys are
+	// derived when a record of that epoch comes (Conn.hsKeys).
+	c.hs = &keys{epoch: 2}
+	copy(c.hs.secret[:], hsSecret)
+	c.hsLazy = true
 	c.hsUntil = now + int64(hsKeep)
 	return nil
 }

@@ -127,6 +127,21 @@ func TestKeyLogSecret(t *testing.T) {
 	if _, err := keyLogSecret([]byte("CLIENT_RANDOM "+hexs(random)+" zz\n"), "CLIENT_RANDOM", random); err == nil {
 		t.Fatal("bad secret accepted")
 	}
+	if _, err := keyLogSecret([]byte("CLIENT_RANDOM "+hexs(random)+" 0a0\n"), "CLIENT_RANDOM", random); err == nil {
+		t.Fatal("odd-length secret accepted")
+	}
+	// A label that another label starts with, CRLF line ends, a last line
+	// without a newline.
+	log = []byte("CLIENT_RANDOM_X " + hexs(random) + " 0102\r\nCLIENT_RANDOM " + hexs(random) + " 0c0d\r\nEXPORTER_SECRET " + hexs(random) + " 0e")
+	if got, err := keyLogSecret(log, "CLIENT_RANDOM", random); err != nil || !bytes.Equal(got, []byte{0x0c, 0x0d}) {
+		t.Fatalf("CRLF log: got %x, %v", got, err)
+	}
+	if got, err := keyLogSecret(log, "EXPORTER_SECRET", random); err != nil || !bytes.Equal(got, []byte{0x0e}) {
+		t.Fatalf("last line: got %x, %v", got, err)
+	}
+	if n := testing.AllocsPerRun(10, func() { _, _ = keyLogSecret(log, "EXPORTER_SECRET", random) }); n > 1 {
+		t.Errorf("%v allocations per lookup, want only the secret's", n)
+	}
 }
 
 func hexs(b []byte) string {
