@@ -372,10 +372,19 @@ type Log struct {
 	// Identities says how PSK identities appear in logs (R9). Empty means
 	// IdentitiesTag; IdentitiesClear is an explicit operator opt-in.
 	Identities IdentityLogging `yaml:"identities"`
+
+	// FlushInterval is how long a log line may wait in the logger's buffer
+	// (256 KiB) before it is written; errors are written at once. One
+	// write per line was a measurable part of a handshake's CPU
+	// (bench/BENCHMARKS.md), and a reconnect storm logs a line per
+	// session. 0 writes every line at once; default
+	// DefaultLogFlushInterval.
+	FlushInterval Duration `yaml:"flush_interval"`
 }
 
 // Defaults of the fields whose zero value is meaningful or invalid.
 const (
+	DefaultLogFlushInterval   = Duration(time.Second)
 	DefaultListenAddress      = ":5684"
 	DefaultStorePath          = "keys.yaml"
 	DefaultLookupTimeout      = Duration(500 * time.Millisecond)
@@ -452,7 +461,7 @@ func Default() *Config {
 			MaxDatagram:           DefaultMaxDatagram,
 		},
 		Admin: Admin{Address: DefaultAdminAddress},
-		Log:   Log{Level: LevelInfo, Format: FormatJSON, Identities: IdentitiesTag},
+		Log:   Log{Level: LevelInfo, Format: FormatJSON, Identities: IdentitiesTag, FlushInterval: DefaultLogFlushInterval},
 	}
 }
 

@@ -58,7 +58,7 @@ func TestParseFull(t *testing.T) {
 			CheckpointInterval: DefaultCheckpointInterval,
 			ParkAfter:          Duration(30 * time.Second),
 		},
-		Log:     Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear},
+		Log:     Log{Level: LevelDebug, Format: FormatConsole, Identities: IdentitiesClear, FlushInterval: Duration(250 * time.Millisecond)},
 		Limits:  Default().Limits,
 		Admin:   Default().Admin,
 		Cluster: Default().Cluster,

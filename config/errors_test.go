@@ -95,6 +95,8 @@ var badCases = []struct {
 	{"level loud", "log:\n  level: loud\n", "log.level", "loud", 5, "debug, info, warn, error"},
 	{"format text", "log: {format: text}\n", "log.format", "text", 4, `"json" or "console"`},
 	{"identities raw", "log: {identities: raw}\n", "log.identities", "raw", 4, `"tag" or "clear"`},
+	{"flush interval negative", "log: {flush_interval: -1s}\n", "log.flush_interval", "-1s", 4, "must be 0s (write every line at once) to 1m0s"},
+	{"flush interval an hour", "log:\n  flush_interval: 1h\n", "log.flush_interval", "1h0m0s", 5, "to 1m0s"},
 	{"listeners a mapping", "listeners:\n  address: \":5684\"\n", "listeners", "", 5, "a list, not a mapping"},
 	{"duplicate key", "dtls:\n  mtu: 1200\n  mtu: 1300\n", "dtls.mtu", "", 6, "duplicate key, first at line 5"},
 	{"document a list", "- a\n- b\n", "", "", 1, "must be a mapping"},

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Bounds checked by Validate.
@@ -339,7 +340,14 @@ func (c *Config) validateLog(es *FieldErrors) {
 	default:
 		es.add("log.identities", string(l.Identities), "must be %q or %q", IdentitiesTag, IdentitiesClear)
 	}
+	if d := l.FlushInterval; d < 0 || d > MaxLogFlushInterval {
+		es.add("log.flush_interval", d.String(), "must be 0s (write every line at once) to %s", MaxLogFlushInterval)
+	}
 }
+
+// MaxLogFlushInterval bounds log.flush_interval: lines later than that are
+// no use to an operator watching the gateway.
+const MaxLogFlushInterval = Duration(time.Minute)
 
 // checkChoices reports the elements of list that are not in allowed, and
 // duplicates, one error per element ("dtls.groups[1]").

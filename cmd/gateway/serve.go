@@ -61,7 +61,7 @@ func serveCmd(c cli.IO, args []string) error {
 		return err
 	}
 	level := zap.NewAtomicLevel()
-	log, err := newLogger(cfg.Log, level)
+	log, err := newLogger(cfg.Log, level, os.Stderr)
 	if err != nil {
 		return err
 	}

@@ -24,27 +24,43 @@ import (
 )
 
 // newLogger builds the zap logger the configuration asks for at level, an
-// atomic level that a reload can change. Errors carry no stack trace: the
-// gateway's own messages say what failed.
-func newLogger(c config.Log, level zap.AtomicLevel) (*zap.Logger, error) {
-	zc := zap.NewProductionConfig()
-	zc.Sampling = nil // the gateway samples its attacker-triggerable logs itself
-	// No caller field: its stack walk was a measurable part of a
-	// handshake's cost (bench/BENCHMARKS.md); messages are unique enough.
-	zc.DisableCaller = true
+// atomic level that a reload can change, writing to w (standard error).
+// Errors carry no stack trace: the gateway's own messages say what failed.
+// Lines wait up to log.flush_interval in a buffer (zapcore's
+// BufferedWriteSyncer) so that a burst of sessions costs one write per
+// buffer, not per line; an entry at Error or above flushes the buffer at
+// once. The caller calls Sync before it exits.
+func newLogger(c config.Log, level zap.AtomicLevel, w zapcore.WriteSyncer) (*zap.Logger, error) {
+	ec := zap.NewProductionEncoderConfig()
+	enc := zapcore.NewJSONEncoder
 	if c.Format == config.FormatConsole {
-		zc = zap.NewDevelopmentConfig()
+		ec = zap.NewDevelopmentEncoderConfig()
+		enc = zapcore.NewConsoleEncoder
 	}
-	zc.DisableStacktrace = true
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
 	lvl, err := zapcore.ParseLevel(string(c.Level))
 	if err != nil {
 		return nil, err
 	}
 	level.SetLevel(lvl)
-	zc.Level = level
-	zc.EncoderConfig.TimeKey = "ts"
-	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zc.Build()
+	out := zapcore.Lock(w)
+	// No caller field: its stack walk was a measurable part of a
+	// handshake's cost (bench/BENCHMARKS.md); messages are unique enough.
+	// No sampling: the gateway samples its attacker-triggerable logs
+	// itself.
+	opts := []zap.Option{zap.ErrorOutput(out)}
+	if c.FlushInterval > 0 {
+		buf := &zapcore.BufferedWriteSyncer{WS: out, Size: 256 << 10, FlushInterval: time.Duration(c.FlushInterval)}
+		out = buf
+		opts = append(opts, zap.Hooks(func(e zapcore.Entry) error {
+			if e.Level >= zapcore.ErrorLevel {
+				return buf.Sync()
+			}
+			return nil
+		}))
+	}
+	return zap.New(zapcore.NewCore(enc(ec), out, level), opts...), nil
 }
 
 // keyStore is the configured key store, opened, with what goes with it.
