@@ -279,6 +279,10 @@ func (srv *Server) Serve(ctx context.Context) error {
 		srv.log.Info("listening", zap.Stringer("addr", l.pc.LocalAddr()), zap.Stringer("data_plane", srv.cfg.DataPlane))
 	}
 	srv.mu.Unlock()
+	// Start-up is written before the gateway reports ready, whatever the
+	// log buffering (log.flush_interval): an operator or a supervisor
+	// waits for it.
+	_ = srv.log.Sync()
 	srv.ready.Store(true)
 	if w, ok := srv.cfg.Store.(pskstore.Watcher); ok {
 		go srv.watchStore(sctx, w)

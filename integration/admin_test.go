@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -100,7 +101,11 @@ func TestAdminEndpointsAndSIGHUPReload(t *testing.T) {
 	_ = g.cmd.Process.Signal(syscall.SIGHUP)
 	g.waitLog(t, "reload refused: invalid configuration, the running one stays", nil)
 	// A valid file with another log level.
-	if err := os.WriteFile(g.configPath, append(good, []byte("log: {level: debug}\n")...), 0o600); err != nil {
+	debug := bytes.Replace(good, []byte("log: {"), []byte("log: {level: debug, "), 1)
+	if bytes.Equal(debug, good) {
+		debug = append(good, "log: {level: debug}\n"...)
+	}
+	if err := os.WriteFile(g.configPath, debug, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_ = g.cmd.Process.Signal(syscall.SIGHUP)

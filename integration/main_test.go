@@ -76,6 +76,11 @@ func startGateway(t *testing.T, configYAML, keysYAML string) *gatewayProc {
 	}
 	cfgPath := filepath.Join(dir, "gateway.yaml")
 	configYAML += "\n" + freeAdmin(configYAML) + "\n"
+	if !strings.Contains(configYAML, "log:") {
+		// Every line written at once: tests count and look for lines
+		// while the gateway runs.
+		configYAML += "log: {flush_interval: 0s}\n"
+	}
 	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
