@@ -40,21 +40,24 @@ type summary struct {
 	} `json:"requests"`
 	Reconnects int64            `json:"reconnects"`
 	Errors     map[string]int64 `json:"errors"`
-	Server     *struct {
-		ConnectCPUms      float64 `json:"connect_cpu_ms"`
-		CPUPerHandshakeUS float64 `json:"cpu_us_per_handshake"`
-		SteadyCPUms       float64 `json:"steady_cpu_ms"`
-		CPUPerRequestUS   float64 `json:"cpu_us_per_request"`
-		WakeCPUms         float64 `json:"wake_cpu_ms"`
-		CPUPerWakeUS      float64 `json:"cpu_us_per_wake_request"`
-		WakeRequests      int64   `json:"wake_requests"`
-		RSSBefore         int64   `json:"rss_before_bytes"`
-		RSSConnected      int64   `json:"rss_connected_bytes"`
-		SessionsAtRSS     int64   `json:"sessions_at_rss"`
-		RSSPerSession     float64 `json:"rss_per_session_bytes"`
-		ThreadsAfter      int     `json:"threads_connected"`
-		Error             string  `json:"error"`
-	} `json:"server"`
+	Server     *serverSummary   `json:"server"`
+}
+
+// serverSummary is devsim's sample of the server process (--server-pid).
+type serverSummary struct {
+	ConnectCPUms      float64 `json:"connect_cpu_ms"`
+	CPUPerHandshakeUS float64 `json:"cpu_us_per_handshake"`
+	SteadyCPUms       float64 `json:"steady_cpu_ms"`
+	CPUPerRequestUS   float64 `json:"cpu_us_per_request"`
+	WakeCPUms         float64 `json:"wake_cpu_ms"`
+	CPUPerWakeUS      float64 `json:"cpu_us_per_wake_request"`
+	WakeRequests      int64   `json:"wake_requests"`
+	RSSBefore         int64   `json:"rss_before_bytes"`
+	RSSConnected      int64   `json:"rss_connected_bytes"`
+	SessionsAtRSS     int64   `json:"sessions_at_rss"`
+	RSSPerSession     float64 `json:"rss_per_session_bytes"`
+	ThreadsAfter      int     `json:"threads_connected"`
+	Error             string  `json:"error"`
 }
 
 type latency struct {

@@ -31,6 +31,7 @@ import (
 type sizes struct {
 	handshakes  int           // handshakes per mode, server and repetition
 	reps        int           // repetitions of the CPU measurements, interleaved
+	hsReps      int           // repetitions of the handshake measurements (short runs: more of them)
 	fwdSessions int           // established sessions of the forwarding runs
 	fwdMsgs     int           // requests per forwarding run
 	fwdRate     float64       // requests per second in forwarding runs
@@ -80,7 +81,7 @@ const lateHandshakeKeep = 150 * time.Second
 
 var (
 	fullSizes = sizes{
-		handshakes: 3000, reps: 2,
+		handshakes: 3000, reps: 2, hsReps: 5,
 		fwdSessions: 1000, fwdMsgs: 20000, fwdRate: 2500, wakeAfter: releaseIdle,
 		latSessions: 100, latMsgs: 3200, latRate: 400,
 		memSessions: 10000, settle: 5 * time.Second,
@@ -92,7 +93,7 @@ var (
 	}
 	// quickSizes: indicative numbers in about ten minutes (runner --quick).
 	quickSizes = sizes{
-		handshakes: 1000, reps: 1,
+		handshakes: 1000, reps: 1, hsReps: 1,
 		fwdSessions: 1000, fwdMsgs: 8000, fwdRate: 2500, wakeAfter: releaseIdle,
 		latSessions: 100, latMsgs: 1200, latRate: 400,
 		memSessions: 2000, settle: 2 * time.Second,
@@ -103,7 +104,7 @@ var (
 		floodEstablished: 300, floodReturning: 10, floodFresh: 10,
 	}
 	smokeSizes = sizes{
-		handshakes: 20, reps: 1,
+		handshakes: 20, reps: 1, hsReps: 1,
 		fwdSessions: 20, fwdMsgs: 200, fwdRate: 1000, wakeAfter: 500 * time.Millisecond,
 		latSessions: 10, latMsgs: 50, latRate: 200,
 		memSessions: 50, settle: 300 * time.Millisecond,

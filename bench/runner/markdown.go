@@ -49,7 +49,12 @@ const method = `## Method
   the steady phase, after a warm-up request per device (a forwarding server opens a
   session's upstream socket on its first datagram; ` + "`--warmup`" + `). Client and server share
   the 2 cores, so wall-clock rates (raw numbers) are not comparable across runs; CPU
-  time per operation is. CPU rows are the mean of the interleaved repetitions.
+  time per operation is. The repetitions are interleaved (the gateway, then the
+  server it is compared with, then the next repetition); with three or more a CPU
+  row shows medians and its ratio is the median of the per-repetition ratios (one
+  run disturbed by the machine cannot move it), with fewer the means and the ratio
+  of the means (` + "`make bench`" + `: 5 repetitions of each handshake run, 2 of each
+  forwarding run).
 - **Waking**: after the steady phase the gateway's lean runs stay silent for longer
   than the gateway's cipher release (30 s idle, checked every 5 s by its sweeper),
   then every session sends one request at the same rate (` + "`--wake-after`" + `); the

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -77,16 +78,58 @@ func num(v float64, ok bool, format string) string {
 	return fmt.Sprintf(format, v)
 }
 
+// median is the middle value (the mean of the two middle ones for an even
+// count).
+func median(xs []float64) (float64, bool) {
+	if len(xs) == 0 {
+		return 0, false
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2], true
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2, true
+}
+
+// pairedRatios are the ratios gw/other of the runs of each repetition (run
+// next to each other, so a slow drift of the machine's speed cancels out);
+// nil unless both sides have one run per repetition.
+func pairedRatios(gw, other []*result, f func(*result) float64) []float64 {
+	if len(gw) != len(other) {
+		return nil
+	}
+	var out []float64
+	for i := range gw {
+		if gw[i].rep != other[i].rep || gw[i].sum.Server == nil || other[i].sum.Server == nil || f(other[i]) <= 0 {
+			return nil
+		}
+		out = append(out, f(gw[i])/f(other[i]))
+	}
+	return out
+}
+
 // ratioRow compares the gateway with another server on one metric against
-// a maximum ratio.
+// a maximum ratio. With three repetitions or more the values are medians
+// and the ratio is the median of the per-repetition ratios, which one run
+// disturbed by the machine cannot move; with fewer, means and the ratio of
+// the means.
 func ratioRow(label string, gw, other []*result, f func(*result) float64, limit float64, unit, otherName, ref string) row {
-	g, okG := mean(vals(gw, f))
-	o, okO := mean(vals(other, f))
+	avg := mean
+	paired := pairedRatios(gw, other, f)
+	if len(paired) >= 3 {
+		avg = median
+	}
+	g, okG := avg(vals(gw, f))
+	o, okO := avg(vals(other, f))
 	r := row{label: label, gw: num(g, okG, "%.1f "+unit), other: otherName + " " + num(o, okO, "%.1f "+unit),
 		target: fmt.Sprintf("≤ %.2f×", limit), ratio: "n/a", met: "n/a", ref: ref, runs: runIDs(gw, other)}
 	if okG && okO && o > 0 {
-		r.ratio = fmt.Sprintf("%.2f×", g/o)
-		r.met = yesNo(g/o <= limit)
+		ratio := g / o
+		if len(paired) >= 3 {
+			ratio, _ = median(paired)
+		}
+		r.ratio = fmt.Sprintf("%.2f×", ratio)
+		r.met = yesNo(ratio <= limit)
 	}
 	return r
 }

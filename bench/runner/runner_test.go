@@ -74,3 +74,24 @@ func TestOwns(t *testing.T) {
 		t.Errorf("owns: port %d still ours after Close", port)
 	}
 }
+
+// With three repetitions or more a ratio row is the median of the
+// per-repetition ratios: one run disturbed by the machine (repetition 2's
+// pion run here) does not move it; with two it is the ratio of the means.
+func TestRatioRowMedianOfPairs(t *testing.T) {
+	run := func(rep int, us float64) *result {
+		s := &summary{}
+		s.Server = &serverSummary{CPUPerHandshakeUS: us}
+		return &result{rep: rep, sum: s}
+	}
+	gw := []*result{run(1, 1000), run(2, 1000), run(3, 950)}
+	pion := []*result{run(1, 1000), run(2, 500), run(3, 1000)}
+	r := ratioRow("hs", gw, pion, cpuHS, 1.05, "µs", "raw pion", "")
+	if r.ratio != "1.00×" || r.met != "yes" || r.gw != "1000.0 µs" || r.other != "raw pion 1000.0 µs" {
+		t.Errorf("3 repetitions: %+v, want the median ratio 1.00× and median values", r)
+	}
+	r = ratioRow("hs", gw[:2], pion[:2], cpuHS, 1.05, "µs", "raw pion", "")
+	if r.ratio != "1.33×" || r.met != "NO" {
+		t.Errorf("2 repetitions: %+v, want the ratio of the means 1.33×", r)
+	}
+}

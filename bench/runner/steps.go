@@ -28,7 +28,7 @@ var handshakeModes = []struct{ mix, label string }{
 // not counted.
 func (e *env) handshakes() {
 	n := e.sz.handshakes
-	for rep := 1; rep <= e.sz.reps; rep++ {
+	for rep := 1; rep <= e.sz.hsReps; rep++ {
 		for _, m := range handshakeModes {
 			keys, err := e.keyFile(n, m.mix)
 			if err != nil {
