@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"fmt"
+	"net"
 	"testing"
 
 	"github.com/lwm2m-gateway/gateway/pskstore"
@@ -72,5 +73,57 @@ func TestEventLoopsBounds(t *testing.T) {
 	}
 	if srv.cfg.EventLoops != 1 {
 		t.Fatalf("EventLoops zero value became %d, want 1", srv.cfg.EventLoops)
+	}
+}
+
+// TestEventLoopsNATRebinding: with two event loops, a device whose NAT
+// binding changes lands, by the kernel's hash of its new address and port,
+// on either loop's socket. A record read by the other loop than the one
+// that owns the session (and reads its upstream socket) still reaches the
+// session by its CID, moves its address, and the backend's answer reaches
+// the device at the new address; the backend keeps seeing one upstream
+// address. gateway_event_loop_datagrams_total (Server.loopReads) shows
+// which loop read each datagram.
+func TestEventLoopsNATRebinding(t *testing.T) {
+	backend := newEchoBackend(t)
+	k := testKey("roamer", 1)
+	srv, addr := startServer(t, Config{Store: newMapStore(k), Backends: map[string]string{"dm": backend.pc.LocalAddr().String()}, EventLoops: 2})
+	relay := newNATRelay(t, addr)
+	conn := (client{id: k.Identity, key: k.Secret}).mustDial(t, relay.dev.LocalAddr().(*net.UDPAddr))
+	roundTrip(t, conn, []byte("before"))
+	sessions := srv.table.snapshot()
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions, want 1", len(sessions))
+	}
+	s := sessions[0]
+	home, other := s.loop, 1-s.loop
+	crossed := 0
+	for i := 0; i < 40 && crossed < 2; i++ {
+		relay.rebind()
+		before := srv.loopReads[other].Load()
+		roundTrip(t, conn, fmt.Appendf(nil, "after rebind %d", i))
+		if srv.loopReads[other].Load() > before {
+			crossed++
+		}
+	}
+	if crossed < 2 {
+		t.Fatalf("no rebind in 40 landed twice on the loop that does not own the session (2^-39 by chance)")
+	}
+	if got := srv.table.snapshot(); len(got) != 1 || got[0] != s || s.loop != home {
+		t.Fatalf("after rebinding: %d sessions, the same: %v, loop %d (was %d)", len(got), len(got) == 1 && got[0] == s, s.loop, home)
+	}
+	s.mu.Lock()
+	for _, up := range s.ups {
+		if up.p != srv.pollers[home] {
+			t.Errorf("the session's upstream socket moved to another loop")
+		}
+	}
+	s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, a := range backend.sources() {
+		seen[a.String()] = true
+	}
+	if len(seen) != 1 {
+		t.Errorf("the backend saw %d upstream addresses, want 1: %v", len(seen), seen)
 	}
 }

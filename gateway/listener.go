@@ -152,7 +152,9 @@ func (srv *Server) servesSuite(id uint16) bool { return served(srv.cfg.CipherSui
 
 // readerFor is what readBatch calls for each datagram event loop k reads.
 func (l *listener) readerFor(k int) func(p []byte, n int, from netip.AddrPort) {
+	reads := &l.srv.loopReads[k]
 	return func(p []byte, n int, from netip.AddrPort) {
+		reads.Add(1)
 		if n == 0 || n > l.srv.cfg.MaxDatagram || !from.IsValid() {
 			l.srv.stats.drop(dropOversize)
 			return

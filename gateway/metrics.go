@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"slices"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,9 @@ var (
 	descAdmitted = prometheus.NewDesc("gateway_handshakes_admitted_total",
 		"ClientHellos admitted into a new handshake, by admission class: new (an address never seen), retry (retransmission of a hello shed under pressure), returning (the address completed a handshake recently).",
 		[]string{"class"}, nil)
+	descLoopReads = prometheus.NewDesc("gateway_event_loop_datagrams_total",
+		"Datagrams read from the listeners, by event loop (sessions.event_loops): the kernel spreads devices over the loops by address and port, and this shows how evenly.",
+		[]string{"loop"}, nil)
 	descUpstreamErrors = prometheus.NewDesc("gateway_upstream_errors_total",
 		"Errors writing to or reading from backend sockets.", nil, nil)
 )
@@ -74,7 +78,7 @@ func (srv *Server) Collector() prometheus.Collector { return collector{srv} }
 type collector struct{ srv *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors, descReplica, descAdmitted} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descDatagrams, descBytes, descRefused, descDropped, descUpstreamErrors, descEmbryonic, descSnapshots, descSnapshotRefusals, descCheckpointErrors, descReplica, descAdmitted, descLoopReads} {
 		ch <- d
 	}
 	c.srv.lookup.Describe(ch)
@@ -126,6 +130,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i := range st.dropped {
 		counter(descDropped, st.dropped[i].Load(), dropReasonNames[i])
+	}
+	for k := range srv.loopReads {
+		counter(descLoopReads, srv.loopReads[k].Load(), strconv.Itoa(k))
 	}
 	counter(descUpstreamErrors, st.upstreamErrors.Load())
 	counter(descSnapshots, st.snapshotsWritten.Load(), "written")

@@ -113,6 +113,7 @@ func (l *listener) serve() error {
 			l.srv.sampled.Warn("read from listener", zap.Error(err))
 			continue
 		}
+		l.srv.loopReads[0].Add(1)
 		if n > l.srv.cfg.MaxDatagram || n == 0 {
 			l.srv.stats.drop(dropOversize)
 			continue
