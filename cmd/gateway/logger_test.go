@@ -1,38 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/lwm2m-gateway/gateway/config"
 )
-
-// lockedBuffer is a WriteSyncer the test reads while the logger's flush
-// goroutine may write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Sync() error { return nil }
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLoggerBuffersUntilErrorOrSync: with log.flush_interval set, info
 // lines wait in the buffer (one write per buffer, not per session), an
@@ -40,7 +18,9 @@ func (l *lockedBuffer) String() string {
 // rest; flush_interval 0 writes every line at once.
 func TestLoggerBuffersUntilErrorOrSync(t *testing.T) {
 	minute := config.Duration(time.Minute)
-	var out lockedBuffer
+	// zaptest.Buffer is not locked: the test reads it only while nothing
+	// else writes (the flush timer is a minute away).
+	var out zaptest.Buffer
 	log, err := newLogger(config.Log{Level: config.LevelInfo, Format: config.FormatJSON, FlushInterval: minute}, zap.NewAtomicLevel(), &out)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +43,7 @@ func TestLoggerBuffersUntilErrorOrSync(t *testing.T) {
 	}
 
 	zero := config.Duration(0)
-	var direct lockedBuffer
+	var direct zaptest.Buffer
 	log, err = newLogger(config.Log{Level: config.LevelInfo, Format: config.FormatConsole, FlushInterval: zero}, zap.NewAtomicLevel(), &direct)
 	if err != nil {
 		t.Fatal(err)
