@@ -26,8 +26,10 @@ const method = `## Method
   same key file, the gateway's suites, X25519, 8-byte CIDs, every datagram echoed);
   the **floor** (` + "`bench/floor`" + `: what forwarding cannot avoid: one device-facing UDP
   socket, one connected upstream socket per device to the same echo backend, one epoll
-  loop (parked in the Go runtime's poller while idle, as the gateway's), one recvfrom
-  per readiness and one sendto per datagram, and every datagram
+  loop (parked in the Go runtime's poller while idle, as the gateway's), the device
+  socket read with recvmmsg (up to 16 datagrams a call) and each upstream socket
+  with one read per readiness, one write per datagram, the same raw system calls
+  as the gateway's (` + "`internal/udpsock`" + `), and every datagram
   sealed and opened with AES-128-GCM, so two seals and two opens per request and
   response; the gateway opens one and seals one); libcoap's ` + "`coap-server-gnutls`" + `
   (DTLS 1.2 only, ` + "`-k`" + ` one text key for every identity, ` + "`-h \"\"`" + ` no identity hint).
