@@ -211,6 +211,7 @@ func (d *tappedDevice) recordNumbers(t *testing.T) []uint64 {
 // request still reaches its device (L3). After a crash the new process
 // starts from an older snapshot, and still no record number the devices
 // received is ever used twice (no AEAD nonce reuse), DTLS 1.2 and 1.3.
+// The next processes run two event loops where the first ran one.
 func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 	backend := newEchoBackend(t)
 	k13, k12 := testKey("dev-13", 1), testKey("dev-12", 2)
@@ -219,15 +220,18 @@ func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sessions.snap")
 	sealer := testSealer(t)
-	start := func(t *testing.T, addr string, snapPath string) (*Server, *net.UDPAddr) {
+	// The first process runs one event loop, the next ones two (an
+	// operator raising sessions.event_loops across the restart): restored
+	// sessions are spread over the loops.
+	start := func(t *testing.T, addr string, snapPath string, loops int) (*Server, *net.UDPAddr) {
 		snaps, err := statestore.OpenSnapshots(snapPath)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return startServer(t, Config{Store: store, Backends: map[string]string{"dm": backend.pc.LocalAddr().String()},
-			Listeners: []Listener{{Address: addr}}, Sessions: snaps, SnapshotSealer: sealer, CheckpointInterval: time.Hour})
+			Listeners: []Listener{{Address: addr}}, Sessions: snaps, SnapshotSealer: sealer, CheckpointInterval: time.Hour, EventLoops: loops})
 	}
-	a, addr := start(t, "127.0.0.1:0", path)
+	a, addr := start(t, "127.0.0.1:0", path, 1)
 	devs := []*tappedDevice{
 		dialTapped(t, addr, client{id: k13.Identity, key: k13.Secret, version: protocol.Version1_3}),
 		dialTapped(t, addr, client{id: k12.Identity, key: k12.Secret, version: protocol.Version1_2,
@@ -261,13 +265,22 @@ func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 			t.Fatalf("sealed snapshot of %q is %d bytes, above 512", s.Identity, len(s.Sealed))
 		}
 	}
-	b, _ := start(t, addr.String(), path)
+	b, _ := start(t, addr.String(), path, 2)
 	waitFor(t, func() bool { return b.Stats().SnapshotsRestored+uint64(len(b.Stats().RestoreRefused)) >= 2 },
 		"restore; refused %v", b.Stats().RestoreRefused)
 	if st := b.Stats(); st.SnapshotsRestored != 2 || st.Established != 2 {
 		t.Fatalf("restored %d, established %d; refused %v", st.SnapshotsRestored, st.Established, st.RestoreRefused)
 	}
 	exchange(t, 3)
+	for _, s := range b.table.snapshot() {
+		s.mu.Lock()
+		for _, up := range s.ups {
+			if up.p != b.pollers[s.loop] {
+				t.Errorf("restored session on loop %d has its upstream socket on another loop", s.loop)
+			}
+		}
+		s.mu.Unlock()
+	}
 	distinct := map[string]bool{}
 	for _, s := range backend.sources() {
 		distinct[s.String()] = true
@@ -301,7 +314,7 @@ func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 	}
 	exchange(t, 20) // record numbers advance past the checkpoint
 	b.crash()
-	c, _ := start(t, addr.String(), old)
+	c, _ := start(t, addr.String(), old, 2)
 	waitFor(t, func() bool { return c.Stats().SnapshotsRestored+uint64(len(c.Stats().RestoreRefused)) >= 2 },
 		"restore after the crash; refused %v", c.Stats().RestoreRefused)
 	if st := c.Stats(); st.SnapshotsRestored != 2 {
