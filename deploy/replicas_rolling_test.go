@@ -234,8 +234,13 @@ func (s *rollingSite) start(ordinal int) *pod {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", host, err)
 	}
-	go p.log.read(stderr)
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	go func() {
+		// Wait only after the log is read to its end: Wait closes the
+		// pipe, and the last lines (flushed at exit) would be lost.
+		p.log.read(stderr)
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
 		select {
 		case <-p.exited:

@@ -272,15 +272,7 @@ func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 		t.Fatalf("restored %d, established %d; refused %v", st.SnapshotsRestored, st.Established, st.RestoreRefused)
 	}
 	exchange(t, 3)
-	for _, s := range b.table.snapshot() {
-		s.mu.Lock()
-		for _, up := range s.ups {
-			if up.p != b.pollers[s.loop] {
-				t.Errorf("restored session on loop %d has its upstream socket on another loop", s.loop)
-			}
-		}
-		s.mu.Unlock()
-	}
+	checkUpstreamsOnOwnLoop(t, b)
 	distinct := map[string]bool{}
 	for _, s := range backend.sources() {
 		distinct[s.String()] = true

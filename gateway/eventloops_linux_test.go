@@ -39,15 +39,9 @@ func TestEventLoopsShareTheListenersAddress(t *testing.T) {
 	for _, c := range conns {
 		roundTrip(t, c, []byte("second"))
 	}
-	perLoop := make([]int, 2)
+	perLoop := checkUpstreamsOnOwnLoop(t, srv)
 	for _, s := range srv.table.snapshot() {
-		perLoop[s.loop]++
 		s.mu.Lock()
-		for _, up := range s.ups {
-			if up.p != srv.pollers[s.loop] {
-				t.Errorf("session on loop %d has its upstream socket on another loop", s.loop)
-			}
-		}
 		if len(s.ups) != 1 {
 			t.Errorf("session with %d upstream sockets, want 1", len(s.ups))
 		}
@@ -112,13 +106,7 @@ func TestEventLoopsNATRebinding(t *testing.T) {
 	if got := srv.table.snapshot(); len(got) != 1 || got[0] != s || s.loop != home {
 		t.Fatalf("after rebinding: %d sessions, the same: %v, loop %d (was %d)", len(got), len(got) == 1 && got[0] == s, s.loop, home)
 	}
-	s.mu.Lock()
-	for _, up := range s.ups {
-		if up.p != srv.pollers[home] {
-			t.Errorf("the session's upstream socket moved to another loop")
-		}
-	}
-	s.mu.Unlock()
+	checkUpstreamsOnOwnLoop(t, srv)
 	seen := map[string]bool{}
 	for _, a := range backend.sources() {
 		seen[a.String()] = true

@@ -249,3 +249,22 @@ func roundTrip(t *testing.T, conn *dtls.Conn, payload []byte) {
 		t.Fatalf("got %q, want %q", buf[:n], want)
 	}
 }
+
+// checkUpstreamsOnOwnLoop fails t for every session of srv with an
+// upstream socket that another event loop than the session's reads, and
+// returns the sessions per loop.
+func checkUpstreamsOnOwnLoop(t *testing.T, srv *Server) []int {
+	t.Helper()
+	perLoop := make([]int, len(srv.pollers))
+	for _, s := range srv.table.snapshot() {
+		perLoop[s.loop]++
+		s.mu.Lock()
+		for _, up := range s.ups {
+			if up.p != srv.pollers[s.loop] {
+				t.Errorf("session on loop %d has an upstream socket on another loop", s.loop)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return perLoop
+}
