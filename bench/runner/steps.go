@@ -59,9 +59,14 @@ func (e *env) handshakes() {
 // upstream socket on a session's first datagram), then a fixed request rate,
 // the same for every server, 100-byte CoAP requests.
 func (e *env) forwardArgs(sessions, msgs int) []string {
-	bound := time.Duration(float64(msgs)/e.sz.fwdRate*float64(time.Second)) + 30*time.Second
+	return e.forwardArgsAt(sessions, msgs, e.sz.fwdRate)
+}
+
+// forwardArgsAt is forwardArgs at another request rate.
+func (e *env) forwardArgsAt(sessions, msgs int, rate float64) []string {
+	bound := time.Duration(float64(msgs)/rate*float64(time.Second)) + 30*time.Second
 	return []string{"--raw", "--source-ips", sourceIPs, "--devices", fmt.Sprint(sessions), "--mix", "1.3-dhe", "--warmup",
-		"--msg-rate", fmt.Sprint(e.sz.fwdRate), "--messages", fmt.Sprint(msgs), "--duration", bound.String(),
+		"--msg-rate", fmt.Sprint(rate), "--messages", fmt.Sprint(msgs), "--duration", bound.String(),
 		"--size", "100", "--inflight", "64", "--timeout", "30s"}
 }
 
