@@ -273,11 +273,7 @@ func TestHandoffAndCrashContinueWithoutHandshake(t *testing.T) {
 	}
 	exchange(t, 3)
 	checkUpstreamsOnOwnLoop(t, b)
-	distinct := map[string]bool{}
-	for _, s := range backend.sources() {
-		distinct[s.String()] = true
-	}
-	if len(distinct) != 2 {
+	if distinct := backend.distinctSources(); len(distinct) != 2 {
 		t.Fatalf("the backend saw %d device addresses across the handoff, want the same 2: %v", len(distinct), distinct)
 	}
 	// A server-initiated request to the first device's upstream address

@@ -107,11 +107,7 @@ func TestEventLoopsNATRebinding(t *testing.T) {
 		t.Fatalf("after rebinding: %d sessions, the same: %v, loop %d (was %d)", len(got), len(got) == 1 && got[0] == s, s.loop, home)
 	}
 	checkUpstreamsOnOwnLoop(t, srv)
-	seen := map[string]bool{}
-	for _, a := range backend.sources() {
-		seen[a.String()] = true
-	}
-	if len(seen) != 1 {
+	if seen := backend.distinctSources(); len(seen) != 1 {
 		t.Errorf("the backend saw %d upstream addresses, want 1: %v", len(seen), seen)
 	}
 }

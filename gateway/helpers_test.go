@@ -98,6 +98,15 @@ func newEchoBackend(t *testing.T) *echoBackend {
 	return b
 }
 
+// distinctSources is the set of addresses the backend heard from.
+func (b *echoBackend) distinctSources() map[string]bool {
+	out := map[string]bool{}
+	for _, a := range b.sources() {
+		out[a.String()] = true
+	}
+	return out
+}
+
 func (b *echoBackend) sources() []*net.UDPAddr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
