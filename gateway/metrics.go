@@ -48,6 +48,14 @@ var (
 		"Errors writing to or reading from backend sockets.", nil, nil)
 )
 
+// loopCounter is a counter one event loop bumps for every datagram, alone
+// on its cache line so that loops on different cores do not contend for
+// it.
+type loopCounter struct {
+	atomic.Uint64
+	_ [56]byte
+}
+
 // failureReasons are the handshake failure reasons the gateway records.
 var failureReasons = []string{"unknown_identity", "bad_key", "protocol", "policy_R2", "policy_R3", "policy_R5",
 	"store_error", "timeout", "closed", "evicted"}

@@ -52,7 +52,7 @@ type Server struct {
 	link      *net.UDPConn              // the replicas' link (cluster.go)
 	backends  map[string]netip.AddrPort // resolved at Listen
 	pollers   []*poller                 // the event loops (Config.EventLoops)
-	loopReads []atomic.Uint64           // datagrams each event loop read from the listeners (metrics)
+	loopReads []loopCounter             // datagrams each event loop read from the listeners (metrics)
 	started   bool
 	serveCtx  func() context.Context // Serve's context: handshakes and lookups end with it
 	cancel    context.CancelFunc
@@ -152,7 +152,7 @@ func (srv *Server) Listen() error {
 		}
 		pollers = append(pollers, p)
 	}
-	srv.loopReads = make([]atomic.Uint64, srv.cfg.EventLoops)
+	srv.loopReads = make([]loopCounter, srv.cfg.EventLoops)
 	for i, lc := range srv.cfg.Listeners {
 		addr, err := net.ResolveUDPAddr("udp", lc.Address)
 		if err != nil {
